@@ -1,0 +1,79 @@
+"""The colour histogram: an image's distinct colours, their pixel counts, and the way back.
+
+Every term of the score is a weighted sum over distinct colours, so methods work on the
+histogram (20k-150k colours for a photograph) rather than on raw pixels (millions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_BINCOUNT_MIN_PIXELS = 1 << 20  # above this a 2**24-bin count beats sorting
+
+
+def pack_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Pack uint8 RGB triples (..., 3) into int32 keys 0xRRGGBB."""
+    p = np.asarray(pixels, dtype=np.int32)
+    return (p[..., 0] << 16) | (p[..., 1] << 8) | p[..., 2]
+
+
+def unpack_rgb(keys: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_rgb`: int keys to uint8 RGB triples (..., 3)."""
+    keys = np.asarray(keys)
+    return np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], axis=-1).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ColorHistogram:
+    """Distinct colours of an image with their pixel counts.
+
+    Attributes
+    ----------
+    colors : (n, 3) uint8, sorted by packed value.
+    counts : (n,) int64, pixels of each colour; sums to the pixel count.
+    inverse : (H*W,) int32 or None, index into ``colors`` of every pixel, row-major, so that
+        ``colors[inverse]`` rebuilds the image; None when built from colours alone.
+    shape : (H, W) of the image, or None.
+    """
+
+    colors: np.ndarray
+    counts: np.ndarray
+    inverse: np.ndarray | None = None
+    shape: tuple[int, int] | None = None
+
+    @classmethod
+    def from_image(cls, image: np.ndarray, *, with_inverse: bool = True) -> "ColorHistogram":
+        """Histogram of an (H, W, 3) uint8 image."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        keys = pack_rgb(image.reshape(-1, 3))
+        if keys.size >= _BINCOUNT_MIN_PIXELS:
+            bins = np.bincount(keys, minlength=1 << 24)
+            uniq = np.flatnonzero(bins).astype(np.int32)
+            counts = bins[uniq].astype(np.int64)
+            inverse = None
+            if with_inverse:
+                lut = np.zeros(1 << 24, dtype=np.int32)
+                lut[uniq] = np.arange(uniq.size, dtype=np.int32)
+                inverse = lut[keys]
+        else:
+            uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+            inverse = inverse.astype(np.int32) if with_inverse else None
+            counts = counts.astype(np.int64)
+        return cls(unpack_rgb(uniq), counts, inverse, image.shape[:2])
+
+    @property
+    def n_colors(self) -> int:
+        return len(self.counts)
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.counts.sum())
+
+    def render(self, colors_per_entry: np.ndarray) -> np.ndarray:
+        """Image whose pixels take ``colors_per_entry[i]`` where the original had colour i."""
+        if self.inverse is None or self.shape is None:
+            raise ValueError("this histogram was built without its inverse")
+        return np.asarray(colors_per_entry)[self.inverse].reshape(*self.shape, 3)

@@ -1,0 +1,149 @@
+"""Reading any image Pillow opens into RGB uint8, and writing indexed PNGs atomically.
+
+Reading rules (documented in the README):
+- EXIF orientation is applied.
+- Grayscale, palette, CMYK, 16-bit and other modes are converted to 8-bit RGB; 16-bit values
+  are scaled by 1/257.
+- Transparency (RGBA, LA, palette with transparency) is composited over a background colour
+  (``background``, default white); ``background=None`` makes transparent input an error.
+- An animated file gives its first frame, and the result says so in its notes.
+- Pillow's decompression-bomb guard stays on: ``max_pixels`` (default Pillow's limit) refuses
+  larger images with an error rather than a warning.
+Every failure raises :class:`ImageError` whose message names the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+class ImageError(Exception):
+    """An input image cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image as cq sees it: (H, W, 3) uint8 RGB, plus what was done to get there."""
+
+    pixels: np.ndarray
+    notes: tuple[str, ...] = ()
+    mode: str = "RGB"
+
+
+def load_image(path: str | os.PathLike, *, background: tuple[int, int, int] | None = (255, 255, 255),
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read ``path`` into RGB uint8 following the module's rules; raise ImageError on failure."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+        with _bomb_guard(max_pixels), Image.open(path) as im:
+            return _to_rgb(im, path, background)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: refused as a decompression bomb ({e})") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageError(f"{path}: not an image Pillow can read") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{path}: unreadable or corrupt image ({e})") from e
+
+
+@contextmanager
+def _bomb_guard(max_pixels: int | None):
+    """Pillow's bomb check with our limit, raised as an error above the limit (not only 2x)."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except Image.DecompressionBombWarning as e:
+        raise Image.DecompressionBombError(str(e)) from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _to_rgb(im: Image.Image, path: Path, background) -> LoadedImage:
+    notes = []
+    n_frames = getattr(im, "n_frames", 1)
+    if n_frames > 1:
+        notes.append(f"animated: first frame of {n_frames} used")
+    mode = im.mode
+    im.load()
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 257.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 1.0
+        im = Image.fromarray(np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8), "L")
+        notes.append(f"{mode}: scaled to 8 bits")
+    if im.mode == "P" and "transparency" in im.info or im.mode in ("LA", "La", "PA"):
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "RGBa"):
+        alpha = np.asarray(im.getchannel("A"))
+        if alpha.min() < 255:
+            if background is None:
+                raise ImageError(f"{path}: has transparency and no background colour is configured")
+            notes.append(f"transparency composited over {tuple(background)}")
+        base = Image.new("RGBA", im.size, tuple(background or (255, 255, 255)) + (255,))
+        im = Image.alpha_composite(base, im)
+    if im.mode != "RGB":
+        if im.mode not in ("RGBA",):
+            notes.append(f"converted from {im.mode}")
+        im = im.convert("RGB")
+    pixels = np.asarray(im, dtype=np.uint8)
+    if pixels.size == 0:
+        raise ImageError(f"{path}: image has no pixels")
+    return LoadedImage(np.ascontiguousarray(pixels), tuple(notes), mode)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    A failure (an exception, a full disk) removes the temporary file, so ``path`` is either
+    its old content or the complete new one, never half-written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_indexed_png(path: str | os.PathLike, palette: np.ndarray, index: np.ndarray) -> None:
+    """Write an indexed (mode P) PNG whose palette holds exactly ``palette``'s colours.
+
+    ``index`` is (H, W) with values in ``range(len(palette))``; reading the file back and
+    converting to RGB gives ``palette[index]`` exactly.
+    """
+    palette = np.asarray(palette, dtype=np.uint8)
+    if len(palette) > 256:
+        raise ValueError(f"an indexed PNG holds at most 256 colours, got {len(palette)}")
+    im = Image.fromarray(np.asarray(index, dtype=np.uint8), "P")
+    im.putpalette(palette.reshape(-1).tolist(), rawmode="RGB")
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG", optimize=False)

@@ -1,0 +1,163 @@
+"""The score every method is judged by, exactly as ``OBJECTIVE.md`` defines it, and its lower bound.
+
+    score = w_mse * MSE + w_max * max_cost + w_mean * mean_cost
+
+where a colour's cost is its Euclidean distance to the nearest vertex of the RGB cube. Per
+pixel the score is ``(w_mse/3) * ||p - q||^2 + w_mean * cost(q)``, plus ``w_max * max_cost``
+once; everything is computed on colour histograms, never on an (H*W, 8, 3) array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from cq.histogram import ColorHistogram, pack_rgb, unpack_rgb
+
+DEFAULT_K = 37
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The three weights of the score (defaults 2, 21, 42)."""
+
+    mse: float = 2.0
+    max_cost: float = 21.0
+    mean_cost: float = 42.0
+
+    @property
+    def pixel_mse(self) -> float:
+        """Weight of ``||p - q||^2`` per pixel: MSE averages over 3 channels."""
+        return self.mse / 3.0
+
+    @property
+    def vertex_pull(self) -> float:
+        """How far the best colour of a cluster moves toward its vertex: 3*w_mean/(2*w_mse)."""
+        return 1.5 * self.mean_cost / self.mse if self.mse > 0 else np.inf
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def vertex_cost(colors: np.ndarray) -> np.ndarray:
+    """Distance of each colour (..., 3) to the nearest RGB cube vertex, in 0..255 units.
+
+    The nearest vertex is found per channel (0 or 255, whichever is closer), so this equals
+    the minimum over the 8 vertices without building them.
+    """
+    c = np.asarray(colors, dtype=np.float64)
+    d = np.minimum(c, 255.0 - c)
+    return np.sqrt(np.einsum("...i,...i->...", d, d))
+
+
+def nearest_vertex(colors: np.ndarray) -> np.ndarray:
+    """The nearest cube vertex of each colour (..., 3), as float64 0/255 values."""
+    c = np.asarray(colors, dtype=np.float64)
+    return np.where(c > 127.5, 255.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Score:
+    """Every part of the score of one quantized image."""
+
+    score: float
+    mse: float
+    mean_cost: float
+    max_cost: float
+    palette_score: float
+    palette_mean_cost: float
+    n_colors: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mse(original: np.ndarray, quantized: np.ndarray, chunk: int = 1 << 22) -> float:
+    """Mean of squared differences over all H*W*3 values, in chunks to bound memory."""
+    a = original.reshape(-1)
+    b = quantized.reshape(-1)
+    total = 0
+    for start in range(0, a.size, chunk):
+        d = a[start : start + chunk].astype(np.int32) - b[start : start + chunk].astype(np.int32)
+        total += int(np.dot(d, d))
+    return total / a.size
+
+
+def score_parts(mse: float, colors: np.ndarray, counts: np.ndarray, weights: Weights) -> Score:
+    """Assemble a :class:`Score` from the MSE and the quantized image's colour histogram."""
+    costs = vertex_cost(colors)
+    mean_cost = float(np.dot(costs, counts) / counts.sum())
+    max_cost = float(costs.max())
+    palette_mean_cost = float(costs.mean())
+    base = weights.mse * mse + weights.max_cost * max_cost
+    return Score(
+        score=base + weights.mean_cost * mean_cost,
+        mse=float(mse),
+        mean_cost=mean_cost,
+        max_cost=max_cost,
+        palette_score=base + weights.mean_cost * palette_mean_cost,
+        palette_mean_cost=palette_mean_cost,
+        n_colors=len(colors),
+    )
+
+
+def score(original: np.ndarray, quantized: np.ndarray, weights: Weights = Weights()) -> Score:
+    """Score a quantized image against its original; both (H, W, 3) uint8."""
+    if original.shape != quantized.shape:
+        raise ValueError(f"shapes differ: original {original.shape}, quantized {quantized.shape}")
+    hist = ColorHistogram.from_image(quantized, with_inverse=False)
+    return score_parts(_mse(original, quantized), hist.colors, hist.counts, weights)
+
+
+def score_assignment(
+    hist: ColorHistogram, palette: np.ndarray, labels: np.ndarray, weights: Weights = Weights()
+) -> Score:
+    """Score the image in which histogram colour i takes ``palette[labels[i]]``.
+
+    Exact and cheap: never renders the image. Unused palette entries are ignored.
+    """
+    pal = np.asarray(palette)
+    if pal.dtype != np.uint8:
+        raise ValueError(f"palette must be uint8, got {pal.dtype}")
+    diff = hist.colors.astype(np.int32) - pal[labels].astype(np.int32)
+    sq = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+    mse = float(np.dot(sq, hist.counts)) / (3.0 * hist.n_pixels)
+    # Distinct colours of the rendered image: equal palette entries merge.
+    uniq, inv = np.unique(pack_rgb(pal)[labels], return_inverse=True)
+    counts = np.bincount(inv, weights=hist.counts)
+    return score_parts(mse, unpack_rgb(uniq), counts, weights)
+    return score_parts(mse, colors, counts, weights)
+
+
+def _bound_terms(dist: np.ndarray, counts: np.ndarray, cap: float, weights: Weights, n: float):
+    r = np.clip(dist - weights.vertex_pull, 0.0, cap)
+    per = weights.pixel_mse * (dist - r) ** 2 + weights.mean_cost * r
+    return weights.max_cost * cap + float(np.dot(per, counts)) / n
+
+
+def lower_bound(hist: ColorHistogram, weights: Weights = Weights()) -> float:
+    """The best score any quantization of this histogram can reach, with any number of colours.
+
+    Every pixel takes its own best colour on the segment toward its nearest vertex, at
+    distance ``r = clip(D - pull, 0, T)`` from it, under a common max-cost cap ``T``; the
+    bound is the minimum over ``T``. The function of ``T`` is convex, so the minimum is where
+    its derivative crosses zero, found by bisection to 1e-9 units.
+    """
+    dist = vertex_cost(hist.colors)
+    counts = hist.counts.astype(np.float64)
+    n = counts.sum()
+    pull = weights.vertex_pull
+
+    def slope(cap: float) -> float:
+        m = dist - pull > cap
+        inner = (2 * weights.pixel_mse * (dist[m] - cap) - weights.mean_cost) @ counts[m]
+        return weights.max_cost - inner / n
+
+    lo, hi = 0.0, max(float(dist.max() - pull), 0.0)
+    if slope(lo) >= 0:
+        hi = lo
+    while hi - lo > 1e-9:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    return _bound_terms(dist, counts, hi, weights, n)

@@ -1,0 +1,155 @@
+"""One image through one method: load -> method -> exact-k finalisation -> PNG + JSON record.
+
+This is the unit of work of the CLI and of every workflow job. It never raises for a bad
+image or a failing method: it writes a record with ``status: error`` and the message (and no
+PNG), and returns it, so a batch carries on and the report lists the failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cq.finalize import finalize
+from cq.histogram import ColorHistogram
+from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, write_indexed_png
+from cq.methods import Problem, get_method
+from cq.objective import DEFAULT_K, Weights, lower_bound, score
+from cq.record import SCHEMA_ID, now, versions, write_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How input files are read (see cq.imageio): transparency background and pixel limit."""
+
+    background: tuple[int, int, int] | None = (255, 255, 255)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (image, method) unit: what to run and with which parameters.
+
+    ``name`` is how the result is labelled (a config variant such as ``cnn_fast``);
+    ``method`` is the registered base method it runs.
+    """
+
+    method: str
+    params: dict = field(default_factory=dict)
+    k: int = DEFAULT_K
+    weights: Weights = Weights()
+    name: str | None = None
+    read: ReadOptions = ReadOptions()
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
+                  json_path: str | os.PathLike | None, job: Job) -> dict:
+    """Quantize one file, write the indexed PNG and the JSON record; return the record."""
+    t0 = time.perf_counter()
+    record = _base_record(Path(image_path), job)
+    try:
+        if Path(png_path).resolve() == Path(image_path).resolve():
+            raise ImageError(f"{image_path}: refusing to write the output over the input")
+        record["image"]["sha256"] = file_sha256(image_path)
+        loaded = load_image(image_path, background=job.read.background, max_pixels=job.read.max_pixels)
+        height, width = loaded.pixels.shape[:2]
+        record["image"].update(notes=list(loaded.notes), width=width, height=height)
+        record.update(_quantize(loaded.pixels, png_path, job))
+    except ImageError as e:
+        _fail(record, str(e), png_path)
+    except OSError as e:
+        _fail(record, f"{image_path}: {e.strerror or e}", png_path)
+    except Exception as e:  # a method's bug must not stop the batch; the record carries it
+        log.exception("%s failed on %s", job.label, image_path)
+        _fail(record, f"{image_path}: method {job.label} failed: {type(e).__name__}: {e}", png_path)
+    record["wall_time_s"] = time.perf_counter() - t0
+    record["peak_memory_mb"] = peak_memory_mb()
+    record["versions"] = versions()
+    if json_path is not None:
+        write_record(json_path, record)
+    return record
+
+
+def quantize_array(image: np.ndarray, job: Job):
+    """Run the job's method on an RGB uint8 array; return (palette, index image, parts dict)."""
+    method = get_method(job.method)
+    reason = method.unavailable_reason()
+    if reason:
+        raise RuntimeError(reason)
+    hist = ColorHistogram.from_image(image)
+    params = {**method.defaults, **job.params}
+    extras, notes = {}, []
+    if hist.n_colors < job.k:
+        palette, labels = hist.colors, np.arange(hist.n_colors)
+        notes.append(f"n_colors < k: the image has {hist.n_colors} colours and is kept as it is")
+    else:
+        proposal = method.fn(Problem(image, hist, job.k, job.weights), **params)
+        q = finalize(hist, proposal.palette, proposal.labels, k=job.k, weights=job.weights, rule=proposal.rule)
+        palette, labels, extras = q.palette, q.labels, proposal.extras
+        notes.extend(q.notes)
+    index = labels[hist.inverse].reshape(hist.shape)
+    parts = {"params": params, "method_version": method.version, "extras": extras, "notes": notes,
+             "lower_bound": lower_bound(hist, job.weights), "device": str(extras.get("device", "cpu"))}
+    return palette, index, parts
+
+
+def _quantize(image: np.ndarray, png_path, job: Job) -> dict:
+    palette, index, parts = quantize_array(image, job)
+    quantized = palette[index]
+    s = score(image, quantized, job.weights)  # scored on the image as written: checked, not assumed
+    expected = min(job.k, len(palette))
+    if s.n_colors != expected:
+        raise AssertionError(f"output has {s.n_colors} distinct colours, expected {expected}")
+    write_indexed_png(png_path, palette, index)
+    lb = parts.pop("lower_bound")
+    scores = {key: getattr(s, key) for key in
+              ("score", "mse", "mean_cost", "max_cost", "palette_score", "palette_mean_cost")}
+    scores.update(lower_bound=lb, gap=s.score / lb - 1.0 if lb > 0 else None)
+    return {**parts, "scores": scores, "n_colors": s.n_colors, "palette": palette.tolist()}
+
+
+def _base_record(image_path: Path, job: Job) -> dict:
+    method = get_method(job.method)
+    return {
+        "schema": SCHEMA_ID, "status": "ok", "error": None,
+        "image": {"path": str(image_path), "sha256": None, "width": None, "height": None, "notes": []},
+        "method": job.label, "base_method": job.method, "method_version": method.version,
+        "params": {**method.defaults, **job.params}, "k": job.k, "weights": job.weights.as_dict(),
+        "scores": {key: None for key in ("score", "mse", "mean_cost", "max_cost", "palette_score",
+                                         "palette_mean_cost", "lower_bound", "gap")},
+        "n_colors": None, "palette": [], "notes": [], "extras": {}, "wall_time_s": 0.0,
+        "peak_memory_mb": None, "device": "cpu", "versions": {}, "created": now(),
+    }
+
+
+def _fail(record: dict, message: str, png_path) -> None:
+    """Mark the record failed and remove any PNG of an earlier run, so none contradicts it."""
+    record["status"], record["error"] = "error", message.splitlines()[0] if message else "error"
+    Path(png_path).unlink(missing_ok=True)

@@ -1,0 +1,119 @@
+"""The result record: one JSON per (image, method), defined and validated here only.
+
+A failed run writes a record too (``status: error`` with the message), so that a report can
+list every bad image next to the good ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jsonschema
+
+from cq.imageio import atomic_write_bytes
+
+SCHEMA_ID = "cq.record/1"
+
+_NUM = {"type": ["number", "null"]}
+_SCORES = ["score", "mse", "mean_cost", "max_cost", "palette_score", "palette_mean_cost",
+           "lower_bound", "gap"]
+
+RECORD_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["schema", "status", "error", "image", "method", "base_method", "method_version",
+                 "params", "k", "weights", "scores", "n_colors", "palette", "wall_time_s",
+                 "peak_memory_mb", "device", "versions", "created"],
+    "properties": {
+        "schema": {"const": SCHEMA_ID},
+        "status": {"enum": ["ok", "error"]},
+        "error": {"type": ["string", "null"]},
+        "image": {
+            "type": "object",
+            "required": ["path", "sha256", "width", "height", "notes"],
+            "properties": {
+                "path": {"type": "string"},
+                "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+                "width": {"type": ["integer", "null"]},
+                "height": {"type": ["integer", "null"]},
+                "notes": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "method": {"type": "string"},
+        "base_method": {"type": "string"},
+        "method_version": {"type": "string"},
+        "params": {"type": "object"},
+        "k": {"type": "integer", "minimum": 1},
+        "weights": {
+            "type": "object",
+            "required": ["mse", "max_cost", "mean_cost"],
+            "properties": {w: {"type": "number"} for w in ("mse", "max_cost", "mean_cost")},
+        },
+        "scores": {"type": "object", "required": _SCORES, "properties": {s: _NUM for s in _SCORES}},
+        "n_colors": {"type": ["integer", "null"]},
+        "palette": {
+            "type": "array",
+            "items": {"type": "array", "minItems": 3, "maxItems": 3,
+                      "items": {"type": "integer", "minimum": 0, "maximum": 255}},
+        },
+        "notes": {"type": "array", "items": {"type": "string"}},
+        "extras": {"type": "object"},
+        "wall_time_s": {"type": "number", "minimum": 0},
+        "peak_memory_mb": {"type": ["number", "null"]},
+        "device": {"type": "string"},
+        "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+        "created": {"type": "string"},
+    },
+}
+
+
+class RecordError(ValueError):
+    """A record file is missing, unreadable or does not match the schema."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of cq and of the libraries that shaped a result (torch only when loaded)."""
+    import numpy
+    import PIL
+
+    from cq import __version__
+
+    out = {"cq": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+           "pillow": PIL.__version__}
+    if "torch" in sys.modules:
+        out["torch"] = sys.modules["torch"].__version__
+    return out
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def validate(record: dict, source: str = "record") -> dict:
+    """Return ``record`` if it matches the schema, else raise RecordError naming ``source``."""
+    try:
+        jsonschema.validate(record, RECORD_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top)"
+        raise RecordError(f"{source}: invalid record at {where}: {e.message}") from None
+    return record
+
+
+def write_record(path: str | os.PathLike, record: dict) -> None:
+    """Validate and write ``record`` atomically as pretty JSON."""
+    validate(record, str(path))
+    atomic_write_bytes(path, (json.dumps(record, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    """Read and validate one record file."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{path}: cannot read record ({e})") from e
+    return validate(record, str(path))

@@ -1,0 +1,219 @@
+"""Direct minimisation of the exact score over the palette, the assignment and the max-cost cap.
+
+For a fixed assignment the best palette has a closed form (OBJECTIVE.md): each colour is its
+cluster's centroid moved toward the nearest cube vertex by ``weights.vertex_pull``, then pulled
+in to radius ``T``; the best cap ``T`` is the root of a piecewise-linear derivative. For a fixed
+palette the best assignment is ``argmin_c (w_mse/3)||p-c||^2 + w_mean*cost(c)``. Alternating the
+two (a Lloyd iteration on the score itself, ``T`` included) never raises the score. It runs from
+several k-means++ starts, seeded on each colour's ideal target, on a 5-bit binned histogram
+(weighted bin centroids), then on the full histogram; colours are rounded to uint8 without
+raising their cost, polished by a +-1 local search and checked to be exactly ``k``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from cq.finalize import finalize, pixel_costs
+from cq.histogram import ColorHistogram
+from cq.methods import Problem, Proposal, register
+from cq.objective import Weights, nearest_vertex, score_assignment, vertex_cost
+
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class _Points:
+    """Weighted colours to quantize: exact histogram colours or bin centroids."""
+
+    colors: np.ndarray  # (n, 3) float64
+    weights: np.ndarray  # (n,) float64 pixel counts
+
+    @property
+    def n_pixels(self) -> float:
+        return float(self.weights.sum())
+
+
+def _coarsen(hist: ColorHistogram, bits: int) -> tuple[_Points, np.ndarray]:
+    """Merge colours into ``bits``-bit bins per channel; weighted centroids and each colour's bin."""
+    shift = 8 - bits
+    q = hist.colors.astype(np.int64) >> shift
+    keys = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
+    w = hist.counts.astype(np.float64)
+    size = 1 << (3 * bits)
+    mass = np.bincount(keys, weights=w, minlength=size)
+    used = np.flatnonzero(mass)
+    sums = np.stack([np.bincount(keys, weights=w * hist.colors[:, c], minlength=size)[used] for c in range(3)], 1)
+    lut = np.zeros(size, dtype=np.int64)
+    lut[used] = np.arange(used.size)
+    return _Points(sums / mass[used, None], mass[used]), lut[keys]
+
+
+def _ideal_colors(colors: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
+    """Each colour's own best output under cap ``cap``: toward its vertex, at radius clip(D - pull, 0, cap)."""
+    vert = nearest_vertex(colors)
+    dist = vertex_cost(colors)
+    radius = np.clip(dist - weights.vertex_pull, 0.0, cap)
+    scale = np.divide(radius, dist, out=np.zeros_like(dist), where=dist > 0)
+    return vert + (colors - vert) * scale[:, None]
+
+
+def _bound_cap(points: _Points, weights: Weights) -> float:
+    """The cap ``T`` at which the lower bound of these points is reached (each point its own cluster)."""
+    dist = vertex_cost(points.colors)
+    return _best_cap(dist, points.weights, points.n_pixels, weights)
+
+
+def _best_cap(dist: np.ndarray, mass: np.ndarray, n_pixels: float, weights: Weights) -> float:
+    """Minimiser over ``T`` of ``w_max*T + sum_j mass_j * g(min(u_j, T))`` for clusters at vertex distance ``dist``.
+
+    ``g(r) = (w_mse/3)(d - r)^2 + w_mean*r``; the derivative in ``T`` is increasing and piecewise
+    linear, so its root is found by bisection.
+    """
+    free = np.maximum(dist - weights.vertex_pull, 0.0)
+
+    def slope(cap: float) -> float:
+        over = free > cap
+        return weights.max_cost - 2 * weights.pixel_mse * float(mass[over] @ (free[over] - cap)) / n_pixels
+
+    lo, hi = 0.0, float(free.max(initial=0.0))
+    if slope(lo) >= 0:
+        return 0.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    return hi
+
+
+def _weighted_kmeanspp(colors: np.ndarray, mass: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``k`` distinct seeds by weighted k-means++ (D^2 sampling)."""
+    k = min(k, len(colors))
+    chosen = [int(rng.choice(len(colors), p=mass / mass.sum()))]
+    d2 = ((colors - colors[chosen[0]]) ** 2).sum(1)
+    for _ in range(1, k):
+        p = d2 * mass
+        total = p.sum()
+        if total <= 0:  # every remaining point coincides with a seed: take any unchosen one
+            free = np.setdiff1d(np.arange(len(colors)), chosen)
+            nxt = int(free[0])
+        else:
+            nxt = int(rng.choice(len(colors), p=p / total))
+        chosen.append(nxt)
+        np.minimum(d2, ((colors - colors[nxt]) ** 2).sum(1), out=d2)
+    return np.array(chosen)
+
+
+def _assign(points: _Points, palette: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+    """Objective-aware assignment: the label and per-pixel cost of every point, in chunks."""
+    n = len(points.colors)
+    labels = np.empty(n, dtype=np.int64)
+    best = np.empty(n, dtype=np.float64)
+    for s in range(0, n, _CHUNK):
+        costs = pixel_costs(points.colors[s : s + _CHUNK], palette, weights, "objective")
+        labels[s : s + _CHUNK] = costs.argmin(1)
+        best[s : s + _CHUNK] = np.take_along_axis(costs, labels[s : s + _CHUNK, None], 1)[:, 0]
+    return labels, best
+
+
+def _place(centroids: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
+    """Best colour of each cluster from its centroid: moved toward its vertex by the pull, radius <= cap."""
+    return _ideal_colors(centroids, cap, weights)
+
+
+def _cluster_moments(points: _Points, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel mass and weighted centroid of every cluster (centroid undefined where mass is 0)."""
+    mass = np.bincount(labels, weights=points.weights, minlength=k)
+    sums = np.stack([np.bincount(labels, weights=points.weights * points.colors[:, c], minlength=k) for c in range(3)], 1)
+    return mass, sums / np.maximum(mass, 1e-300)[:, None]
+
+
+def _lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int, tol: float = 1e-7):
+    """Alternate assignment and (palette, cap) updates until the score stops falling.
+
+    Returns the palette, labels and real-valued score (on these points) of the best iterate.
+    Empty clusters are re-seeded at the points that lose most against their own ideal colour.
+    """
+    k = len(palette)
+    n_pixels = points.n_pixels
+    prev = np.inf
+    best = (np.inf, palette, None)
+    for _ in range(max_iter):
+        labels, cost = _assign(points, palette, weights)
+        used = np.bincount(labels, minlength=k) > 0
+        score = float(cost @ points.weights) / n_pixels + weights.max_cost * float(vertex_cost(palette[used]).max())
+        if score < best[0]:
+            best = (score, palette, labels)
+        if score > prev * (1 - tol):
+            break
+        prev = score
+        mass, centroids = _cluster_moments(points, labels, k)
+        cap = _best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], n_pixels, weights)
+        palette = _place(centroids, cap, weights)
+        empty = np.flatnonzero(mass == 0)
+        if empty.size:
+            palette[empty] = _reseed(points, cost, cap, weights, empty.size)
+    return best[1], best[2], best[0]
+
+
+def _reseed(points: _Points, cost: np.ndarray, cap: float, weights: Weights, count: int) -> np.ndarray:
+    """Ideal colours of the ``count`` points whose current cost exceeds their own optimum most."""
+    ideal = _ideal_colors(points.colors, cap, weights)
+    own = weights.pixel_mse * ((points.colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
+    worst = np.argsort(-(cost - own) * points.weights)[:count]
+    return ideal[worst]
+
+
+def _round_palette(palette: np.ndarray, weights: Weights) -> np.ndarray:
+    """Round to uint8 without raising any colour's cost: channels round toward the nearest vertex
+    wherever plain rounding would raise it."""
+    plain = np.clip(np.rint(palette), 0, 255)
+    toward = np.where(nearest_vertex(palette) > 0, np.ceil(palette), np.floor(palette))
+    raise_cost = vertex_cost(plain) > vertex_cost(palette) + 1e-9
+    return np.where(raise_cost[:, None], toward, plain).astype(np.uint8)
+
+
+@register("direct", version="1", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20,
+          time_budget=None)
+def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
+           fine_iter: int = 20, time_budget: float | None = None) -> Proposal:
+    """Lloyd-style descent on the exact score from ``n_starts`` seeded starts; see the module docstring.
+
+    Parameters
+    ----------
+    seed : seeds the k-means++ starts; the result is deterministic for a given seed.
+    n_starts : starts on the coarse histogram; the best continues on the full one.
+    coarse_bits : bits per channel of the binned histogram used for the starts.
+    coarse_iter, fine_iter : iteration limits on the binned and the full histogram.
+    time_budget : seconds after which no further start begins (None: all starts run).
+    """
+    t0 = time.perf_counter()
+    hist, k, weights = problem.hist, problem.k, problem.weights
+    if hist.n_colors <= k:
+        return Proposal(_round_palette(_ideal_colors(hist.colors.astype(float), _bound_cap(
+            _Points(hist.colors.astype(float), hist.counts.astype(float)), weights), weights), weights)
+            if hist.n_colors == k else hist.colors.copy(), np.arange(hist.n_colors))
+    rng = np.random.default_rng(seed)
+    coarse, _ = _coarsen(hist, coarse_bits)
+    if len(coarse.colors) <= k:
+        coarse = _Points(hist.colors.astype(float), hist.counts.astype(float))
+    cap0 = _bound_cap(coarse, weights)
+    targets = _ideal_colors(coarse.colors, cap0, weights)
+    best = (np.inf, None)
+    for start in range(n_starts):
+        if time_budget is not None and start > 0 and time.perf_counter() - t0 > time_budget:
+            break
+        seeds = _weighted_kmeanspp(targets, coarse.weights, k, rng)
+        palette, _, score = _lloyd(coarse, targets[seeds].copy(), weights, coarse_iter)
+        if score < best[0]:
+            best = (score, palette)
+    full = _Points(hist.colors.astype(np.float64), hist.counts.astype(np.float64))
+    palette, labels, _ = _lloyd(full, best[1], weights, fine_iter)
+    pal8 = _round_palette(palette, weights)
+    labels, _ = _assign(full, pal8.astype(np.float64), weights)
+    q = finalize(hist, pal8, labels, k=k, weights=weights)
+    s = score_assignment(hist, q.palette, q.labels, weights)
+    return Proposal(q.palette, q.labels, rule="objective",
+                    extras={"score": s.score, "max_cost": s.max_cost, "seconds": time.perf_counter() - t0})

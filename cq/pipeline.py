@@ -74,8 +74,10 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
     """Quantize one file, write the indexed PNG and the JSON record; return the record."""
     t0 = time.perf_counter()
     record = _base_record(Path(image_path), job)
+    if Path(png_path).resolve() == Path(image_path).resolve():
+        png_path = None  # never written, never removed: it is the input
     try:
-        if Path(png_path).resolve() == Path(image_path).resolve():
+        if png_path is None:
             raise ImageError(f"{image_path}: refusing to write the output over the input")
         record["image"]["sha256"] = file_sha256(image_path)
         loaded = load_image(image_path, background=job.read.background, max_pixels=job.read.max_pixels)
@@ -152,4 +154,5 @@ def _base_record(image_path: Path, job: Job) -> dict:
 def _fail(record: dict, message: str, png_path) -> None:
     """Mark the record failed and remove any PNG of an earlier run, so none contradicts it."""
     record["status"], record["error"] = "error", message.splitlines()[0] if message else "error"
-    Path(png_path).unlink(missing_ok=True)
+    if png_path is not None:
+        Path(png_path).unlink(missing_ok=True)

@@ -1,0 +1,74 @@
+"""Exactly-k finalisation: merged, unused and surplus colours are repaired at least cost."""
+
+import numpy as np
+import pytest
+import skimage.data
+
+from cq.finalize import assign, finalize
+from cq.histogram import ColorHistogram, pack_rgb
+from cq.objective import Weights, score_assignment, vertex_cost
+
+
+@pytest.fixture(scope="module")
+def hist():
+    return ColorHistogram.from_image(skimage.data.chelsea()[::3, ::3])
+
+
+def distinct_used(hist, q):
+    return len(np.unique(pack_rgb(q.render(hist).reshape(-1, 3))))
+
+
+def test_duplicates_after_rounding_are_repaired(hist):
+    palette = np.repeat(np.array([[10.2, 20.4, 30.1], [10.4, 19.6, 29.9]]), [1, 1], axis=0)
+    rng = np.random.default_rng(0)
+    palette = np.vstack([palette, rng.uniform(0, 255, (35, 3))])  # 37 proposed, 2 round equal
+    q = finalize(hist, palette, k=37)
+    assert distinct_used(hist, q) == 37 and len(q.palette) == 37
+
+
+def test_unused_colours_are_replaced(hist):
+    palette = np.vstack([hist.colors[::1000][:30], np.full((7, 3), 255.0)])  # 7 far, likely unused
+    q = finalize(hist, palette, k=37)
+    assert distinct_used(hist, q) == 37
+    assert any("added" in n for n in q.notes)
+
+
+def test_too_many_colours_are_merged_cheaply(hist):
+    rng = np.random.default_rng(1)
+    palette = hist.colors[rng.choice(hist.n_colors, 45, replace=False)].astype(float)
+    q = finalize(hist, palette, k=37, rule="objective")
+    assert distinct_used(hist, q) == 37
+
+
+def test_given_labels_are_kept(hist):
+    palette = hist.colors[:37].astype(float)
+    labels = assign(hist, palette)
+    q = finalize(hist, palette, labels, k=37)
+    assert np.array_equal(q.palette[q.labels], np.clip(np.rint(palette), 0, 255).astype(np.uint8)[labels])
+
+
+def test_fewer_than_k_colours_returns_the_original():
+    image = np.array([[[0, 0, 0], [9, 9, 9], [200, 1, 3]]], np.uint8)
+    h = ColorHistogram.from_image(image)
+    q = finalize(h, np.zeros((37, 3)), k=37)
+    assert np.array_equal(q.render(h), image) and "fewer than k" in q.notes[0]
+
+
+@pytest.mark.parametrize("n", [37, 38])
+def test_exactly_k_and_k_plus_one_colours(n):
+    rng = np.random.default_rng(n)
+    colors = rng.choice(1 << 24, n, replace=False)
+    image = np.stack([(colors >> 16) & 255, (colors >> 8) & 255, colors & 255], -1).astype(np.uint8)
+    image = np.repeat(image[None], 3, axis=0)
+    h = ColorHistogram.from_image(image)
+    q = finalize(h, np.full((1, 3), 128.0), k=37)  # one proposed colour: 36 must be added
+    assert distinct_used(h, q) == 37
+
+
+def test_added_colour_is_the_cheapest_candidate():
+    """Light grey on a black palette: giving it its own colour gains far more than any other move."""
+    image = np.array([[[250, 250, 250], [5, 5, 5], [5, 5, 5]]], np.uint8)
+    h = ColorHistogram.from_image(image)
+    q = finalize(h, np.array([[0.0, 0.0, 0.0]]), k=2, rule="nearest")
+    assert sorted(map(tuple, q.palette.tolist())) == [(0, 0, 0), (250, 250, 250)]
+    assert q.render(h)[0, 0].tolist() == [250, 250, 250]

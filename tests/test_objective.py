@@ -1,0 +1,105 @@
+"""The objective against a literal transcription of the tutorial's numpy functions."""
+
+import numpy as np
+import pytest
+import skimage.data
+
+from cq.finalize import finalize
+from cq.histogram import ColorHistogram
+from cq.methods import Problem, get_method
+from cq.objective import Weights, lower_bound, score, score_assignment, vertex_cost
+
+
+# --- the tutorial's functions, transcribed literally: the oracle -------------------------------
+def tutorial_mse(img1, img2):
+    return np.mean((img1.astype(float) - img2.astype(float)) ** 2)
+
+
+def tutorial_color_cost(img):
+    vertices = np.array([[0, 0, 0], [0, 0, 255], [0, 255, 0], [0, 255, 255],
+                         [255, 0, 0], [255, 0, 255], [255, 255, 0], [255, 255, 255]])
+    pixels = img.reshape(-1, 3)
+    distances = np.sqrt(np.sum((pixels[:, None, :] - vertices[None, :, :]) ** 2, axis=2))
+    costs = np.min(distances, axis=1)
+    return np.mean(costs), np.max(costs)
+
+
+def tutorial_score(original, quantized):
+    mse_value = tutorial_mse(original, quantized)
+    mean_cost, max_cost = tutorial_color_cost(quantized)
+    return 2 * mse_value + 21 * max_cost + 42 * mean_cost
+# -----------------------------------------------------------------------------------------------
+
+
+def quantized_by(method: str, image: np.ndarray, k: int = 37) -> np.ndarray:
+    hist = ColorHistogram.from_image(image)
+    proposal = get_method(method).fn(Problem(image, hist, k))
+    return finalize(hist, proposal.palette, proposal.labels, k=k, rule=proposal.rule).render(hist)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+@pytest.mark.parametrize("method", ["median_cut", "octree"])
+def test_score_equals_tutorial_formula_on_photographs(name, method):
+    original = getattr(skimage.data, name)()
+    quantized = quantized_by(method, original)
+    s = score(original, quantized)
+    assert s.score == pytest.approx(tutorial_score(original, quantized), rel=1e-9)
+    assert s.mse == pytest.approx(tutorial_mse(original, quantized), rel=1e-9)
+    mean_cost, max_cost = tutorial_color_cost(quantized)
+    assert (s.mean_cost, s.max_cost) == (pytest.approx(mean_cost, rel=1e-9), pytest.approx(max_cost, rel=1e-9))
+    assert s.n_colors == 37
+
+
+def test_palette_variant_is_the_unweighted_mean_over_distinct_colours():
+    original = skimage.data.chelsea()[:64, :64]
+    quantized = quantized_by("median_cut", original)
+    colors = np.unique(quantized.reshape(-1, 3), axis=0)
+    palette_mean = tutorial_color_cost(colors)[0]
+    s = score(original, quantized)
+    assert s.palette_mean_cost == pytest.approx(palette_mean, rel=1e-12)
+    assert s.palette_score == pytest.approx(
+        2 * tutorial_mse(original, quantized) + 21 * s.max_cost + 42 * palette_mean, rel=1e-12)
+
+
+def test_weights_are_parameters():
+    original = skimage.data.coffee()[:50, :80]
+    quantized = quantized_by("octree", original, k=8)
+    w = Weights(mse=1.0, max_cost=0.5, mean_cost=3.0)
+    mean_cost, max_cost = tutorial_color_cost(quantized)
+    expected = 1.0 * tutorial_mse(original, quantized) + 0.5 * max_cost + 3.0 * mean_cost
+    assert score(original, quantized, w).score == pytest.approx(expected, rel=1e-9)
+
+
+def test_vertex_cost_by_hand():
+    assert vertex_cost(np.array([0, 0, 0])) == 0
+    assert vertex_cost(np.array([255, 0, 255])) == 0
+    assert vertex_cost(np.array([3, 4, 255])) == pytest.approx(5.0)
+    assert vertex_cost(np.array([128, 128, 128])) == pytest.approx(np.sqrt(3) * 127)
+
+
+def test_score_assignment_equals_score_of_rendered_image():
+    original = skimage.data.astronaut()[::4, ::4]
+    hist = ColorHistogram.from_image(original)
+    proposal = get_method("kmeans").fn(Problem(original, hist, 37), n_init=1)
+    q = finalize(hist, proposal.palette, proposal.labels, k=37)
+    fast = score_assignment(hist, q.palette, q.labels)
+    assert fast.score == pytest.approx(score(original, q.render(hist)).score, rel=1e-12)
+
+
+def test_large_image_uses_the_counting_histogram_path():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(1100, 1000, 3), dtype=np.uint8)  # > 2**20 pixels
+    hist = ColorHistogram.from_image(image)
+    assert np.array_equal(hist.render(hist.colors), image)
+    assert hist.n_pixels == image.shape[0] * image.shape[1]
+
+
+def test_score_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shapes differ"):
+        score(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 3, 3), np.uint8))
+
+
+def test_lower_bound_of_a_vertex_coloured_image_is_zero():
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[:2] = 255
+    assert lower_bound(ColorHistogram.from_image(image)) == pytest.approx(0.0, abs=1e-9)

@@ -1,0 +1,39 @@
+"""The record schema: written records validate, broken ones are refused naming the file."""
+
+import json
+
+import pytest
+
+from cq.record import RecordError, read_record, validate, write_record
+
+
+def minimal(**over):
+    record = {
+        "schema": "cq.record/1", "status": "error", "error": "x.png: broken",
+        "image": {"path": "x.png", "sha256": None, "width": None, "height": None, "notes": []},
+        "method": "kmeans", "base_method": "kmeans", "method_version": "1", "params": {}, "k": 37,
+        "weights": {"mse": 2, "max_cost": 21, "mean_cost": 42},
+        "scores": {k: None for k in ["score", "mse", "mean_cost", "max_cost", "palette_score",
+                                     "palette_mean_cost", "lower_bound", "gap"]},
+        "n_colors": None, "palette": [], "wall_time_s": 0.1, "peak_memory_mb": 10.0, "device": "cpu",
+        "versions": {"cq": "0.1.0"}, "created": "2026-11-25T00:00:00+00:00",
+    }
+    record.update(over)
+    return record
+
+
+def test_round_trip(tmp_path):
+    write_record(tmp_path / "r.json", minimal())
+    assert read_record(tmp_path / "r.json") == minimal()
+
+
+def test_invalid_records_are_refused_naming_the_file(tmp_path):
+    with pytest.raises(RecordError, match="status"):
+        validate(minimal(status="fine"))
+    with pytest.raises(RecordError, match="palette/0"):
+        validate(minimal(palette=[[1, 2, 300]]))
+    p = tmp_path / "cut.json"
+    p.write_text(json.dumps(minimal())[:50])
+    with pytest.raises(RecordError, match="cut.json"):
+        read_record(p)
+    assert not list(tmp_path.glob(".*tmp"))

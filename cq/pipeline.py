@@ -22,7 +22,7 @@ from cq.histogram import ColorHistogram
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, write_indexed_png
 from cq.methods import Problem, get_method
 from cq.objective import DEFAULT_K, Weights, lower_bound, score
-from cq.record import SCHEMA_ID, now, versions, write_record
+from cq.record import SCHEMA_ID, RecordError, now, read_record, versions, write_record
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,17 @@ def peak_memory_mb() -> float:
 
 
 def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
-                  json_path: str | os.PathLike | None, job: Job) -> dict:
-    """Quantize one file, write the indexed PNG and the JSON record; return the record."""
+                  json_path: str | os.PathLike | None, job: Job, *, reuse: bool = False) -> dict:
+    """Quantize one file, write the indexed PNG and the JSON record; return the record.
+
+    With ``reuse``, an existing successful record for the same image content (sha256), method,
+    method version, parameters, k and weights is returned as it is, and nothing is recomputed:
+    the records themselves are the content-addressed cache.
+    """
+    if reuse and json_path is not None:
+        cached = cached_record(image_path, png_path, json_path, job)
+        if cached is not None:
+            return cached
     t0 = time.perf_counter()
     record = _base_record(Path(image_path), job)
     if Path(png_path).resolve() == Path(image_path).resolve():
@@ -97,6 +106,23 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
     if json_path is not None:
         write_record(json_path, record)
     return record
+
+
+def cached_record(image_path, png_path, json_path, job: Job) -> dict | None:
+    """The record at ``json_path`` if it is a valid, successful result of this very job on
+    this very image content, with its PNG present; else None."""
+    try:
+        record = read_record(json_path)
+        if record["status"] != "ok" or not Path(png_path).is_file():
+            return None
+        method = get_method(job.method)
+        same_job = (record["method"], record["base_method"], record["method_version"], record["params"],
+                    record["k"], record["weights"]) == (job.label, job.method, method.version,
+                                                         {**method.defaults, **job.params}, job.k,
+                                                         job.weights.as_dict())
+        return record if same_job and record["image"]["sha256"] == file_sha256(image_path) else None
+    except (RecordError, OSError, KeyError):
+        return None
 
 
 def quantize_array(image: np.ndarray, job: Job):

@@ -56,3 +56,15 @@ def test_missing_optional_package_is_one_line(monkeypatch, photo_path, tmp_path)
     record = quantize_file(photo_path, tmp_path / "l.png", None, Job(method="libimagequant"))
     assert record["status"] == "error"
     assert "needs the Python package 'no_such_pkg_xyz'" in record["error"]
+
+
+def test_reuse_skips_an_unchanged_job_and_redoes_a_changed_one(photo_path, tmp_path):
+    png, js = tmp_path / "r.png", tmp_path / "r.json"
+    first = quantize_file(photo_path, png, js, Job(method="octree"), reuse=True)
+    again = quantize_file(photo_path, png, js, Job(method="octree"), reuse=True)
+    assert again == first  # the same record, not recomputed
+    other_k = quantize_file(photo_path, png, js, Job(method="octree", k=20), reuse=True)
+    assert other_k["n_colors"] == 20 and other_k["created"] >= first["created"]
+    png.unlink()
+    redone = quantize_file(photo_path, png, js, Job(method="octree", k=20), reuse=True)
+    assert png.exists() and redone["wall_time_s"] != other_k["wall_time_s"]

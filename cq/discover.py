@@ -1,0 +1,153 @@
+"""Finding the images of a folder, and where each (image, method) result goes.
+
+The workflow calls this while it builds its DAG, on every start and (on a cluster) in every
+job, so it is one ``os.scandir`` walk: no image is opened and no file is stat-ed beyond what
+the walk returns. It never raises: an unreadable folder, a looping or escaping symlink or an
+odd name is skipped and reported in ``Discovery.warnings``, because an exception while the
+DAG is built would stop the whole run, ``--keep-going`` or not.
+
+An image is named by its path relative to the input folder, with its extension and ``/`` as
+separator (``space/rocket.jpg``); results mirror that name, so ``a.jpg`` and ``a.png`` in one
+folder do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp")
+
+
+@dataclass
+class Discovery:
+    """The images found (relative POSIX paths, sorted) and what was skipped, one line each."""
+
+    images: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def normalize_extensions(extensions) -> frozenset[str]:
+    """Lower-case extensions without a leading dot: ``[".JPG", "png"]`` -> ``{"jpg", "png"}``."""
+    return frozenset(e.lower().lstrip(".") for e in extensions)
+
+
+def discover(root: str | os.PathLike, extensions=DEFAULT_EXTENSIONS, exclude=()) -> Discovery:
+    """Every image under ``root`` whose extension is in ``extensions`` (case-insensitive).
+
+    Hidden files and folders (name starting with ``.``) are skipped silently. Symlinks are
+    followed only when they resolve inside ``root`` and do not lead back into a folder already
+    walked; others are skipped with a warning. Folders in ``exclude`` (e.g. the results folder
+    when it lies inside the input folder) are not walked.
+    """
+    found = Discovery()
+    exts = normalize_extensions(extensions)
+    real_root = os.path.realpath(root)
+    skip = {os.path.realpath(p) for p in exclude}
+    seen = {real_root}
+    stack = [(os.fspath(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        for entry, rel in _entries(folder, prefix, found.warnings):
+            if entry.is_symlink():
+                target = _symlink_target(entry, rel, real_root, found.warnings)
+                if target is None or not os.path.isdir(target):
+                    if target is not None and _has_extension(entry.name, exts) and os.path.isfile(target):
+                        found.images.append(rel)
+                    continue
+                if _inside(os.path.realpath(folder), target) or target in seen:
+                    found.warnings.append(f"{rel}: skipped, symlink loops back to a folder already walked")
+                    continue
+                seen.add(target)
+            elif not _is_dir(entry):
+                if _has_extension(entry.name, exts) and _is_file(entry):
+                    found.images.append(rel)
+                continue
+            if skip and os.path.realpath(entry.path) in skip:
+                continue
+            stack.append((entry.path, rel + "/"))
+    found.images.sort()
+    return found
+
+
+def _entries(folder: str, prefix: str, warnings: list[str]):
+    """(entry, relative path) for each visible, nameable entry of ``folder``; never raises."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError as e:
+        warnings.append(f"{prefix or '.'}: cannot read folder ({e.strerror or e})")
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        rel = prefix + entry.name
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            warnings.append(f"{rel.encode('utf-8', 'backslashreplace').decode()}: skipped, name is not valid UTF-8")
+            continue
+        if "\n" in entry.name or "\r" in entry.name:
+            warnings.append(f"{rel!r}: skipped, name contains a line break")
+            continue
+        yield entry, rel
+
+
+def _symlink_target(entry: os.DirEntry, rel: str, real_root: str, warnings: list[str]) -> str | None:
+    """The resolved target of a symlink inside ``real_root``, or None (and a warning)."""
+    target = os.path.realpath(entry.path)
+    if not os.path.exists(target):
+        warnings.append(f"{rel}: skipped, broken or looping symlink")
+        return None
+    if not _inside(target, real_root):
+        warnings.append(f"{rel}: skipped, symlink points outside the input folder ({target})")
+        return None
+    return target
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True when real path ``path`` is ``folder`` or lies below it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _has_extension(name: str, exts: frozenset[str]) -> bool:
+    stem, dot, ext = name.rpartition(".")
+    return bool(dot and stem) and ext.lower() in exts
+
+
+def report_warnings(discovery: Discovery, stream=None) -> None:
+    """Print the skipped entries to stderr, one line each, so a user sees what was left out."""
+    stream = stream or sys.stderr
+    for line in discovery.warnings:
+        print(f"cq: warning: {line}", file=stream)
+
+
+# --- where results go: one place, shared by the workflow, its scripts and the tests ---------
+
+def result_path(results_dir: str, method: str, image: str, suffix: str) -> str:
+    """``{results_dir}/{method}/{image}{suffix}``: the image's relative path, extension kept."""
+    return f"{results_dir}/{method}/{image}{suffix}"
+
+
+def image_of_result(results_dir: str, path: str, suffix: str = ".json") -> tuple[str, str]:
+    """(method, image) back from a result path made by :func:`result_path`."""
+    rel = os.path.relpath(path, results_dir).replace(os.sep, "/")
+    method, _, rest = rel.partition("/")
+    if not rest.endswith(suffix):
+        raise ValueError(f"{path}: not a {suffix} result under {results_dir}")
+    return method, rest[: -len(suffix)]

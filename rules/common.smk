@@ -1,0 +1,155 @@
+"""Helpers of the workflow: config checks, the method table, image discovery, input functions.
+
+Everything here runs whenever the Snakefile is parsed (at start-up and, on a cluster, in every
+job), so it stays cheap: one directory walk, one look at the method registry, no image opened.
+"""
+
+import inspect
+import os
+import re
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from cq.discover import discover, report_warnings, result_path
+from cq.methods import all_methods
+
+validate(config, "../config/schema.yaml")
+
+INPUT_DIR = config["input_dir"].rstrip("/") or "/"
+RESULTS = config["results_dir"].rstrip("/") or "/"
+LOGS = config["logs_dir"].rstrip("/")
+BENCHMARKS = config["benchmarks_dir"].rstrip("/")
+
+# Keys of a method section or variant that configure the job, not the method.
+JOB_KEYS = {"gpu": False, "threads": 1, "mem_mb": 2000, "runtime": 30}
+
+
+def _config_error(message):
+    raise WorkflowError(f"config: {message}")
+
+
+def _check_params(label, method, params):
+    """Stop at start-up on a parameter the method does not take, naming it."""
+    signature = inspect.signature(method.fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in signature):
+        return
+    known = {p.name for p in signature if p.kind is p.KEYWORD_ONLY} | set(method.defaults)
+    for name in params:
+        if name not in known:
+            _config_error(
+                f"{label}: unknown parameter {name!r} of method {method.name!r}; "
+                f"it takes: {', '.join(sorted(known)) or 'no parameters'}"
+            )
+
+
+def _method_spec(label, registry, variants):
+    """(base method name, section merged with the variant's overrides) for a column label."""
+    if label in variants:
+        if label in registry:
+            _config_error(f"variants: {label!r} is also a method name; rename the variant")
+        spec = dict(variants[label])
+        base = spec.pop("method")
+        if base not in registry:
+            _config_error(
+                f"variants: {label}: method {base!r} is not registered; known: {', '.join(registry)}"
+            )
+        return base, {**(config.get(base) or {}), **spec}
+    if label in registry:
+        return label, dict(config.get(label) or {})
+    _config_error(
+        f"methods: {label!r} is neither a registered method ({', '.join(registry)}) "
+        f"nor a variant ({', '.join(variants) or 'none defined'})"
+    )
+
+
+def resolve_methods():
+    """Column label -> what its jobs run: the Job fields (``job``) and the job's settings."""
+    registry = all_methods()
+    variants = config.get("variants") or {}
+    table = {}
+    for label in config["methods"]:
+        base, spec = _method_spec(label, registry, variants)
+        method = registry[base]
+        settings = {key: spec.pop(key, default) for key, default in JOB_KEYS.items()}
+        _check_params(label, method, spec)
+        reason = method.unavailable_reason()
+        if reason:
+            print(f"cq: warning: {reason}; its jobs will write error records", file=sys.stderr)
+        job = {
+            "method": base,
+            "name": label,
+            "version": method.version,
+            "params": dict(sorted({**method.defaults, **spec}.items())),
+            "k": config["k"],
+            "weights": dict(sorted(config["weights"].items())),
+            "read": dict(sorted(config["read"].items())),
+        }
+        table[label] = {"job": job, **settings}
+    return table
+
+
+def find_images():
+    """Relative paths of the input images; skipped entries are reported, never fatal."""
+    if not os.path.isdir(INPUT_DIR):
+        _config_error(f"input_dir {INPUT_DIR!r} is not a folder")
+    found = discover(
+        INPUT_DIR, config["extensions"], exclude=[RESULTS, LOGS, BENCHMARKS, ".snakemake"]
+    )
+    report_warnings(found)
+    if not found.images:
+        print(f"cq: warning: no images found under {INPUT_DIR!r}", file=sys.stderr)
+    return found.images
+
+
+METHODS = resolve_methods()
+IMAGES = find_images()
+
+
+wildcard_constraints:
+    method="|".join(re.escape(m) for m in METHODS),
+    image=".+",
+
+
+# --- input functions and per-job settings ---------------------------------------------------
+# The per-image x per-method DAG is built here; a shard mode (several images per job) would
+# swap get_records() and the quantize rule's paths, keeping discovery and paths in cq.discover.
+
+
+def get_final_output():
+    """What `snakemake` builds by default: the report over every (image, method)."""
+    return [f"{RESULTS}/report.csv", f"{RESULTS}/report.html"]
+
+
+def get_records(wildcards):
+    """Every result record, one per (image, method)."""
+    return [result_path(RESULTS, m, image, ".json") for m in METHODS for image in IMAGES]
+
+
+def get_image(wildcards):
+    return f"{INPUT_DIR}/{wildcards.image}"
+
+
+def get_png(wildcards):
+    return result_path(RESULTS, wildcards.method, wildcards.image, ".png")
+
+
+def get_job(wildcards):
+    return METHODS[wildcards.method]["job"]
+
+
+def get_threads(wildcards):
+    return METHODS[wildcards.method]["threads"]
+
+
+def get_mem_mb(wildcards):
+    return METHODS[wildcards.method]["mem_mb"]
+
+
+def get_runtime(wildcards):
+    return METHODS[wildcards.method]["runtime"]
+
+
+def get_gpu(wildcards):
+    return int(METHODS[wildcards.method]["gpu"])

@@ -1,0 +1,23 @@
+rule report:
+    """Collect every record into the comparison table (CSV) and page (HTML)."""
+    input:
+        records=get_records,
+    output:
+        csv=f"{RESULTS}/report.csv",
+        html=f"{RESULTS}/report.html",
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCHMARKS}/report.tsv"
+    params:
+        results_dir=RESULTS,
+        input_dir=INPUT_DIR,
+        methods=list(METHODS),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../environment.yml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,38 @@
+"""Snakemake adapter of rule report: every record -> cq.report.build_report (CSV + HTML).
+
+A record that cannot be read (corrupt or truncated JSON) does not stop the report: it is
+listed as an error of its (image, method), named from its path.
+"""
+
+import logging
+import sys
+
+from cq.discover import image_of_result
+from cq.record import RecordError, read_record
+from cq.report import build_report
+
+
+def load(path: str, results_dir: str, input_dir: str) -> dict:
+    """The record at ``path``, or an error stub naming the image and method it stands for."""
+    try:
+        return read_record(path)
+    except RecordError as e:
+        logging.getLogger("cq").warning("%s", e)
+        method, image = image_of_result(results_dir, path)
+        return {"status": "error", "error": str(e), "method": method,
+                "image": {"path": f"{input_dir}/{image}"}}
+
+
+def main(smk) -> None:
+    with open(smk.log[0], "w", encoding="utf-8") as log_file:
+        sys.stderr = log_file
+        logging.basicConfig(stream=log_file, level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        results_dir, input_dir = smk.params.results_dir, smk.params.input_dir
+        records = [load(path, results_dir, input_dir) for path in smk.input.records]
+        build_report(records, results_dir, input_dir, smk.output.csv, smk.output.html,
+                     method_order=list(smk.params.methods))
+        logging.getLogger("cq").info("report of %d records", len(records))
+
+
+main(snakemake)  # noqa: F821 (the object Snakemake passes to scripts)

@@ -14,8 +14,13 @@ folder do not collide.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
+
+# "{name}" or "{name,regex}" in a path is a wildcard to Snakemake, with no escape: such files
+# are skipped and reported rather than stopping the whole run.
+_WILDCARD = re.compile(r"\{\s*[\w.]+\s*[,}]")
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp")
 
@@ -77,7 +82,8 @@ def _entries(folder: str, prefix: str, warnings: list[str]):
         with os.scandir(folder) as it:
             entries = list(it)
     except OSError as e:
-        warnings.append(f"{prefix or '.'}: cannot read folder ({e.strerror or e})")
+        where = prefix.rstrip("/") or f"input folder {os.fspath(folder)!r}"
+        warnings.append(f"{where}: cannot read folder ({e.strerror or e})")
         return
     for entry in entries:
         if entry.name.startswith("."):
@@ -90,6 +96,9 @@ def _entries(folder: str, prefix: str, warnings: list[str]):
             continue
         if "\n" in entry.name or "\r" in entry.name:
             warnings.append(f"{rel!r}: skipped, name contains a line break")
+            continue
+        if "{" in entry.name and _WILDCARD.search(entry.name):
+            warnings.append(f"{rel}: skipped, '{{name}}' in a file name is read as a Snakemake wildcard")
             continue
         yield entry, rel
 

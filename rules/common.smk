@@ -9,6 +9,7 @@ import os
 import re
 import sys
 
+import snakemake.pathvars
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -17,10 +18,15 @@ from cq.methods import all_methods
 
 validate(config, "../config/schema.yaml")
 
-INPUT_DIR = config["input_dir"].rstrip("/") or "/"
-RESULTS = config["results_dir"].rstrip("/") or "/"
-LOGS = config["logs_dir"].rstrip("/")
-BENCHMARKS = config["benchmarks_dir"].rstrip("/")
+# Snakemake 9 expands "<name>" in every path as a path variable, so an image named
+# "<script>.png" would stop the run and one named "<logs>.png" would silently turn into
+# "logs.png". This workflow defines none: take file names literally.
+snakemake.pathvars.PATHVAR_REGEX = re.compile(r"(?!)(?P<name>)")
+
+INPUT_DIR = os.path.normpath(config["input_dir"])
+RESULTS = os.path.normpath(config["results_dir"])
+LOGS = os.path.normpath(config["logs_dir"])
+BENCHMARKS = os.path.normpath(config["benchmarks_dir"])
 
 # Keys of a method section or variant that configure the job, not the method.
 JOB_KEYS = {"gpu": False, "threads": 1, "mem_mb": 2000, "runtime": 30}
@@ -125,10 +131,6 @@ def get_final_output():
 def get_records(wildcards):
     """Every result record, one per (image, method)."""
     return [result_path(RESULTS, m, image, ".json") for m in METHODS for image in IMAGES]
-
-
-def get_image(wildcards):
-    return f"{INPUT_DIR}/{wildcards.image}"
 
 
 def get_png(wildcards):

@@ -10,7 +10,6 @@ rule report:
     benchmark:
         f"{BENCHMARKS}/report.tsv"
     params:
-        results_dir=RESULTS,
         input_dir=INPUT_DIR,
         methods=list(METHODS),
     threads: 1

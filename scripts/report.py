@@ -5,6 +5,7 @@ listed as an error of its (image, method), named from its path.
 """
 
 import logging
+import os
 import sys
 
 from cq.discover import image_of_result
@@ -28,7 +29,8 @@ def main(smk) -> None:
         sys.stderr = log_file
         logging.basicConfig(stream=log_file, level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        results_dir, input_dir = smk.params.results_dir, smk.params.input_dir
+        # The CSV lies in the results folder: {results_dir}/report.csv.
+        results_dir, input_dir = os.path.dirname(smk.output.csv) or ".", smk.params.input_dir
         records = [load(path, results_dir, input_dir) for path in smk.input.records]
         build_report(records, results_dir, input_dir, smk.output.csv, smk.output.html,
                      method_order=list(smk.params.methods))

@@ -1,0 +1,116 @@
+"""cq.discover: which files count as images, what is skipped and reported, result paths."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cq.discover import discover, image_of_result, normalize_extensions, result_path
+
+
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+def test_recursive_case_insensitive_and_sorted(tmp_path):
+    touch(tmp_path, "b.JPG", "a.png", "sub/deeper/c.Jpeg", "notes.txt", "png", "noext", "sub/x.tiff")
+    found = discover(tmp_path, ["jpg", ".JPEG", "png"])
+    assert found.images == ["a.png", "b.JPG", "sub/deeper/c.Jpeg"]
+    assert found.warnings == []
+
+
+def test_odd_names_and_same_stem_are_kept(tmp_path):
+    names = ['with space.jpg', 'quo"te\'s.png', '<script>alert(1)</script>.png', 'Ünï côdé/été.jpg',
+             'a.jpg', 'a.png', 'a{b.jpg', '{}.png', '{a-b}.png', '<logs>.png']
+    touch(tmp_path, *names)
+    assert discover(tmp_path, ["jpg", "png"]).images == sorted(names)
+
+
+def test_snakemake_wildcard_names_are_skipped_and_reported(tmp_path):
+    touch(tmp_path, "{sample}.png", "{x,\\d+}.png", "{dir}/a.png", "ok.png")
+    found = discover(tmp_path, ["png"])
+    assert found.images == ["ok.png"]
+    assert len(found.warnings) == 3 and all("wildcard" in w for w in found.warnings)
+
+
+def test_hidden_files_and_folders_are_skipped(tmp_path):
+    touch(tmp_path, ".hidden.png", ".cache/a.png", "ok/.b.png", "ok/c.png")
+    found = discover(tmp_path, ["png"])
+    assert found.images == ["ok/c.png"] and found.warnings == []
+
+
+def test_symlinks_inside_are_followed_loops_and_escapes_reported(tmp_path):
+    root, outside = tmp_path / "in", tmp_path / "out"
+    touch(root, "real/a.png")
+    touch(outside, "secret.png")
+    os.symlink(root / "real", root / "alias")            # a folder inside: followed
+    os.symlink(root / "real/a.png", root / "b.png")      # a file inside: kept under its name
+    os.symlink(root, root / "real/loop")                 # back to the root: a loop
+    os.symlink(root / "real", root / "real/self")        # back to its own folder: a loop
+    os.symlink(outside, root / "escape")                 # a folder outside
+    os.symlink(outside / "secret.png", root / "s.png")   # a file outside
+    os.symlink(root / "missing.png", root / "dead.png")  # broken
+    found = discover(root, ["png"])
+    assert found.images == ["alias/a.png", "b.png", "real/a.png"]
+    text = "\n".join(found.warnings)
+    for name in ("real/loop", "real/self", "escape", "s.png", "dead.png"):
+        assert name in text, (name, text)
+    assert "alias/loop" in text or "alias/self" in text  # the aliased folder's links, reported too
+
+
+def test_unreadable_folder_is_a_warning(tmp_path, monkeypatch):
+    touch(tmp_path, "a.png", "locked/b.png")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = discover(tmp_path, ["png"])
+    assert found.images == ["a.png"]
+    assert found.warnings == ["locked: cannot read folder (Permission denied)"]
+
+
+def test_missing_root_is_a_warning_not_an_exception(tmp_path):
+    found = discover(tmp_path / "nope", ["png"])
+    assert found.images == [] and "cannot read folder" in found.warnings[0]
+
+
+def test_non_utf8_name_is_skipped_and_reported(tmp_path):
+    (tmp_path / "ok.png").write_bytes(b"")
+    try:
+        (Path(os.fsdecode(bytes(tmp_path) + b"/bad\xff.png"))).write_bytes(b"")
+    except (OSError, UnicodeError):
+        pytest.skip("file system refuses non-UTF-8 names")
+    found = discover(tmp_path, ["png"])
+    assert found.images == ["ok.png"] and "not valid UTF-8" in found.warnings[0]
+
+
+def test_excluded_folders_are_not_walked(tmp_path):
+    touch(tmp_path, "a.png", "results/kmeans/a.png.png")
+    assert discover(tmp_path, ["png"], exclude=[tmp_path / "results"]).images == ["a.png"]
+
+
+def test_no_file_is_opened(tmp_path, monkeypatch):
+    touch(tmp_path, "a.png", "sub/b.png")
+    import builtins
+
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: pytest.fail("discover opened a file"))
+    assert discover(tmp_path, ["png"]).images == ["a.png", "sub/b.png"]
+
+
+def test_result_paths_round_trip():
+    path = result_path("results", "kmeans", "space/rocket.jpg", ".json")
+    assert path == "results/kmeans/space/rocket.jpg.json"
+    assert image_of_result("results", path) == ("kmeans", "space/rocket.jpg")
+    with pytest.raises(ValueError):
+        image_of_result("results", "results/kmeans/a.png", ".json")
+
+
+def test_normalize_extensions():
+    assert normalize_extensions([".JPG", "png"]) == {"jpg", "png"}

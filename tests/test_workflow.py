@@ -1,0 +1,169 @@
+"""The Snakemake workflow, run for real on tiny photographs with the fast methods.
+
+One run is shared by the module (Snakemake start-up costs seconds); the tests after it check
+its outputs, then what a second run, a touched image or changed parameters would redo.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import REPO, write_tiny_photos
+from cq.record import read_record
+
+pytestmark = pytest.mark.slow
+
+METHODS = ["kmeans", "median_cut", "octree", "kmeans_1init"]
+CONFIG = {
+    "input_dir": "images",
+    "results_dir": "results",
+    "methods": METHODS,
+    "variants": {"kmeans_1init": {"method": "kmeans", "n_init": 1}},
+}
+BROKEN = "broken.jpg"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` with the repository's config plus the test's."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+           "--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if check and done.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def planned(workdir: Path, *args: str) -> set[tuple[str, str]]:
+    """(method, image) of every quantize job that a run would do now (a dry run)."""
+    out = snakemake(workdir, "--dry-run", *args).stdout
+    return set(re.findall(r"wildcards: method=(\S+), image=(.+)", out))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A workspace with tiny photos and one corrupt file, after one full run."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    images = write_tiny_photos(workdir / "images")
+    (workdir / "images" / BROKEN).write_bytes(b"\xff\xd8 not really a JPEG")
+    (workdir / "images" / ".hidden.png").write_bytes(b"")
+    (workdir / "test.yaml").write_text(yaml.safe_dump(CONFIG))
+    done = snakemake(workdir)
+    return workdir, images, done
+
+
+def test_every_good_image_gets_a_37_colour_png_and_a_record(run):
+    workdir, images, _ = run
+    for method in METHODS:
+        for image in images:
+            stem = workdir / "results" / method / image
+            record = read_record(f"{stem}.json")
+            assert record["status"] == "ok", record["error"]
+            assert record["method"] == method and record["n_colors"] == 37
+            colours = np.asarray(Image.open(f"{stem}.png").convert("RGB")).reshape(-1, 3)
+            assert len(np.unique(colours, axis=0)) == 37
+            assert (workdir / "logs" / method / f"{image}.log").exists()
+            assert (workdir / "benchmarks" / method / f"{image}.tsv").exists()
+    assert read_record(workdir / "results/kmeans_1init/chelsea.jpg.json")["params"]["n_init"] == 1
+    assert not (workdir / "results/kmeans/.hidden.png.json").exists()
+
+
+def test_bad_image_gives_error_records_and_the_report_lists_it(run):
+    workdir, _, _ = run
+    for method in METHODS:
+        record = read_record(workdir / "results" / method / f"{BROKEN}.json")
+        assert record["status"] == "error" and BROKEN in record["error"]
+        assert not (workdir / "results" / method / f"{BROKEN}.png").exists()
+    csv = (workdir / "results/report.csv").read_text()
+    assert csv.count(BROKEN) >= len(METHODS) and "error" in csv
+    assert (workdir / "results/report.html").exists()
+
+
+def test_logs_carry_cq_logging(run):
+    workdir, _, _ = run
+    assert "INFO cq: kmeans on" in (workdir / "logs/kmeans/chelsea.jpg.log").read_text()
+
+
+def test_second_run_has_nothing_to_do(run):
+    workdir, _, _ = run
+    out = snakemake(workdir, "--dry-run").stdout
+    assert "Nothing to be done" in out, out
+
+
+def test_changed_parameters_rerun_only_that_method(run, tmp_path):
+    workdir, images, _ = run
+    override = workdir / "override.yaml"
+    override.write_text(yaml.safe_dump({"kmeans": {"n_init": 2}}))
+    jobs = planned(workdir, "--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"),
+                   str(override))
+    assert jobs == {("kmeans", image) for image in [*images, BROKEN]}
+
+
+def test_changed_image_reruns_only_its_jobs_and_the_report(run):
+    workdir, _, _ = run
+    image = 'Ünï côdé/astro "naut" <script>.png'
+    path = workdir / "images" / image
+    os.utime(path)  # a touch alone changes nothing: Snakemake compares small files' checksums
+    assert planned(workdir) == set()
+    Image.fromarray(np.asarray(Image.open(path))[::-1].copy()).save(path)
+    report_mtime = (workdir / "results/report.csv").stat().st_mtime
+    assert planned(workdir) == {(method, image) for method in METHODS}
+    snakemake(workdir)
+    assert (workdir / "results/report.csv").stat().st_mtime > report_mtime
+    assert "Nothing to be done" in snakemake(workdir, "--dry-run").stdout
+
+
+def test_added_image_runs_its_jobs(run):
+    workdir, _, _ = run
+    added = workdir / "images/extra/COPY.PNG"
+    added.parent.mkdir()
+    Image.open(workdir / "images/rocket.png").save(added)
+    try:
+        assert planned(workdir) == {(method, "extra/COPY.PNG") for method in METHODS}
+    finally:
+        added.unlink()
+
+
+def test_corrupt_record_is_listed_by_the_report(run):
+    workdir, _, _ = run
+    record = workdir / "results/octree/chelsea.jpg.json"
+    record.write_text('{"truncated": ')
+    snakemake(workdir, "--forcerun", "report", "--allowed-rules", "report", "all")
+    rows = (workdir / "results/report.csv").read_text().splitlines()
+    bad = [row for row in rows if row.startswith("chelsea.jpg,octree,")]
+    assert len(bad) == 1 and ",error," in bad[0] and "cannot read record" in bad[0]
+
+
+def test_lint_is_clean(run):
+    workdir, _, _ = run
+    done = snakemake(workdir, "--lint")
+    out = done.stdout + done.stderr
+    assert "Congratulations" in out and "Lints for" not in out, out
+
+
+@pytest.mark.parametrize("config, named", [
+    ("bogus_key=1", "bogus_key"),
+    ("methods=[kmeans,no_such_method]", "no_such_method"),
+    ("variants={kmeans_1init: {n_inits: 3}}", "n_inits"),
+    ("extensions=jpg", "extensions"),
+])
+def test_bad_config_stops_the_run_naming_the_key(run, config, named):
+    workdir, _, _ = run
+    done = snakemake(workdir, "--dry-run", "--config", config, check=False)
+    assert done.returncode != 0
+    assert named in done.stderr + done.stdout
+
+
+def test_records_name_the_input_file(run):
+    workdir, _, _ = run
+    for name in ("rocket.jpg", "rocket.png"):  # one stem, two files, two results
+        data = json.loads((workdir / "results/median_cut" / f"{name}.json").read_text())
+        assert data["image"]["path"] == f"images/{name}"

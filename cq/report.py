@@ -146,11 +146,12 @@ def image_key(path: str | None, input_dir: Path | None) -> str:
 
 def _row(record: dict, input_dir: Path | None) -> dict:
     """One table row from a record, tolerating the missing keys of error stubs."""
-    image = record.get("image") or {}
-    scores = record.get("scores") or {}
+    image = record.get("image") if isinstance(record.get("image"), dict) else {}
+    scores = record.get("scores") if isinstance(record.get("scores"), dict) else {}
+    path = str(image["path"]) if image.get("path") else None
     notes = list(image.get("notes") or []) + list(record.get("notes") or [])
     row = {
-        "image": image_key(image.get("path"), input_dir),
+        "image": image_key(path, input_dir),
         "method": str(record.get("method") or "(unknown method)"),
         "base_method": record.get("base_method"),
         "method_version": record.get("method_version"),
@@ -162,7 +163,7 @@ def _row(record: dict, input_dir: Path | None) -> dict:
         "wall_time_s": _number(record.get("wall_time_s")),
         "peak_memory_mb": _number(record.get("peak_memory_mb")),
         "device": record.get("device"), "notes": "; ".join(map(str, notes)) or None,
-        "image_path": image.get("path"), "created": record.get("created"),
+        "image_path": path, "created": record.get("created"),
     }
     if row["status"] == "error" and not row["error"]:
         row["error"] = "error (no message)"
@@ -210,6 +211,11 @@ def _geomean(values: pd.Series) -> float:
     return float(np.exp(np.log(v).mean())) if len(v) else math.nan
 
 
+SUMMARY_COLUMNS = ("method", "images", "ok", "failures", "mean_score", "gap_geomean", "gap_mean",
+                   "ratio_to_kmeans_geomean", "wins", "mean_time_s", "total_time_s", "max_peak_memory_mb",
+                   "devices")
+
+
 def summary_table(table: pd.DataFrame, methods: list[str] | None = None) -> pd.DataFrame:
     """Per method: images, failures, mean score, gap (geo-mean and mean), ratio to kmeans, wins, time.
 
@@ -231,7 +237,7 @@ def summary_table(table: pd.DataFrame, methods: list[str] | None = None) -> pd.D
             "total_time_s": mine["wall_time_s"].sum(), "max_peak_memory_mb": mine["peak_memory_mb"].max(),
             "devices": ", ".join(sorted(map(str, ok["device"].dropna().unique()))),
         })
-    return pd.DataFrame(rows).set_index("method")
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).set_index("method")
 
 
 def write_csv(table: pd.DataFrame, csv_path: Path) -> None:
@@ -244,8 +250,8 @@ def record_details(records: list[dict], input_dir: Path | None) -> dict[tuple[st
     """What the page shows beyond the table, by (image, method): palette and training curve."""
     details = {}
     for record in records:
-        image = record.get("image") or {}
-        key = (image_key(image.get("path"), input_dir), str(record.get("method") or "(unknown method)"))
+        image = record.get("image") if isinstance(record.get("image"), dict) else {}
+        key = (image_key(str(image["path"]) if image.get("path") else None, input_dir), str(record.get("method") or "(unknown method)"))
         extras = record.get("extras") if isinstance(record.get("extras"), dict) else {}
         details[key] = {"palette": record.get("palette") or [], "curve": _curve(extras.get("curve"))}
     return details
@@ -360,7 +366,7 @@ def make_assets(table: pd.DataFrame, details: dict, results_dir: Path, input_dir
     root = page_dir / ASSETS_DIR
     tasks, urls = [], {}
     for image, path in table.groupby("image", sort=False)["image_path"].first().items():
-        if not path:
+        if not isinstance(path, str) or not path:
             continue
         source = Path(path) if Path(path).is_absolute() or Path(path).exists() else input_dir / image
         source = source.resolve()

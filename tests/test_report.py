@@ -226,3 +226,14 @@ def _chromium_run(args: list[str]) -> subprocess.CompletedProcess:
              f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     return done
+
+
+@pytest.mark.parametrize("records", [
+    [],
+    [{"status": "error"}, {"status": "error", "image": "not a dict", "scores": 3, "method": None}],
+], ids=["no records", "only malformed errors"])
+def test_degenerate_inputs_still_give_a_page(records, tmp_path):
+    build_report(records, tmp_path / "results", tmp_path / "in", tmp_path / "r.csv", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Summary per method" in page and page.rstrip().endswith("</html>")
+    assert len(list(csv.DictReader(open(tmp_path / "r.csv", encoding="utf-8")))) == len(records)

@@ -10,7 +10,7 @@ Choices worth knowing:
   unless ``method_order`` gives one (e.g. the config's); unlisted methods follow alphabetically.
 - The best method of an image is the lowest score among its ``ok`` records; ties all count as
   wins. ``ratio_to_kmeans`` is ``score / kmeans score`` on the same image.
-- Duplicate (image, method) records keep the last one.
+- Duplicate (image, method) records keep the last one (stubs naming neither are all kept).
 - Thumbnails (at most ``THUMB_PX`` a side) live in ``report_files/`` beside the page: originals
   as JPEG and quantized outputs as PNG resized with NEAREST (so their colours stay the
   palette's), named by a hash of the source path and rebuilt only when missing or older than
@@ -183,11 +183,13 @@ def records_table(records: list[dict], input_dir: Path | None = None) -> pd.Data
 
     Adds ``ratio_to_kmeans`` (score over the kmeans score of the same image, NaN without one)
     and ``best`` (lowest ok score of its image; ties all True). Rows are sorted by image, then
-    method; a duplicate (image, method) keeps the last record.
+    method; a duplicate (image, method) keeps the last record, except that stubs naming no
+    image or no method are all kept (each is a different failure).
     """
     rows = [_row(r, input_dir) for r in records]
     table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
-    table = table.drop_duplicates(["image", "method"], keep="last")
+    unknown = table["image"].str.startswith("(unknown") | table["method"].str.startswith("(unknown")
+    table = table[unknown | ~table.duplicated(["image", "method"], keep="last")]
     ok_score = table["score"].where(table["status"] == "ok")
     reference = ok_score.where(table["method"] == REFERENCE).groupby(table["image"]).transform("max")
     table["ratio_to_kmeans"] = ok_score / reference.where(reference > 0)

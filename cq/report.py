@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import logging
 import math
 import os
 import tempfile
@@ -37,6 +38,8 @@ import pandas as pd
 from PIL import Image
 
 from cq.imageio import ImageError, atomic_path, load_image
+
+log = logging.getLogger(__name__)
 
 REFERENCE = "kmeans"
 THUMB_PX = 160
@@ -75,11 +78,13 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
     file_mode()  # read the umask here, before any thread could race on it
     table = records_table(records, input_dir)
     methods = ordered_methods(table["method"].unique(), method_order)
-    extras = record_details(records, input_dir)
-    assets = make_assets(table, extras, results_dir, input_dir, html_path.parent)
+    details = record_details(records, input_dir)
+    assets = make_assets(table, details, results_dir, input_dir, html_path.parent)
     write_csv(table, csv_path)
-    page = render_html(table, summary_table(table, methods), methods, extras, assets,
-                       title=title, history=history)
+    order_note = ("Methods in the configured order." if method_order is not None
+                  else f"Methods: {REFERENCE} first as the reference, then alphabetical.")
+    page = render_html(table, summary_table(table, methods), methods, details, assets,
+                       title=title, history=history, order_note=order_note)
     with published(html_path) as tmp:
         Path(tmp).write_bytes(page.encode("utf-8"))
 
@@ -126,7 +131,6 @@ def published_quick(path: Path):
 
 # --------------------------------------------------------------------------- tables
 
-@functools.lru_cache(maxsize=1 << 16)  # every record of an image asks; resolve() is slow
 def image_key(path: str | None, input_dir: Path | None) -> str:
     """How an image is named in the report: its path relative to ``input_dir`` when under it.
 
@@ -144,15 +148,30 @@ def image_key(path: str | None, input_dir: Path | None) -> str:
     return str(path)
 
 
-def _row(record: dict, input_dir: Path | None) -> dict:
+def identify(records: list[dict], input_dir: Path | None) -> list[tuple[str, str, str | None]]:
+    """(image key, method, image path) of each record; each distinct path is resolved once."""
+    keys, out = {}, []
+    for record in records:
+        image = _dict(record.get("image"))
+        path = str(image["path"]) if image.get("path") else None
+        if path not in keys:
+            keys[path] = image_key(path, input_dir)
+        out.append((keys[path], str(record.get("method") or "(unknown method)"), path))
+    return out
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _row(record: dict, identity: tuple[str, str, str | None]) -> dict:
     """One table row from a record, tolerating the missing keys of error stubs."""
-    image = record.get("image") if isinstance(record.get("image"), dict) else {}
-    scores = record.get("scores") if isinstance(record.get("scores"), dict) else {}
-    path = str(image["path"]) if image.get("path") else None
+    image, scores = _dict(record.get("image")), _dict(record.get("scores"))
+    key, method, path = identity
     notes = list(image.get("notes") or []) + list(record.get("notes") or [])
     row = {
-        "image": image_key(path, input_dir),
-        "method": str(record.get("method") or "(unknown method)"),
+        "image": key,
+        "method": method,
         "base_method": record.get("base_method"),
         "method_version": record.get("method_version"),
         "status": "ok" if record.get("status") == "ok" else "error",
@@ -186,7 +205,7 @@ def records_table(records: list[dict], input_dir: Path | None = None) -> pd.Data
     method; a duplicate (image, method) keeps the last record, except that stubs naming no
     image or no method are all kept (each is a different failure).
     """
-    rows = [_row(r, input_dir) for r in records]
+    rows = [_row(r, identity) for r, identity in zip(records, identify(records, input_dir))]
     table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
     unknown = table["image"].str.startswith("(unknown") | table["method"].str.startswith("(unknown")
     table = table[unknown | ~table.duplicated(["image", "method"], keep="last")]
@@ -245,17 +264,15 @@ def summary_table(table: pd.DataFrame, methods: list[str] | None = None) -> pd.D
 def write_csv(table: pd.DataFrame, csv_path: Path) -> None:
     """Write the table as CSV atomically (a reader never sees half a file)."""
     with published(csv_path) as tmp:
-        table.to_csv(tmp, index=False, columns=list(CSV_COLUMNS), float_format="%.6g")
+        table.to_csv(tmp, index=False, columns=list(CSV_COLUMNS), float_format="%.10g")
 
 
 def record_details(records: list[dict], input_dir: Path | None) -> dict[tuple[str, str], dict]:
     """What the page shows beyond the table, by (image, method): palette and training curve."""
     details = {}
-    for record in records:
-        image = record.get("image") if isinstance(record.get("image"), dict) else {}
-        key = (image_key(str(image["path"]) if image.get("path") else None, input_dir), str(record.get("method") or "(unknown method)"))
-        extras = record.get("extras") if isinstance(record.get("extras"), dict) else {}
-        details[key] = {"palette": record.get("palette") or [], "curve": _curve(extras.get("curve"))}
+    for record, (image, method, _) in zip(records, identify(records, input_dir)):
+        curve = _dict(record.get("extras")).get("curve")
+        details[image, method] = {"palette": record.get("palette") or [], "curve": _curve(curve)}
     return details
 
 
@@ -294,7 +311,7 @@ def thumbnail_original(source: Path, target: Path) -> bool:
     if _fresh(target, source):
         return True
     try:
-        pixels = load_image(source, max_pixels=None).pixels
+        pixels = load_image(source).pixels  # the bomb guard stays: a refused image gets no thumbnail
     except ImageError:
         return False
     im = Image.fromarray(pixels, "RGB")
@@ -361,39 +378,53 @@ def make_assets(table: pd.DataFrame, details: dict, results_dir: Path, input_dir
     """Write the thumbnails and palette strips; return URLs (relative to the page) by key.
 
     Keys: ``("orig", image)`` and ``("q", image, method)``, ``("pal", image, method)``,
-    plus ``("href-orig", image)`` / ``("href-q", image, method)`` linking the full files.
+    plus ``("href-orig", image)`` / ``("href-q", image, method)`` linking the full files
+    (only where a thumbnail could be made, so that no link points at a missing file).
     Work runs on a thread pool (Pillow releases the GIL while decoding and resizing).
     """
     results_dir, page_dir = Path(results_dir).resolve(), Path(page_dir).resolve()
     root = page_dir / ASSETS_DIR
-    tasks, urls = [], {}
+    tasks, urls = [], {}  # task: (kind, key, writer, source, asset name)
     for image, path in table.groupby("image", sort=False)["image_path"].first().items():
         if not isinstance(path, str) or not path:
             continue
         source = Path(path) if Path(path).is_absolute() or Path(path).exists() else input_dir / image
         source = source.resolve()
-        name = _asset_name("orig", str(source), ".jpg")
-        tasks.append((("orig", image), thumbnail_original, source, root / name, name))
-        urls[("href-orig", image)] = _relative_url(source, page_dir)
+        tasks.append(("orig", (image,), thumbnail_original, source, _asset_name("orig", str(source), ".jpg")))
     for row in table[table["status"] == "ok"].itertuples():
         png = quantized_png(results_dir, row.method, row.image)
-        if png is not None:
-            name = _asset_name("q", str(png), ".png")  # results_dir is resolved: png is absolute
-            tasks.append((("q", row.image, row.method), thumbnail_quantized, png, root / name, name))
-            urls[("href-q", row.image, row.method)] = _relative_url(png, page_dir)
+        if png is not None:  # results_dir is resolved: png is absolute
+            tasks.append(("q", (row.image, row.method), thumbnail_quantized, png, _asset_name("q", str(png), ".png")))
         palette = details.get((row.image, row.method), {}).get("palette")
         if palette:
-            name = palette_name(palette)
-            palette_strip(palette, root / name)
-            urls[("pal", row.image, row.method)] = f"{ASSETS_DIR}/{name}"
-    for sub in ("orig", "q", "pal"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+            urls["pal", row.image, row.method] = _palette_asset(palette, root)
     with ThreadPoolExecutor(workers or min(8, _usable_cpus())) as pool:
-        done = pool.map(lambda t: t[1](t[2], t[3]), tasks)
-        for task, ok in zip(tasks, done):
+        done = pool.map(lambda t: _safely(t[2], t[3], root / t[4]), tasks)
+        for (kind, key, _, source, name), ok in zip(tasks, done):
             if ok:
-                urls[task[0]] = f"{ASSETS_DIR}/{task[4]}"
-    return urls
+                urls[(kind, *key)] = f"{ASSETS_DIR}/{name}"
+                urls[(f"href-{kind}", *key)] = _relative_url(source, page_dir)
+    return {k: v for k, v in urls.items() if v}
+
+
+def _safely(writer, source: Path, target: Path) -> bool:
+    """Run a thumbnail writer; any failure means no thumbnail, never a failed report."""
+    try:
+        return writer(source, target)
+    except Exception as e:  # noqa: BLE001 (a thumbnail is decoration)
+        log.warning("no thumbnail of %s: %s: %s", source, type(e).__name__, e)
+        return False
+
+
+def _palette_asset(palette, root: Path) -> str | None:
+    """The URL of a palette's strip, written if missing; None for a malformed palette."""
+    try:
+        name = palette_name(palette)
+        palette_strip(palette, root / name)
+    except (ValueError, TypeError, OverflowError, OSError) as e:
+        log.warning("no palette strip: %s", e)
+        return None
+    return f"{ASSETS_DIR}/{name}"
 
 
 def _usable_cpus() -> int:
@@ -794,7 +825,7 @@ def history_html(history: list[dict], colours: dict[str, str]) -> str:
 
 def render_html(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], details: dict,
                 assets: dict, *, title: str = "Colour quantization report",
-                history: list[dict] | None = None) -> str:
+                history: list[dict] | None = None, order_note: str = "") -> str:
     """The whole page as one string: header, summary, charts, image cards, failures, history."""
     colours = method_colours(methods)
     images = list(dict.fromkeys(table["image"]))
@@ -814,8 +845,6 @@ def render_html(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], 
     if history:
         nav.append('<a href="#history">History</a>')
         history_part = f'<h2 id="history">Run history</h2>{history_html(history, colours)}'
-    order_note = (f"Methods: {REFERENCE} first as the reference, then alphabetical." if methods[:1] == [REFERENCE]
-                  else "Methods in the configured order.")
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     charts = charts_html(table, summary, methods, colours) if len(ok) else "<p>No successful result.</p>"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

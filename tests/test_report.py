@@ -137,15 +137,7 @@ def test_thumbnails_exist_are_small_and_relative(run):
 
 
 def _attr_values(page: str, name: str) -> list[str]:
-    class Collect(HTMLParser):
-        found = []
-
-        def handle_starttag(self, tag, attrs):
-            self.found += [v for k, v in attrs if k == name and tag == "img"]
-
-    parser = Collect()
-    parser.feed(page)
-    return [unquote(v) for v in parser.found]
+    return [unquote(v) for v in _attr_values_of(page, "img", name)]
 
 
 def test_thumbnails_are_cached_and_rebuilt_when_stale(run, tmp_path):
@@ -237,3 +229,26 @@ def test_degenerate_inputs_still_give_a_page(records, tmp_path):
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "Summary per method" in page and page.rstrip().endswith("</html>")
     assert len(list(csv.DictReader(open(tmp_path / "r.csv", encoding="utf-8")))) == len(records)
+
+
+def test_unreadable_sources_give_no_thumbnail_and_no_dead_link(run, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(run["results"], results)
+    (results / "octree" / "coffee.jpg.png").write_bytes(b"not a png")
+    build_report(run["records"], results, run["inputs"], tmp_path / "r.csv", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    links = [unquote(v) for v in _attr_values_of(page, "a", "href") if not v.startswith("#")]
+    assert links and all((tmp_path / link).exists() for link in links)
+    assert not any(link.endswith("octree/coffee.jpg.png") or "empty.png" in link for link in links)
+    assert page.count("no preview") == 3  # the broken PNG, empty.png and the stub's missing image
+
+
+def _attr_values_of(page: str, tag: str, name: str) -> list[str]:
+    found = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, t, attrs):
+            found.extend(v for k, v in attrs if k == name and t == tag)
+
+    Collect().feed(page)
+    return found

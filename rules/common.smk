@@ -133,10 +133,6 @@ def get_records(wildcards):
     return [result_path(RESULTS, m, image, ".json") for m in METHODS for image in IMAGES]
 
 
-def get_png(wildcards):
-    return result_path(RESULTS, wildcards.method, wildcards.image, ".png")
-
-
 def get_job(wildcards):
     return METHODS[wildcards.method]["job"]
 

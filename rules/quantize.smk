@@ -12,7 +12,7 @@ rule quantize:
     benchmark:
         f"{BENCHMARKS}/{{method}}/{{image}}.tsv"
     params:
-        png=get_png,
+        png=f"{RESULTS}/{{method}}/{{image}}.png",
         # The method's code version and resolved parameters: a change reruns that column only.
         job=get_job,
     threads: get_threads

@@ -1,0 +1,143 @@
+"""What the workflow itself costs: dry-run time and memory by folder size, and per-job overhead.
+
+Run: python bench/dag.py [--sizes 1000,10000] [--jobs 20] [--keep]
+
+- Dry run: N empty ``*.png`` files (100 a folder) x 6 method columns, timed with
+  ``/usr/bin/time -v`` (wall clock and peak RSS of ``snakemake --dry-run``), plus the time of
+  discovery alone. The 6 columns are kmeans, median_cut, octree, libimagequant, direct, cnn;
+  any of them not registered yet is replaced by a variant of a registered method.
+- Overhead: ``--jobs`` tiny photos through octree with ``--cores 2``; the run's wall clock
+  against the sum of the jobs' own benchmark times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+WANTED = ["kmeans", "median_cut", "octree", "libimagequant", "direct", "cnn"]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def columns() -> tuple[list[str], dict]:
+    """Six column names and the variants that stand in for unregistered methods."""
+    from cq.methods import all_methods
+
+    registered = all_methods()
+    names, variants = [], {}
+    for name in WANTED:
+        if name in registered:
+            names.append(name)
+        else:
+            stand_in = f"{name}_standin"
+            variants[stand_in] = {"method": "octree"}
+            names.append(stand_in)
+    return names, variants
+
+
+def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run the workflow on ``workdir`` under /usr/bin/time -v."""
+    (workdir / "bench.yaml").write_text(yaml.safe_dump(config))
+    cmd = ["/usr/bin/time", "-v", SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "--configfile", str(REPO / "config/config.yaml"), str(workdir / "bench.yaml"),
+           *args]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"snakemake failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def time_v(stderr: str) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MiB) from /usr/bin/time -v's report."""
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", stderr)
+    hours, minutes, seconds = clock.groups()
+    wall = int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1)) / 1024
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", stderr).group(1)) for kind in ("User", "System"))
+    return wall, cpu, rss
+
+
+def dry_run(n_images: int, root: Path) -> dict:
+    """Dry-run figures for ``n_images`` empty files x 6 columns."""
+    from cq.discover import discover
+
+    workdir = root / f"dry{n_images}"
+    for i in range(n_images):
+        folder = workdir / "images" / f"f{i // 100:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"img {i:06d}.png").touch()
+    t0 = time.perf_counter()
+    found = discover(workdir / "images", ["png"])
+    walk = time.perf_counter() - t0
+    names, variants = columns()
+    config = {"input_dir": "images", "methods": names, "variants": variants}
+    done = snakemake(workdir, config, "--dry-run", "--quiet", "all")
+    wall, cpu, rss = time_v(done.stderr)
+    return {"images": len(found.images), "jobs": len(found.images) * len(names), "dry_run_s": wall,
+            "cpu_s": cpu, "peak_rss_mib": rss, "discovery_s": walk}
+
+
+def overhead(n_jobs: int, root: Path) -> dict:
+    """Per-job overhead of real (tiny) jobs: run wall clock vs the jobs' own benchmarked time."""
+    from conftest import write_tiny_photos
+
+    workdir = root / "overhead"
+    images = workdir / "images"
+    count = len(write_tiny_photos(images))
+    for i in range(count, n_jobs):
+        shutil.copy(images / "chelsea.jpg", images / f"copy{i:03d}.jpg")
+    config = {"input_dir": "images", "methods": ["octree"]}
+    done = snakemake(workdir, config, "--quiet", "all")
+    wall, _, _ = time_v(done.stderr)
+    own = sum(_bench_seconds(p) for p in (workdir / "benchmarks/octree").rglob("*.tsv"))
+    report = _bench_seconds(workdir / "benchmarks/report.tsv")
+    return {"jobs": n_jobs, "cores": 2, "wall_s": wall, "sum_job_s": own, "report_s": report,
+            "overhead_per_job_s": (wall - (own / 2) - report) / n_jobs}
+
+
+def _bench_seconds(path: Path) -> float:
+    with open(path) as f:
+        return float(next(csv.DictReader(f, delimiter="\t"))["s"])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1000,10000", help="folder sizes to dry-run, comma-separated")
+    p.add_argument("--jobs", type=int, default=20, help="real tiny jobs for the overhead figure (0: skip)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = p.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="cq-bench-dag-"))
+    try:
+        names, _ = columns()
+        print(f"columns: {', '.join(names)}")
+        print(f"{'images':>8} {'jobs':>8} {'dry-run s':>10} {'CPU s':>7} {'peak RSS MiB':>13} {'discovery s':>12}")
+        for n in (int(s) for s in args.sizes.split(",") if s):
+            r = dry_run(n, root)
+            print(f"{r['images']:>8} {r['jobs']:>8} {r['dry_run_s']:>10.1f} {r['cpu_s']:>7.1f} {r['peak_rss_mib']:>13.0f} "
+                  f"{r['discovery_s']:>12.3f}", flush=True)
+        if args.jobs:
+            r = overhead(args.jobs, root)
+            print(f"\n{r['jobs']} octree jobs on tiny photos, --cores 2: wall {r['wall_s']:.1f} s, "
+                  f"sum of job benchmarks {r['sum_job_s']:.1f} s ({r['sum_job_s'] / r['jobs']:.2f} s a job), "
+                  f"report {r['report_s']:.1f} s\nscheduling overhead per job: {r['overhead_per_job_s']:.2f} s "
+                  f"(wall - sum/2 - report, over {r['jobs']} jobs)")
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,11 +13,11 @@ raising their cost, polished by a +-1 local search and checked to be exactly ``k
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from cq.finalize import finalize, pixel_costs
+from cq.finalize import finalize
 from cq.histogram import ColorHistogram
 from cq.methods import Problem, Proposal, register
 from cq.objective import Weights, nearest_vertex, score_assignment, vertex_cost
@@ -25,12 +25,16 @@ from cq.objective import Weights, nearest_vertex, score_assignment, vertex_cost
 _CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Points:
     """Weighted colours to quantize: exact histogram colours or bin centroids."""
 
     colors: np.ndarray  # (n, 3) float64
     weights: np.ndarray  # (n,) float64 pixel counts
+    colors32: np.ndarray = field(init=False, repr=False)  # float32 copy for fast products
+
+    def __post_init__(self):
+        self.colors32 = self.colors.astype(np.float32)
 
     @property
     def n_pixels(self) -> float:
@@ -107,15 +111,24 @@ def _weighted_kmeanspp(colors: np.ndarray, mass: np.ndarray, k: int, rng: np.ran
 
 
 def _assign(points: _Points, palette: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
-    """Objective-aware assignment: the label and per-pixel cost of every point, in chunks."""
+    """Objective-aware assignment: the label and per-pixel cost of every point.
+
+    Same argmin as ``pixel_costs(..., "objective")``, but the per-point constant
+    ``(w_mse/3)*||p||^2`` is left out of the comparison and the product is float32, which makes
+    it several times faster; the returned costs are exact float64 for the chosen colours.
+    """
+    pal = np.asarray(palette, dtype=np.float64)
+    bias = (weights.pixel_mse * (pal * pal).sum(1) + weights.mean_cost * vertex_cost(pal)).astype(np.float32)
+    scaled = (-2.0 * weights.pixel_mse * pal.T).astype(np.float32)
     n = len(points.colors)
     labels = np.empty(n, dtype=np.int64)
-    best = np.empty(n, dtype=np.float64)
     for s in range(0, n, _CHUNK):
-        costs = pixel_costs(points.colors[s : s + _CHUNK], palette, weights, "objective")
-        labels[s : s + _CHUNK] = costs.argmin(1)
-        best[s : s + _CHUNK] = np.take_along_axis(costs, labels[s : s + _CHUNK, None], 1)[:, 0]
-    return labels, best
+        block = points.colors32[s : s + _CHUNK] @ scaled
+        block += bias
+        labels[s : s + _CHUNK] = block.argmin(1)
+    diff = points.colors - pal[labels]
+    cost = weights.pixel_mse * np.einsum("ij,ij->i", diff, diff) + weights.mean_cost * vertex_cost(pal)[labels]
+    return labels, cost
 
 
 def _place(centroids: np.ndarray, cap: float, weights: Weights) -> np.ndarray:

@@ -462,6 +462,8 @@ def fmt_pct(value) -> str:
 def fmt_time(seconds) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "–"
+    if seconds == 0:
+        return "0 s"
     if seconds < 1:
         return f"{1000 * seconds:.0f} ms"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
@@ -586,7 +588,9 @@ def line_chart(series: dict[str, list[float]], x_labels: list[str], *, label: st
     n = max(1, len(x_labels))
     values = [v for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
     y_max = max(values, default=1.0) or 1.0
-    ticks = nice_ticks(0.0, y_max * 1.05, 4)
+    ticks = nice_ticks(0.0, y_max, 4)
+    if len(ticks) > 1 and ticks[-1] < y_max:  # end the axis on a tick above the highest point
+        ticks.append(ticks[-1] + ticks[1] - ticks[0])
     y_top = max(ticks[-1] if ticks else y_max, y_max)
 
     def x(i):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cq.finalize import finalize
-from cq.histogram import ColorHistogram
+from cq.histogram import ColorHistogram, pack_rgb
 from cq.methods import Problem, Proposal, register
 from cq.objective import Weights, nearest_vertex, score_assignment, vertex_cost
 
@@ -188,10 +188,81 @@ def _round_palette(palette: np.ndarray, weights: Weights) -> np.ndarray:
     return np.where(raise_cost[:, None], toward, plain).astype(np.uint8)
 
 
+_WINDOW = np.stack(np.meshgrid(*[np.arange(-1, 3)] * 3, indexing="ij"), -1).reshape(-1, 3)
+
+
+def _lattice_place(mass: np.ndarray, centroids: np.ndarray, cap: float, weights: Weights,
+                   n_pixels: float) -> np.ndarray:
+    """Best distinct uint8 colour of every cluster, and the best common cap, for a fixed assignment.
+
+    Each cluster picks from the 4x4x4 lattice points around its real optimum; a cap ``T`` (one of
+    the candidates' costs) limits every pick to cost <= T, and the ``T`` minimising
+    ``w_max*T + sum of cluster terms`` wins. Rounding a capped colour toward its vertex would cost
+    it the whole slope of the cap, which this avoids.
+    """
+    anchor = np.floor(_place(centroids, cap, weights)).astype(np.int64)
+    cand = np.clip(anchor[:, None, :] + _WINDOW[None], 0, 255)  # (k, 64, 3)
+    cand_cost = vertex_cost(cand)
+    diff = cand - centroids[:, None, :]
+    value = (weights.pixel_mse * np.einsum("kcj,kcj->kc", diff, diff) + weights.mean_cost * cand_cost)
+    value *= (mass / n_pixels)[:, None]
+    caps = np.unique(cand_cost)
+    caps = caps[caps >= cand_cost.min(1).max()]
+    allowed = cand_cost[None] <= caps[:, None, None] + 1e-9  # (caps, k, 64)
+    totals = np.where(allowed, value[None], np.inf).min(2).sum(1) + weights.max_cost * caps
+    allowed = allowed[int(np.argmin(totals))]
+    order = np.argsort(np.where(allowed, value, np.inf), axis=1, kind="stable")
+    return _distinct_picks(cand, order, mass)
+
+
+def _distinct_picks(cand: np.ndarray, order: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """Each cluster's best-ranked candidate, heavier clusters first, skipping colours already taken."""
+    picks = cand[np.arange(len(cand)), order[:, 0]]
+    keys = pack_rgb(picks)
+    if len(np.unique(keys)) == len(keys):
+        return picks.astype(np.uint8)
+    taken: set[int] = set()
+    for j in np.argsort(-mass, kind="stable"):
+        for c in order[j]:
+            key = int(pack_rgb(cand[j, c]))
+            if key not in taken:
+                taken.add(key)
+                picks[j] = cand[j, c]
+                break
+    return picks.astype(np.uint8)
+
+
+def _integer_lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int, tol: float = 1e-9):
+    """Lloyd iterations whose palette update picks uint8 colours (:func:`_lattice_place`).
+
+    Starts from a real palette; returns the best uint8 palette, its labels and its exact score
+    on these points.
+    """
+    k = len(palette)
+    n_pixels = points.n_pixels
+    labels, cost = _assign(points, palette, weights)
+    best = (np.inf, None, None)
+    for _ in range(max_iter):
+        mass, centroids = _cluster_moments(points, labels, k)
+        cap = _best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], n_pixels, weights)
+        empty = np.flatnonzero(mass == 0)
+        if empty.size:
+            centroids[empty] = _reseed(points, cost, cap, weights, empty.size)
+            mass[empty] = 1e-9
+        pal8 = _lattice_place(mass, centroids, cap, weights, n_pixels)
+        labels, cost = _assign(points, pal8.astype(np.float64), weights)
+        used = np.bincount(labels, minlength=k) > 0
+        score = float(cost @ points.weights) / n_pixels + weights.max_cost * float(vertex_cost(pal8[used]).max())
+        if score > best[0] * (1 - tol):
+            break
+        best = (score, pal8, labels)
+    return best[1], best[2], best[0]
+
+
 @register("direct", version="1", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20,
-          time_budget=None)
+          int_iter=10, time_budget=None)
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
-           fine_iter: int = 20, time_budget: float | None = None) -> Proposal:
+           fine_iter: int = 20, int_iter: int = 10, time_budget: float | None = None) -> Proposal:
     """Lloyd-style descent on the exact score from ``n_starts`` seeded starts; see the module docstring.
 
     Parameters
@@ -224,8 +295,7 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
             best = (score, palette)
     full = _Points(hist.colors.astype(np.float64), hist.counts.astype(np.float64))
     palette, labels, _ = _lloyd(full, best[1], weights, fine_iter)
-    pal8 = _round_palette(palette, weights)
-    labels, _ = _assign(full, pal8.astype(np.float64), weights)
+    pal8, labels, _ = _integer_lloyd(full, palette, weights, int_iter)
     q = finalize(hist, pal8, labels, k=k, weights=weights)
     s = score_assignment(hist, q.palette, q.labels, weights)
     return Proposal(q.palette, q.labels, rule="objective",

@@ -55,12 +55,13 @@ def synthesise(real: dict, n_images: int, root: Path) -> list[dict]:
     """N images x 6 methods of records under ``root/in`` and ``root/results``."""
     shutil.rmtree(root, ignore_errors=True)
     rng = random.Random(0)
+    originals = {p.name: p for p in SAMPLES.rglob("*.jpg")}
     photos = sorted({p for p, _ in real})
     records = []
     for i in range(n_images):
         photo = photos[i % len(photos)]
         rel = f"batch{i // 100}/img{i:04d} {photo}"
-        _link(SAMPLES.rglob(photo).__next__(), root / "in" / rel)
+        _link(originals[photo], root / "in" / rel)
         for method, base, factor in [*((m, m, 1.0) for m in REAL_METHODS), ("direct", "kmeans", 0.75),
                                      ("cnn", "kmeans", 0.8)]:
             record, png = copy.deepcopy(real[photo, base][0]), real[photo, base][1]

@@ -1,5 +1,7 @@
 """Reading odd and bad inputs, and writing indexed PNGs that read back identically."""
 
+import os
+
 import numpy as np
 import pytest
 import skimage.data
@@ -182,3 +184,12 @@ def test_output_never_overwrites_the_input(tmp_path, photo):
     record = quantize_file(src, src, None, Job(method="octree"))
     assert record["status"] == "error" and "over the input" in record["error"]
     assert src.read_bytes() == before
+
+
+def test_atomic_writes_make_ordinary_files(tmp_path):
+    target = tmp_path / "out.bin"
+    with atomic_path(target) as tmp:
+        open(tmp, "wb").write(b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -259,44 +259,177 @@ def _integer_lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_i
     return best[1], best[2], best[0]
 
 
-@register("direct", version="1", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20,
-          int_iter=10, time_budget=None)
+def _lattice_levels(limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (m, 3) of lattice points within ``limit`` of a vertex, and the sorted distinct radii."""
+    r = int(np.floor(limit))
+    grid = np.stack(np.meshgrid(*[np.arange(r + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    radius = np.sqrt((grid * grid).sum(1))
+    keep = radius <= limit + 1e-9
+    return grid[keep], np.unique(radius[keep])
+
+
+def _lattice_candidates(cap: float) -> np.ndarray:
+    """Every uint8 colour at distance <= cap from some cube vertex, (m, 3) int64."""
+    offsets, _ = _lattice_levels(cap)
+    vertices = np.stack(np.meshgrid(*[[0, 255]] * 3, indexing="ij"), -1).reshape(-1, 3)
+    points = np.where(vertices[:, None, :] > 0, vertices[:, None, :] - offsets[None], vertices[:, None, :] + offsets[None])
+    return np.unique(points.reshape(-1, 3), axis=0)
+
+
+def _min_cap(k: int, limit: float) -> float | None:
+    """Smallest cap under which the cube has ``k`` distinct uint8 colours, or None above ``limit``."""
+    _, radii = _lattice_levels(limit)
+    for radius in radii:
+        if len(_lattice_candidates(radius)) >= k:
+            return float(radius)
+    return None
+
+
+def _kmedian(points: _Points, cand: np.ndarray, k: int, weights: Weights) -> np.ndarray:
+    """Choose ``k`` of the candidate colours minimising the pixel terms: greedy, then best swaps.
+
+    Exact k-median local search on the (points x candidates) objective matrix; used when the cap
+    is so small that the lattice, not the geometry, limits the palette.
+    """
+    value = weights.pixel_mse * ((points.colors[:, None, :] - cand[None]) ** 2).sum(2) + weights.mean_cost * vertex_cost(cand)
+    w = points.weights
+    chosen: list[int] = []
+    current = np.full(len(w), np.inf)
+    for _ in range(k):
+        totals = w @ np.minimum(current[:, None], value)
+        totals[chosen] = np.inf
+        chosen.append(int(np.argmin(totals)))
+        current = np.minimum(current, value[:, chosen[-1]])
+    chosen_arr = np.array(chosen)
+    improved = True
+    while improved:
+        improved = False
+        for j in range(k):
+            sub = value[:, chosen_arr]
+            two = np.argpartition(sub, 1, axis=1)[:, :2]
+            first = np.take_along_axis(sub, two, 1)
+            lo, hi = first.min(1), first.max(1)
+            label = np.where(first[:, 0] <= first[:, 1], two[:, 0], two[:, 1])
+            base = float(w @ lo)
+            without = np.where(label == j, hi, lo)
+            totals = w @ np.minimum(without[:, None], value)
+            totals[chosen_arr] = np.inf
+            a = int(np.argmin(totals))
+            if totals[a] < base * (1 - 1e-9):
+                chosen_arr[j] = a
+                improved = True
+    return cand[chosen_arr].astype(np.uint8)
+
+
+def _lattice_search(points: _Points, k: int, weights: Weights, limit: float):
+    """Best k-median palette over the caps from the smallest feasible one up, while the score falls.
+
+    Returns (palette, score on ``points``) or (None, inf) when no cap up to ``limit`` has k colours.
+    """
+    start = _min_cap(k, limit)
+    best = (None, np.inf)
+    if start is None:
+        return best
+    for cap in _lattice_levels(limit)[1]:
+        if cap < start:
+            continue
+        pal8 = _kmedian(points, _lattice_candidates(cap), k, weights)
+        score = _exact_score(points, pal8, weights)
+        if score >= best[1]:
+            break
+        best = (pal8, score)
+    return best
+
+
+def _exact_score(points: _Points, pal8: np.ndarray, weights: Weights) -> float:
+    """Score of a uint8 palette on these points under the objective-aware assignment.
+
+    Exact on a full histogram; on bin centroids, exact up to a constant (the within-bin spread).
+    """
+    labels, cost = _assign(points, pal8.astype(np.float64), weights)
+    used = np.unique(labels)
+    return float(cost @ points.weights) / points.n_pixels + weights.max_cost * float(vertex_cost(pal8[used]).max())
+
+
+def _best_start(points: _Points, k: int, weights: Weights, rng: np.random.Generator, n_starts: int,
+                max_iter: int, deadline: float) -> np.ndarray:
+    """Best real palette of ``n_starts`` Lloyd runs, each seeded by k-means++ on the ideal colours
+    under the lower bound's cap; no new start begins after ``deadline`` (perf_counter seconds)."""
+    targets = _ideal_colors(points.colors, _bound_cap(points, weights), weights)
+    best = (np.inf, None)
+    for start in range(n_starts):
+        if start > 0 and time.perf_counter() > deadline:
+            break
+        seeds = _weighted_kmeanspp(targets, points.weights, k, rng)
+        palette, _, score = _lloyd(points, targets[seeds].copy(), weights, max_iter)
+        if score < best[0]:
+            best = (score, palette)
+    return best[1]
+
+
+def _binned_points(hist: ColorHistogram, bits: int, at_least: int) -> _Points:
+    """Bin centroids at ``bits`` per channel, or the exact colours if binning leaves <= ``at_least``."""
+    if bits < 8:
+        points, _ = _coarsen(hist, bits)
+        if len(points.colors) > at_least:
+            return points
+    return _Points(hist.colors.astype(np.float64), hist.counts.astype(np.float64))
+
+
+def _fine_points(hist: ColorHistogram, k: int, max_colors: int) -> _Points:
+    """The exact histogram, or for very large ones the finest binning with at most ``max_colors`` bins."""
+    for bits in (8, 7, 6):
+        points = _binned_points(hist, bits, k)
+        if len(points.colors) <= max_colors:
+            return points
+    return points
+
+
+def _is_exact_k(palette: np.ndarray, labels: np.ndarray, k: int) -> bool:
+    """True when the palette has k distinct colours and every one is used."""
+    return (len(palette) == k and len(np.unique(pack_rgb(palette))) == k
+            and bool(np.all(np.bincount(labels, minlength=k) > 0)))
+
+
+@register("direct", version="1", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
+          fine_max_colors=400_000, lattice_cap=4.0, time_budget=None)
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
-           fine_iter: int = 20, int_iter: int = 10, time_budget: float | None = None) -> Proposal:
-    """Lloyd-style descent on the exact score from ``n_starts`` seeded starts; see the module docstring.
+           fine_iter: int = 20, int_iter: int = 10, fine_max_colors: int = 400_000, lattice_cap: float = 4.0,
+           time_budget: float | None = None) -> Proposal:
+    """Lloyd-style descent on the exact score, then on uint8 colours; see the module docstring.
 
     Parameters
     ----------
     seed : seeds the k-means++ starts; the result is deterministic for a given seed.
-    n_starts : starts on the coarse histogram; the best continues on the full one.
+    n_starts : starts on the binned histogram; the best continues on the fine one.
     coarse_bits : bits per channel of the binned histogram used for the starts.
-    coarse_iter, fine_iter : iteration limits on the binned and the full histogram.
+    coarse_iter, fine_iter, int_iter : iteration limits of the starts, of the real-valued descent
+        on the fine histogram and of the uint8 descent.
+    fine_max_colors : histograms with more colours are binned (7, then 6 bits) for the fine
+        stages; the final assignment is always on the exact histogram.
+    lattice_cap : when the best max cost found is below this, palettes made of the uint8 colours
+        within each cap up to it are searched too (k-median), since there the lattice decides.
     time_budget : seconds after which no further start begins (None: all starts run).
     """
     t0 = time.perf_counter()
     hist, k, weights = problem.hist, problem.k, problem.weights
-    if hist.n_colors <= k:
-        return Proposal(_round_palette(_ideal_colors(hist.colors.astype(float), _bound_cap(
-            _Points(hist.colors.astype(float), hist.counts.astype(float)), weights), weights), weights)
-            if hist.n_colors == k else hist.colors.copy(), np.arange(hist.n_colors))
-    rng = np.random.default_rng(seed)
-    coarse, _ = _coarsen(hist, coarse_bits)
-    if len(coarse.colors) <= k:
-        coarse = _Points(hist.colors.astype(float), hist.counts.astype(float))
-    cap0 = _bound_cap(coarse, weights)
-    targets = _ideal_colors(coarse.colors, cap0, weights)
-    best = (np.inf, None)
-    for start in range(n_starts):
-        if time_budget is not None and start > 0 and time.perf_counter() - t0 > time_budget:
-            break
-        seeds = _weighted_kmeanspp(targets, coarse.weights, k, rng)
-        palette, _, score = _lloyd(coarse, targets[seeds].copy(), weights, coarse_iter)
-        if score < best[0]:
-            best = (score, palette)
-    full = _Points(hist.colors.astype(np.float64), hist.counts.astype(np.float64))
-    palette, labels, _ = _lloyd(full, best[1], weights, fine_iter)
-    pal8, labels, _ = _integer_lloyd(full, palette, weights, int_iter)
-    q = finalize(hist, pal8, labels, k=k, weights=weights)
-    s = score_assignment(hist, q.palette, q.labels, weights)
-    return Proposal(q.palette, q.labels, rule="objective",
-                    extras={"score": s.score, "max_cost": s.max_cost, "seconds": time.perf_counter() - t0})
+    if hist.n_colors < k:
+        return Proposal(hist.colors.copy(), np.arange(hist.n_colors), extras={"note": "fewer than k colours"})
+    deadline = t0 + time_budget if time_budget is not None else np.inf
+    coarse = _binned_points(hist, coarse_bits, k)
+    palette = _best_start(coarse, k, weights, np.random.default_rng(seed), n_starts, coarse_iter, deadline)
+    fine = _fine_points(hist, k, fine_max_colors)
+    palette, _, _ = _lloyd(fine, palette, weights, fine_iter)
+    pal8, _, score = _integer_lloyd(fine, palette, weights, int_iter)
+    stage = "lloyd"
+    if vertex_cost(pal8).max() < lattice_cap:
+        lattice, _ = _lattice_search(coarse, k, weights, lattice_cap)
+        if lattice is not None and _exact_score(fine, lattice, weights) < score:
+            pal8, stage = lattice, "lattice"
+    full = fine if len(fine.colors) == hist.n_colors else _Points(hist.colors.astype(np.float64), hist.counts.astype(np.float64))
+    labels, _ = _assign(full, pal8.astype(np.float64), weights)
+    if not _is_exact_k(pal8, labels, k):
+        q = finalize(hist, pal8, labels, k=k, weights=weights)
+        pal8, labels, stage = q.palette, q.labels, f"{stage}+finalize"
+    return Proposal(pal8, labels, rule="objective", extras={
+        "stage": stage, "max_cost": float(vertex_cost(pal8).max()), "seconds": time.perf_counter() - t0})

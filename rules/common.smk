@@ -80,6 +80,8 @@ def resolve_methods():
         method = registry[base]
         settings = {key: spec.pop(key, default) for key, default in JOB_KEYS.items()}
         _check_params(label, method, spec)
+        if "threads" in method.defaults:  # one knob: the threads the job reserves and uses
+            spec["threads"] = settings["threads"]
         reason = method.unavailable_reason()
         if reason:
             print(f"cq: warning: {reason}; its jobs will write error records", file=sys.stderr)
@@ -141,12 +143,13 @@ def get_threads(wildcards):
     return METHODS[wildcards.method]["threads"]
 
 
-def get_mem_mb(wildcards):
-    return METHODS[wildcards.method]["mem_mb"]
+def get_mem_mb(wildcards, attempt):
+    """The method's memory, more on each retry (``--retries``) after running out."""
+    return METHODS[wildcards.method]["mem_mb"] * attempt
 
 
-def get_runtime(wildcards):
-    return METHODS[wildcards.method]["runtime"]
+def get_runtime(wildcards, attempt):
+    return METHODS[wildcards.method]["runtime"] * attempt
 
 
 def get_gpu(wildcards):

@@ -431,5 +431,7 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     if not _is_exact_k(pal8, labels, k):
         q = finalize(hist, pal8, labels, k=k, weights=weights)
         pal8, labels, stage = q.palette, q.labels, f"{stage}+finalize"
+    order = np.argsort(pack_rgb(pal8))  # finalize's order, so that it returns these arrays unchanged
+    pal8, labels = pal8[order], np.argsort(order)[labels]
     return Proposal(pal8, labels, rule="objective", extras={
         "stage": stage, "max_cost": float(vertex_cost(pal8).max()), "seconds": time.perf_counter() - t0})

@@ -1,0 +1,133 @@
+"""The ``direct`` method: exactly k colours, better than K-means, edge cases of the colour count."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from cq.finalize import finalize, pixel_costs
+from cq.histogram import ColorHistogram, pack_rgb
+from cq.methods import Problem, get_method
+from cq.methods import direct as direct_module
+from cq.objective import Weights, lower_bound, score, score_assignment, vertex_cost
+
+K = 37
+
+
+def small(image: np.ndarray, width: int = 160) -> np.ndarray:
+    """A photograph resized to ``width`` pixels wide: enough colours, fast to quantize."""
+    height = round(image.shape[0] * width / image.shape[1])
+    return np.asarray(Image.fromarray(image[..., :3]).resize((width, height), Image.BILINEAR))
+
+
+PHOTOS = {
+    "astronaut": lambda: small(data.astronaut()),
+    "coffee": lambda: small(data.coffee()),
+    "hubble": lambda: small(data.hubble_deep_field()),
+}
+
+
+def run(method: str, image: np.ndarray, k: int = K, weights: Weights = Weights(), **params):
+    """Run a registered method and finalise it as the pipeline does; return (hist, quantization)."""
+    hist = ColorHistogram.from_image(image)
+    m = get_method(method)
+    proposal = m.fn(Problem(image, hist, k, weights), **{**m.defaults, **params})
+    return hist, proposal, finalize(hist, proposal.palette, proposal.labels, k=k, weights=weights, rule=proposal.rule)
+
+
+def image_with_colors(n: int, seed: int = 0, shape=(20, 30)) -> np.ndarray:
+    """An image holding exactly ``n`` distinct random colours, each at least once."""
+    rng = np.random.default_rng(seed)
+    colors = np.unique(rng.integers(0, 256, size=(4 * n, 3)), axis=0)[:n]
+    rng.shuffle(colors)
+    idx = np.concatenate([np.arange(n), rng.integers(0, n, size=shape[0] * shape[1] - n)])
+    return colors[rng.permutation(idx)].reshape(*shape, 3).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", sorted(PHOTOS))
+def test_photo_has_exactly_k_colours_and_beats_kmeans(name):
+    image = PHOTOS[name]()
+    hist, proposal, q = run("direct", image)
+    rendered = q.render(hist)
+    assert len(np.unique(pack_rgb(rendered.reshape(-1, 3)))) == K
+    _, _, km = run("kmeans", image)
+    ours = score(image, rendered).score
+    assert ours < score(image, km.render(hist)).score
+    assert ours >= lower_bound(hist)
+
+
+def test_proposal_is_final_and_scored_consistently():
+    """The method ends with exactly k used colours itself, so finalize changes nothing."""
+    image = PHOTOS["coffee"]()
+    hist, proposal, q = run("direct", image)
+    assert proposal.palette.dtype == np.uint8 and len(proposal.palette) == K
+    assert q.notes == ()
+    assert np.array_equal(q.palette, proposal.palette) and np.array_equal(q.labels, proposal.labels)
+    assert score_assignment(hist, q.palette, q.labels).score == pytest.approx(score(image, q.render(hist)).score)
+
+
+def test_deterministic_for_a_seed():
+    image = PHOTOS["astronaut"]()
+    _, a, _ = run("direct", image, seed=3)
+    _, b, _ = run("direct", image, seed=3)
+    assert np.array_equal(a.palette, b.palette) and np.array_equal(a.labels, b.labels)
+
+
+def test_fewer_than_k_colours_keeps_the_original():
+    image = image_with_colors(K - 5)
+    hist, _, q = run("direct", image)
+    assert np.array_equal(q.render(hist), image)
+
+
+@pytest.mark.parametrize("n", [K, K + 1])
+def test_k_and_k_plus_one_colours_give_k(n):
+    image = image_with_colors(n, seed=n)
+    hist, _, q = run("direct", image)
+    rendered = q.render(hist)
+    assert len(np.unique(pack_rgb(rendered.reshape(-1, 3)))) == K
+    ours = score(image, rendered).score
+    assert ours >= lower_bound(hist)
+    if n == K:  # each colour keeps its own palette entry, moved toward its vertex: beats the identity
+        assert ours < score(image, image).score
+
+
+def test_other_k_and_weights():
+    image = PHOTOS["astronaut"]()
+    weights = Weights(mse=5.0, max_cost=3.0, mean_cost=10.0)
+    hist, _, q = run("direct", image, k=8, weights=weights)
+    assert len(q.palette) == 8 and q.notes == ()
+    _, _, km = run("kmeans", image, k=8, weights=weights)
+    assert score_assignment(hist, q.palette, q.labels, weights).score < score_assignment(hist, km.palette, km.labels, weights).score
+
+
+def test_time_budget_zero_still_gives_a_valid_result():
+    hist, proposal, q = run("direct", PHOTOS["coffee"](), time_budget=0.0)
+    assert len(q.palette) == K and q.notes == ()
+
+
+def test_fast_assignment_matches_pixel_costs():
+    """The float32 assignment picks a colour whose objective cost equals pixel_costs' minimum."""
+    image = PHOTOS["coffee"]()
+    hist = ColorHistogram.from_image(image)
+    rng = np.random.default_rng(1)
+    palette = rng.uniform(0, 255, size=(K, 3))
+    points = direct_module._Points(hist.colors.astype(float), hist.counts.astype(float))
+    labels, cost = direct_module._assign(points, palette, Weights())
+    reference = pixel_costs(hist.colors, palette, Weights(), "objective")
+    assert np.allclose(cost, reference.min(1), rtol=1e-6, atol=1e-3)
+    assert np.allclose(reference[np.arange(len(labels)), labels], reference.min(1), rtol=1e-6, atol=1e-3)
+
+
+def test_smallest_cap_with_k_lattice_colours():
+    """Within 1 of a vertex there are 4 uint8 colours per vertex (32 < 37); within sqrt(2), 7 (56)."""
+    assert len(direct_module._lattice_candidates(1.0)) == 32
+    assert len(direct_module._lattice_candidates(np.sqrt(2))) == 56
+    assert direct_module._min_cap(K, 4.0) == pytest.approx(np.sqrt(2))
+
+
+def test_dark_photo_uses_the_smallest_feasible_cap():
+    """On a nearly black photograph the best max cost is the lattice's, not the bound's 0."""
+    hist, proposal, q = run("direct", PHOTOS["hubble"]())
+    costs = vertex_cost(q.palette)
+    assert costs.max() == pytest.approx(np.sqrt(2))
+    assert score_assignment(hist, q.palette, q.labels).score < 1.03 * lower_bound(hist)

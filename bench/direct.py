@@ -62,7 +62,8 @@ def row(name: str, image: np.ndarray, repeats: int) -> dict:
     kmeans, _, _ = quantize("kmeans", image, hist, 1)
     bound = lower_bound(hist)
     return {"image": name, "size": f"{image.shape[1]}x{image.shape[0]}", "colours": hist.n_colors,
-            "score": ours, "bound": bound, "gap": ours / bound - 1, "vs_kmeans": ours / kmeans, "seconds": seconds, "cpu": cpu}
+            "score": ours, "bound": bound, "gap": ours / bound - 1, "vs_kmeans": ours / kmeans,
+            "seconds": seconds, "cpu": cpu}
 
 
 def print_table(rows: list[dict]) -> None:
@@ -87,9 +88,11 @@ def main() -> None:
     print_table(rows)
     print(f"{'geometric mean':22s} {'':>10s} {'':>8s} {'':>9s} {'':>9s} "
           f"{100 * (geometric_mean([1 + r['gap'] for r in rows]) - 1):7.2f} "
-          f"{geometric_mean([r['vs_kmeans'] for r in rows]):8.3f} {geometric_mean([r['seconds'] for r in rows]):7.2f} "
+          f"{geometric_mean([r['vs_kmeans'] for r in rows]):8.3f} "
+          f"{geometric_mean([r['seconds'] for r in rows]):7.2f} "
           f"{geometric_mean([r['cpu'] for r in rows]):6.2f}")
-    print(f"worst gap {100 * max(r['gap'] for r in rows):.2f}%, slowest {max(r['seconds'] for r in rows):.2f} s; "
+    print(f"worst gap {100 * max(r['gap'] for r in rows):.2f}%, "
+          f"slowest {max(r['seconds'] for r in rows):.2f} s; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("\nsynthetic")
     print_table([row(name, load(), args.repeats) for name, load in SYNTHETIC.items()])
@@ -101,7 +104,8 @@ def main() -> None:
         ours, seconds, cpu = quantize("direct", image, hist, args.repeats)
         bound = lower_bound(hist)
         print(f"\n20-megapixel astronaut {image.shape[1]}x{image.shape[0]}, {hist.n_colors} colours: "
-              f"direct {seconds:.2f} s, cpu {cpu:.2f} s (median of {args.repeats}; histogram {hist_seconds:.2f} s more), "
+              f"direct {seconds:.2f} s, cpu {cpu:.2f} s (median of {args.repeats}; "
+              f"histogram {hist_seconds:.2f} s more), "
               f"gap {100 * (ours / bound - 1):.2f}%")
 
 

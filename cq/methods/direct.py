@@ -6,8 +6,12 @@ in to radius ``T``; the best cap ``T`` is the root of a piecewise-linear derivat
 palette the best assignment is ``argmin_c (w_mse/3)||p-c||^2 + w_mean*cost(c)``. Alternating the
 two (a Lloyd iteration on the score itself, ``T`` included) never raises the score. It runs from
 several k-means++ starts, seeded on each colour's ideal target, on a 5-bit binned histogram
-(weighted bin centroids), then on the full histogram; colours are rounded to uint8 without
-raising their cost, polished by a +-1 local search and checked to be exactly ``k``.
+(weighted bin centroids), then on the full histogram. The same iteration then runs on uint8
+colours: each cluster picks a lattice point near its real optimum, under the one cap that suits
+all clusters best (plain rounding toward a vertex would lose a capped colour's whole slope).
+When that cap is tiny (dark images) the lattice itself limits the palette: a k-median swap
+search over the uint8 colours within each small cap takes over if it scores better. The result
+has exactly ``k`` distinct, used colours (checked; finalize repairs otherwise).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.methods import Problem, Proposal, register
-from cq.objective import Weights, nearest_vertex, score_assignment, vertex_cost
+from cq.objective import Weights, nearest_vertex, vertex_cost
 
 _CHUNK = 1 << 16
 
@@ -50,14 +54,19 @@ def _coarsen(hist: ColorHistogram, bits: int) -> tuple[_Points, np.ndarray]:
     size = 1 << (3 * bits)
     mass = np.bincount(keys, weights=w, minlength=size)
     used = np.flatnonzero(mass)
-    sums = np.stack([np.bincount(keys, weights=w * hist.colors[:, c], minlength=size)[used] for c in range(3)], 1)
+    sums = _weighted_sums(keys, w, hist.colors, size)[used]
     lut = np.zeros(size, dtype=np.int64)
     lut[used] = np.arange(used.size)
     return _Points(sums / mass[used, None], mass[used]), lut[keys]
 
 
+def _weighted_sums(keys: np.ndarray, weights: np.ndarray, colors: np.ndarray, size: int) -> np.ndarray:
+    """(size, 3) sums of ``weights * colors`` grouped by ``keys``."""
+    return np.stack([np.bincount(keys, weights=weights * colors[:, c], minlength=size) for c in range(3)], 1)
+
+
 def _ideal_colors(colors: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
-    """Each colour's own best output under cap ``cap``: toward its vertex, at radius clip(D - pull, 0, cap)."""
+    """Each colour's own best output under ``cap``: toward its vertex, at radius clip(D - pull, 0, cap)."""
     vert = nearest_vertex(colors)
     dist = vertex_cost(colors)
     radius = np.clip(dist - weights.vertex_pull, 0.0, cap)
@@ -72,9 +81,10 @@ def _bound_cap(points: _Points, weights: Weights) -> float:
 
 
 def _best_cap(dist: np.ndarray, mass: np.ndarray, n_pixels: float, weights: Weights) -> float:
-    """Minimiser over ``T`` of ``w_max*T + sum_j mass_j * g(min(u_j, T))`` for clusters at vertex distance ``dist``.
+    """Minimiser over ``T`` of ``w_max*T + sum_j mass_j * g_j(min(u_j, T))`` for clusters at vertex
+    distance ``d_j`` (``dist``), with ``u_j = max(d_j - pull, 0)``.
 
-    ``g(r) = (w_mse/3)(d - r)^2 + w_mean*r``; the derivative in ``T`` is increasing and piecewise
+    ``g_j(r) = (w_mse/3)(d_j - r)^2 + w_mean*r``; the derivative in ``T`` is increasing and piecewise
     linear, so its root is found by bisection.
     """
     free = np.maximum(dist - weights.vertex_pull, 0.0)
@@ -127,7 +137,8 @@ def _assign(points: _Points, palette: np.ndarray, weights: Weights) -> tuple[np.
         block += bias
         labels[s : s + _CHUNK] = block.argmin(1)
     diff = points.colors - pal[labels]
-    cost = weights.pixel_mse * np.einsum("ij,ij->i", diff, diff) + weights.mean_cost * vertex_cost(pal)[labels]
+    cost = weights.pixel_mse * np.einsum("ij,ij->i", diff, diff)
+    cost += weights.mean_cost * vertex_cost(pal)[labels]
     return labels, cost
 
 
@@ -139,7 +150,7 @@ def _place(centroids: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
 def _cluster_moments(points: _Points, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel mass and weighted centroid of every cluster (centroid undefined where mass is 0)."""
     mass = np.bincount(labels, weights=points.weights, minlength=k)
-    sums = np.stack([np.bincount(labels, weights=points.weights * points.colors[:, c], minlength=k) for c in range(3)], 1)
+    sums = _weighted_sums(labels, points.weights, points.colors, k)
     return mass, sums / np.maximum(mass, 1e-300)[:, None]
 
 
@@ -155,8 +166,7 @@ def _lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int
     best = (np.inf, palette, None)
     for _ in range(max_iter):
         labels, cost = _assign(points, palette, weights)
-        used = np.bincount(labels, minlength=k) > 0
-        score = float(cost @ points.weights) / n_pixels + weights.max_cost * float(vertex_cost(palette[used]).max())
+        score = _score(points, cost, palette, labels, weights)
         if score < best[0]:
             best = (score, palette, labels)
         if score > prev * (1 - tol):
@@ -179,21 +189,12 @@ def _reseed(points: _Points, cost: np.ndarray, cap: float, weights: Weights, cou
     return ideal[worst]
 
 
-def _round_palette(palette: np.ndarray, weights: Weights) -> np.ndarray:
-    """Round to uint8 without raising any colour's cost: channels round toward the nearest vertex
-    wherever plain rounding would raise it."""
-    plain = np.clip(np.rint(palette), 0, 255)
-    toward = np.where(nearest_vertex(palette) > 0, np.ceil(palette), np.floor(palette))
-    raise_cost = vertex_cost(plain) > vertex_cost(palette) + 1e-9
-    return np.where(raise_cost[:, None], toward, plain).astype(np.uint8)
-
-
 _WINDOW = np.stack(np.meshgrid(*[np.arange(-1, 3)] * 3, indexing="ij"), -1).reshape(-1, 3)
 
 
 def _lattice_place(mass: np.ndarray, centroids: np.ndarray, cap: float, weights: Weights,
                    n_pixels: float) -> np.ndarray:
-    """Best distinct uint8 colour of every cluster, and the best common cap, for a fixed assignment.
+    """Best distinct uint8 colour of every cluster under the best common cap, for a fixed assignment.
 
     Each cluster picks from the 4x4x4 lattice points around its real optimum; a cap ``T`` (one of
     the candidates' costs) limits every pick to cost <= T, and the ``T`` minimising
@@ -242,7 +243,7 @@ def _integer_lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_i
     n_pixels = points.n_pixels
     labels, cost = _assign(points, palette, weights)
     best = (np.inf, None, None)
-    for _ in range(max_iter):
+    for _ in range(max(max_iter, 1)):
         mass, centroids = _cluster_moments(points, labels, k)
         cap = _best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], n_pixels, weights)
         empty = np.flatnonzero(mass == 0)
@@ -251,8 +252,7 @@ def _integer_lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_i
             mass[empty] = 1e-9
         pal8 = _lattice_place(mass, centroids, cap, weights, n_pixels)
         labels, cost = _assign(points, pal8.astype(np.float64), weights)
-        used = np.bincount(labels, minlength=k) > 0
-        score = float(cost @ points.weights) / n_pixels + weights.max_cost * float(vertex_cost(pal8[used]).max())
+        score = _score(points, cost, pal8, labels, weights)
         if score > best[0] * (1 - tol):
             break
         best = (score, pal8, labels)
@@ -272,7 +272,8 @@ def _lattice_candidates(cap: float) -> np.ndarray:
     """Every uint8 colour at distance <= cap from some cube vertex, (m, 3) int64."""
     offsets, _ = _lattice_levels(cap)
     vertices = np.stack(np.meshgrid(*[[0, 255]] * 3, indexing="ij"), -1).reshape(-1, 3)
-    points = np.where(vertices[:, None, :] > 0, vertices[:, None, :] - offsets[None], vertices[:, None, :] + offsets[None])
+    corner = vertices[:, None, :]
+    points = np.where(corner > 0, corner - offsets[None], corner + offsets[None])
     return np.unique(points.reshape(-1, 3), axis=0)
 
 
@@ -291,7 +292,8 @@ def _kmedian(points: _Points, cand: np.ndarray, k: int, weights: Weights) -> np.
     Exact k-median local search on the (points x candidates) objective matrix; used when the cap
     is so small that the lattice, not the geometry, limits the palette.
     """
-    value = weights.pixel_mse * ((points.colors[:, None, :] - cand[None]) ** 2).sum(2) + weights.mean_cost * vertex_cost(cand)
+    value = weights.pixel_mse * ((points.colors[:, None, :] - cand[None]) ** 2).sum(2)
+    value += weights.mean_cost * vertex_cost(cand)
     w = points.weights
     chosen: list[int] = []
     current = np.full(len(w), np.inf)
@@ -347,8 +349,15 @@ def _exact_score(points: _Points, pal8: np.ndarray, weights: Weights) -> float:
     Exact on a full histogram; on bin centroids, exact up to a constant (the within-bin spread).
     """
     labels, cost = _assign(points, pal8.astype(np.float64), weights)
-    used = np.unique(labels)
-    return float(cost @ points.weights) / points.n_pixels + weights.max_cost * float(vertex_cost(pal8[used]).max())
+    return _score(points, cost, pal8, labels, weights)
+
+
+def _score(points: _Points, cost: np.ndarray, palette: np.ndarray, labels: np.ndarray,
+           weights: Weights) -> float:
+    """Score of an assignment given each point's pixel term: mean of ``cost`` plus the max-cost term."""
+    used = np.bincount(labels, minlength=len(palette)) > 0
+    max_cost = float(vertex_cost(palette[used]).max())
+    return float(cost @ points.weights) / points.n_pixels + weights.max_cost * max_cost
 
 
 def _best_start(points: _Points, k: int, weights: Weights, rng: np.random.Generator, n_starts: int,
@@ -373,6 +382,11 @@ def _binned_points(hist: ColorHistogram, bits: int, at_least: int) -> _Points:
         points, _ = _coarsen(hist, bits)
         if len(points.colors) > at_least:
             return points
+    return _exact_points(hist)
+
+
+def _exact_points(hist: ColorHistogram) -> _Points:
+    """The histogram's own colours and counts as points."""
     return _Points(hist.colors.astype(np.float64), hist.counts.astype(np.float64))
 
 
@@ -391,7 +405,7 @@ def _is_exact_k(palette: np.ndarray, labels: np.ndarray, k: int) -> bool:
             and bool(np.all(np.bincount(labels, minlength=k) > 0)))
 
 
-@register("direct", version="1", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
+@register("direct", version="2", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
           fine_max_colors=400_000, lattice_cap=4.0, time_budget=None)
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
            fine_iter: int = 20, int_iter: int = 10, fine_max_colors: int = 400_000, lattice_cap: float = 4.0,
@@ -426,7 +440,7 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
         lattice, _ = _lattice_search(coarse, k, weights, lattice_cap)
         if lattice is not None and _exact_score(fine, lattice, weights) < score:
             pal8, stage = lattice, "lattice"
-    full = fine if len(fine.colors) == hist.n_colors else _Points(hist.colors.astype(np.float64), hist.counts.astype(np.float64))
+    full = fine if len(fine.colors) == hist.n_colors else _exact_points(hist)
     labels, _ = _assign(full, pal8.astype(np.float64), weights)
     if not _is_exact_k(pal8, labels, k):
         q = finalize(hist, pal8, labels, k=k, weights=weights)

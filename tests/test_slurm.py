@@ -100,32 +100,24 @@ def _methods() -> dict:
     return all_methods()
 
 
-def _test_config(workdir: Path) -> tuple[list[str], str]:
-    """Write workdir/config/config.yaml: the repository's, on tiny inputs. Returns (methods, gpu
-    column). The GPU column is cnn with few epochs; before cnn is registered, an octree variant
-    that declares the GPU stands in (the profile's gpu.yaml only flags cnn)."""
+def _test_config(workdir: Path) -> list[str]:
+    """Write workdir/config/config.yaml: the repository's, on tiny inputs, fast methods plus a
+    short cnn. Its GPU flag is left to the profile (profiles/slurm/gpu.yaml)."""
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config.update(input_dir="images", results_dir="results", logs_dir="logs",
-                  benchmarks_dir="benchmarks", variants={})
+                  benchmarks_dir="benchmarks", variants={}, methods=[*FAST, "cnn"])
     registry = _methods()
-    if "cnn" in registry:
-        gpu_column = "cnn"
-        cnn = dict(config.get("cnn") or {})
-        # Left to the profile: profiles/slurm/gpu.yaml turns gpu on.
-        cnn.pop("gpu", None)
-        cnn.update(threads=1, mem_mb=3000, runtime=10)
-        # A short training: placement is under test here, not quality.
-        cnn.update({key: value for key, value in {"epochs": 2, "steps_per_epoch": 2}.items()
-                    if key in registry["cnn"].defaults})
-        config["cnn"] = cnn
-    else:
-        gpu_column = "octree_gpu"
-        config["variants"] = {gpu_column: {"method": "octree", "gpu": True}}
-    methods = FAST + [gpu_column]
-    config["methods"] = methods
+    assert "cnn" in registry, "cnn is not registered"
+    cnn = dict(config.get("cnn") or {})
+    cnn.pop("gpu", None)
+    cnn.update(threads=1, mem_mb=3000, runtime=10)
+    # A short training: placement is under test here, not quality.
+    cnn.update({key: value for key, value in {"epochs": 2, "steps_per_epoch": 2}.items()
+                if key in registry["cnn"].defaults})
+    config["cnn"] = cnn
     (workdir / "config").mkdir(parents=True)
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return methods, gpu_column
+    return config["methods"]
 
 
 def _scontrol(jobid: str) -> dict[str, str]:
@@ -145,7 +137,7 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     for name, (y, x) in PHOTOS.items():
         crop = getattr(data, name)()[y: y + 32, x: x + 48, :3]
         Image.fromarray(np.ascontiguousarray(crop)).save(images / f"{name}.png")
-    methods, gpu_column = _test_config(workdir)
+    methods = _test_config(workdir)
     cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"),
            "--profile", str(REPO / "profiles/slurm"), "--profile", str(REPO / "profiles/slurm-test"),
            "--verbose"]
@@ -159,7 +151,7 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     print(f"\nworkflow through SLURM: {elapsed:.1f} s")
     # (snakemake job id, SLURM job id, SLURM log) per submission.
     submitted = SUBMITTED.findall(done.stdout + done.stderr)
-    return {"workdir": workdir, "methods": methods, "gpu": gpu_column,
+    return {"workdir": workdir, "methods": methods,
             "output": done.stdout + done.stderr, "submitted": submitted}
 
 
@@ -205,12 +197,12 @@ def test_outputs_and_report(slurm_run):
     assert len(rows) >= len(methods) * len(PHOTOS)
 
 
-def test_gpu_jobs_asked_for_and_got_the_gpu(slurm_run):
-    workdir, gpu_column = slurm_run["workdir"], slurm_run["gpu"]
+def test_cnn_jobs_asked_for_and_got_the_gpu(slurm_run):
+    workdir = slurm_run["workdir"]
     gpu_jobs, cpu_jobs = [], []
     for _, slurm_id, log in slurm_run["submitted"]:
         job = _job_of(log, workdir)
-        is_gpu = job.startswith(f"rule_quantize/{gpu_column}_")
+        is_gpu = job.startswith("rule_quantize/cnn_")
         fields = _scontrol(slurm_id)
         env = Path(log).read_text()  # snakemake --verbose prints the job's environment
         if is_gpu:
@@ -223,6 +215,10 @@ def test_gpu_jobs_asked_for_and_got_the_gpu(slurm_run):
             assert "gpu" not in fields.get("TresPerJob", "") + fields.get("JOB_GRES", "")
             cpu_jobs.append(fields)
     assert len(gpu_jobs) == len(PHOTOS) and cpu_jobs
+    # The record says where torch trained: no CUDA on the test node, so the CPU.
+    for image in PHOTOS:
+        record = json.loads((workdir / f"results/cnn/{image}.png.json").read_text())
+        assert record["extras"]["device"] in {"cpu", "cuda"}, record["extras"]
     # One GPU on the node: its jobs ran one after the other.
     spans = sorted((f["StartTime"], f["EndTime"]) for f in gpu_jobs)
     for (_, end), (start, _) in zip(spans, spans[1:]):

@@ -127,7 +127,6 @@ def score_assignment(
     uniq, inv = np.unique(pack_rgb(pal)[labels], return_inverse=True)
     counts = np.bincount(inv, weights=hist.counts)
     return score_parts(mse, unpack_rgb(uniq), counts, weights)
-    return score_parts(mse, colors, counts, weights)
 
 
 def _bound_terms(dist: np.ndarray, counts: np.ndarray, cap: float, weights: Weights, n: float):

@@ -20,7 +20,7 @@ import numpy as np
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, write_indexed_png
-from cq.methods import Problem, get_method
+from cq.methods import Problem, UnknownMethodError, get_method
 from cq.objective import DEFAULT_K, Weights, lower_bound, score
 from cq.record import SCHEMA_ID, RecordError, now, read_record, versions, write_record
 
@@ -72,6 +72,9 @@ def peak_memory_mb() -> float:
 def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
                   json_path: str | os.PathLike | None, job: Job, *, reuse: bool = False) -> dict:
     """Quantize one file, write the indexed PNG and the JSON record; return the record.
+
+    Raises only when the record itself cannot be written (a full disk, say): any failure of
+    reading or quantizing becomes the record's error.
 
     With ``reuse``, an existing successful record for the same image content (sha256), method,
     method version, parameters, k and weights is returned as it is, and nothing is recomputed:
@@ -164,12 +167,16 @@ def _quantize(image: np.ndarray, png_path, job: Job) -> dict:
 
 
 def _base_record(image_path: Path, job: Job) -> dict:
-    method = get_method(job.method)
+    try:
+        method = get_method(job.method)
+        version, params = method.version, {**method.defaults, **job.params}
+    except UnknownMethodError:  # recorded as the job's error by quantize_file
+        version, params = "unknown", dict(job.params)
     return {
         "schema": SCHEMA_ID, "status": "ok", "error": None,
         "image": {"path": str(image_path), "sha256": None, "width": None, "height": None, "notes": []},
-        "method": job.label, "base_method": job.method, "method_version": method.version,
-        "params": {**method.defaults, **job.params}, "k": job.k, "weights": job.weights.as_dict(),
+        "method": job.label, "base_method": job.method, "method_version": version,
+        "params": params, "k": job.k, "weights": job.weights.as_dict(),
         "scores": {key: None for key in ("score", "mse", "mean_cost", "max_cost", "palette_score",
                                          "palette_mean_cost", "lower_bound", "gap")},
         "n_colors": None, "palette": [], "notes": [], "extras": {}, "wall_time_s": 0.0,

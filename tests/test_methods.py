@@ -68,3 +68,9 @@ def test_reuse_skips_an_unchanged_job_and_redoes_a_changed_one(photo_path, tmp_p
     png.unlink()
     redone = quantize_file(photo_path, png, js, Job(method="octree", k=20), reuse=True)
     assert png.exists() and redone["wall_time_s"] != other_k["wall_time_s"]
+
+
+def test_unknown_method_becomes_an_error_record(photo_path, tmp_path):
+    record = quantize_file(photo_path, tmp_path / "u.png", tmp_path / "u.json", Job(method="nope"))
+    assert record["status"] == "error" and "unknown method 'nope'" in record["error"]
+    assert read_record(tmp_path / "u.json")["method_version"] == "unknown"

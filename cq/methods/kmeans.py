@@ -6,14 +6,14 @@ tutorial's per-pixel K-means and is far faster. Pixels take their nearest centre
 
 from __future__ import annotations
 
-from sklearn.cluster import KMeans
-
 from cq.methods import Problem, Proposal, register
 
 
 @register("kmeans", version="1", seed=0, n_init=4, max_iter=300)
 def kmeans(problem: Problem, *, seed: int = 0, n_init: int = 4, max_iter: int = 300) -> Proposal:
     """Weighted K-means with ``k`` clusters; ``seed`` and ``n_init`` as in scikit-learn."""
+    from sklearn.cluster import KMeans  # imported here: listing methods must stay cheap
+
     hist = problem.hist
     km = KMeans(n_clusters=problem.k, random_state=seed, n_init=n_init, max_iter=max_iter)
     km.fit(hist.colors.astype(float), sample_weight=hist.counts)

@@ -11,7 +11,10 @@ import hashlib
 import logging
 import os
 import resource
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +43,8 @@ class Job:
     """One (image, method) unit: what to run and with which parameters.
 
     ``name`` is how the result is labelled (a config variant such as ``cnn_fast``);
-    ``method`` is the registered base method it runs.
+    ``method`` is the registered base method it runs. ``time_limit_s`` bounds the work on one
+    image: past it the job stops and records the overrun as its error.
     """
 
     method: str
@@ -49,10 +53,34 @@ class Job:
     weights: Weights = Weights()
     name: str | None = None
     read: ReadOptions = ReadOptions()
+    time_limit_s: float | None = None
 
     @property
     def label(self) -> str:
         return self.name or self.method
+
+
+class TimeLimitExceeded(Exception):
+    """The work on one image ran past the job's time limit."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None):
+    """Raise TimeLimitExceeded in this (main) thread after ``seconds``; no limit when None."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -95,7 +123,10 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
         loaded = load_image(image_path, background=job.read.background, max_pixels=job.read.max_pixels)
         height, width = loaded.pixels.shape[:2]
         record["image"].update(notes=list(loaded.notes), width=width, height=height)
-        record.update(_quantize(loaded.pixels, png_path, job))
+        with _time_limit(job.time_limit_s):
+            record.update(_quantize(loaded.pixels, png_path, job))
+    except TimeLimitExceeded:
+        _fail(record, f"{image_path}: {job.label} exceeded its time limit of {job.time_limit_s:g} s", png_path)
     except ImageError as e:
         _fail(record, str(e), png_path)
     except OSError as e:

@@ -74,3 +74,18 @@ def test_unknown_method_becomes_an_error_record(photo_path, tmp_path):
     record = quantize_file(photo_path, tmp_path / "u.png", tmp_path / "u.json", Job(method="nope"))
     assert record["status"] == "error" and "unknown method 'nope'" in record["error"]
     assert read_record(tmp_path / "u.json")["method_version"] == "unknown"
+
+
+def test_time_limit_becomes_an_error_record(monkeypatch, photo_path, tmp_path):
+    import time
+
+    import cq.methods as registry
+
+    def slow(problem):
+        time.sleep(5)
+
+    monkeypatch.setitem(registry._REGISTRY, "slow", registry.Method("slow", slow, "1", {}))
+    png = tmp_path / "s.png"
+    record = quantize_file(photo_path, png, tmp_path / "s.json", Job(method="slow", time_limit_s=0.2))
+    assert record["status"] == "error" and "exceeded its time limit of 0.2 s" in record["error"]
+    assert record["wall_time_s"] < 3 and not png.exists()

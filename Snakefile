@@ -12,6 +12,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/quantize.smk"
 include: "rules/report.smk"
+include: "rules/history.smk"
 
 
 rule all:

@@ -67,7 +67,8 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
         ``{"status": "error", "error": ..., "method": ..., "image": {"path": ...}}``.
     results_dir : where the quantized PNGs are, ``{results_dir}/{method}/{relpath}.png``.
     input_dir : the folder the image paths are relative to (for display and PNG lookup).
-    history : optional runs, ``{"start", "end", "counts", "time_per_method"}`` each.
+    history : runs, ``{"start", "end", "counts", "time_per_method"}`` each; None: the runs of
+        ``{results_dir}/history.jsonl`` plus the run in progress (see cq.history), if any.
     method_order : optional column order (e.g. the config's); see the module docstring.
 
     Thumbnails are written first, then the CSV, then the page, so the page never points at
@@ -76,6 +77,8 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
     results_dir, input_dir = Path(results_dir), Path(input_dir)
     csv_path, html_path = Path(csv_path), Path(html_path)
     file_mode()  # read the umask here, before any thread could race on it
+    if history is None:
+        history = run_history(records, results_dir)
     table = records_table(records, input_dir)
     methods = ordered_methods(table["method"].unique(), method_order)
     details = record_details(records, input_dir)
@@ -87,6 +90,15 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
                        title=title, history=history, order_note=order_note)
     with published(html_path) as tmp:
         Path(tmp).write_bytes(page.encode("utf-8"))
+
+
+def run_history(records: list[dict], results_dir: Path) -> list[dict]:
+    """The recorded runs and, while a run is in progress, its line so far (from ``records``)."""
+    from cq.history import live_run, load_history
+
+    runs = load_history(results_dir)
+    live = live_run(results_dir, records)
+    return runs + [live] if live else runs
 
 
 # --------------------------------------------------------------------------- files
@@ -799,9 +811,11 @@ def history_html(history: list[dict], colours: dict[str, str]) -> str:
     """Run history: a table (start, end, duration, counts) and time per method across runs.
 
     Each run is a dict with optional ``start``/``end`` (ISO), ``counts`` (a dict such as
-    ``{"ok": 10, "error": 1}`` or a number) and ``time_per_method`` ({method: seconds}).
+    ``{"ok": 10, "error": 1}`` or a number), ``time_per_method`` ({method: seconds}) and
+    ``status`` (shown in a column when any run has one).
     """
     rows, methods = [], []
+    with_status = any(run.get("status") for run in history)
     for run in history:
         for m in (run.get("time_per_method") or {}):
             if m not in methods:
@@ -814,8 +828,9 @@ def history_html(history: list[dict], colours: dict[str, str]) -> str:
         rows.append(f'<tr><td>{i + 1}</td><td class="l">{esc(run.get("start"))}</td>'
                     f'<td class="l">{esc(run.get("end"))}</td>'
                     f'<td>{esc(fmt_time(_duration(run.get("start"), run.get("end"))))}</td>'
-                    f'<td class="l">{esc(counts)}</td>{cells}</tr>')
-    head = "".join(f"<th>{esc(m)}</th>" for m in methods)
+                    f'<td class="l">{esc(counts)}</td>{cells}'
+                    + (f'<td class="l">{esc(run.get("status") or "")}</td>' if with_status else "") + '</tr>')
+    head = "".join(f"<th>{esc(m)}</th>" for m in methods) + ('<th class="l">Status</th>' if with_status else "")
     table = (f'<table><thead><tr><th>Run</th><th class="l">Start</th><th class="l">End</th><th>Duration</th>'
              f'<th class="l">Counts</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
     if not methods:

@@ -236,8 +236,13 @@ def _remove_temporaries(results_dir: str) -> int:
 
 
 def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str], *,
-          prune_deleted: bool = False, other_dirs=(), settings: dict | None = None) -> dict:
-    """Start a run: close an interrupted one, snapshot and compare the images, maybe prune."""
+          prune_deleted: bool = False, other_dirs=(), settings: dict | None = None,
+          skipped=()) -> dict:
+    """Start a run: close an interrupted one, snapshot and compare the images, maybe prune.
+
+    ``skipped``: what discovery left out (looping or escaping symlinks, odd names), one line
+    each, kept in the run's line so that the report can list it.
+    """
     state = state_dir(results_dir)
     state.mkdir(parents=True, exist_ok=True)
     interrupted = _read_json(state / CURRENT)
@@ -258,7 +263,7 @@ def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str
             log.warning("cq: no image found, so nothing is pruned (is the input folder mounted?)")
     run = {"start": _iso(_now()), "end": None, "status": "running", "counts": counts,
            "methods": list(methods), "images": len(images), "pruned": pruned,
-           "deleted_images": deleted[:100], "settings": settings or {}, "owner": owner()}
+           "deleted_images": deleted[:100], "skipped": list(skipped)[:100], "settings": settings or {}, "owner": owner()}
     _write_json(state / NEXT_SNAPSHOT, snapshot)
     _write_json(state / CURRENT, run)
     return run

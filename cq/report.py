@@ -799,6 +799,15 @@ def failures_html(table: pd.DataFrame) -> str:
             f'</tr></thead><tbody>{rows}</tbody></table>')
 
 
+def skipped_html(history: list[dict] | None) -> str:
+    """What the latest run's discovery left out (symlink loops, links out of the folder...)."""
+    skipped = (history or [{}])[-1].get("skipped") or []
+    if not skipped:
+        return ""
+    items = "".join(f'<li>{esc(line)}</li>' for line in skipped)
+    return f'<h3>Not read: skipped when the folder was walked ({len(skipped)})</h3><ul>{items}</ul>'
+
+
 def _duration(start, end) -> float:
     """Seconds between two ISO timestamps, NaN when either is missing or unparsable."""
     try:
@@ -878,6 +887,6 @@ def render_html(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], 
             f'{esc(order_note)}</p>'
             f'<h2 id="charts">Charts</h2>{charts}'
             f'<h2 id="images">Images</h2><div class="cards">{cards}</div>'
-            f'<h2 id="failures">Failures</h2>{failures_html(table)}{history_part}'
+            f'<h2 id="failures">Failures</h2>{failures_html(table)}{skipped_html(history)}{history_part}'
             f'<footer>Generated {esc(created)} by cq. Full-size files open from each thumbnail.</footer>'
             f'</main></body></html>\n')

@@ -1,0 +1,200 @@
+"""Faults a night must survive: the run killed mid-job (SIGKILL) and rerun, a second run started
+during one, a full disk, a GPU out of memory, a job past its time limit.
+
+- GPU out of memory in cnn: tests/test_cnn.py::test_cuda_out_of_memory_falls_back_to_cpu
+  covers the method's fallback; here, that the record says so.
+- Time limit: tests/test_methods.py::test_time_limit_becomes_an_error_record covers
+  ``Job.time_limit_s`` (an overrun becomes an error record). The workflow does not pass the
+  rule's ``runtime`` to it yet (scripts/quantize.py), so a workflow job is not bounded.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+import cq.imageio
+import cq.methods.cnn as cnn_module
+from conftest import tiny_photo, write_tiny_photos
+from cq.history import load_history
+from cq.pipeline import Job, quantize_file
+from cq.record import read_record
+from test_nightly import command, env, jobs_of, nightly
+
+SLOW = "slow.jpg"  # 24 megapixels: median_cut takes seconds on it, long enough to be killed in
+
+
+def wait_for(condition, timeout=120.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def results_are_whole(results: Path) -> None:
+    """Every record and PNG in the results parses in full; temporaries are hidden files."""
+    for path in results.rglob("*"):
+        if any(part.startswith(".") for part in path.relative_to(results).parts) or not path.is_file():
+            continue
+        if path.suffix == ".json" and path.parent != results:
+            read_record(path)
+        elif path.suffix == ".png" and "report_files" not in path.parts:
+            with Image.open(path) as im:
+                im.load()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_refused(tmp_path):
+    workdir = tmp_path
+    images = workdir / "images"
+    write_tiny_photos(images)
+    from skimage import data
+    Image.fromarray(data.astronaut()).resize((6000, 4000), Image.Resampling.BILINEAR).save(images / SLOW, quality=70)
+    (workdir / "test.yaml").write_text(yaml.safe_dump(
+        {"input_dir": "images", "results_dir": "results", "methods": ["median_cut", "octree"]}))
+    results = workdir / "results"
+    current = results / ".history/current.json"
+
+    first = subprocess.Popen(command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=env(), start_new_session=True)
+    try:
+        wait_for(current.exists, what="the first run to start")
+        owner = current.read_text()
+        # A second run while the first holds the lock: refused with Snakemake's message.
+        second = nightly(workdir, check=False)
+        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+        assert current.read_text() == owner and not (results / "history.jsonl").exists()
+        # Power cut: the whole process group, the running jobs included, killed mid-job.
+        slow_log = workdir / "logs/median_cut" / f"{SLOW}.log"
+        wait_for(slow_log.exists, what="the slow job to start")
+        assert first.poll() is None, "the first run ended before it could be killed"
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert not (results / "median_cut" / f"{SLOW}.json").exists()
+    results_are_whole(results)  # nothing half-written is there to be read as a result
+    done_before = {p: p.stat().st_mtime_ns for m in ("median_cut", "octree") for p in (results / m).rglob("*.json")}
+
+    # The next night: Snakemake's lock is stale; cq.history proves its owner dead, then unlock.
+    stale = subprocess.run([str(Path(command(workdir)[0]).with_name("python")), "-m", "cq.history",
+                            "stale", str(results)], capture_output=True, text=True)
+    assert stale.returncode == 0, stale.stderr
+    assert "cannot be locked" in nightly(workdir, check=False).stderr
+    nightly(workdir, "--unlock")
+    planned = jobs_of(nightly(workdir, "--dry-run"))
+    expected = {(m, i) for m in ("median_cut", "octree")
+                for i in ["chelsea.jpg", "rocket.jpg", "rocket.png", 'Ünï côdé/astro "naut" <script>.png', SLOW]
+                if not (results / m / f"{i}.json").exists()}
+    assert ("median_cut", SLOW) in expected and planned == expected
+    rerun = nightly(workdir)
+    assert jobs_of(rerun) == expected
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # nothing else redone
+    results_are_whole(results)
+    assert not [p for p in results.rglob(".*.tmp")]
+    runs = load_history(results)
+    assert [r["status"] for r in runs] == ["interrupted", "ok"]
+    assert runs[1]["counts"]["new"] == 5 and runs[1]["counts"]["missing"] == 0
+    assert read_record(results / "median_cut" / f"{SLOW}.json")["status"] == "ok"
+
+
+# --- a full disk ----------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 96 KiB tmpfs (root with CAP_SYS_ADMIN); else None and the tests inject ENOSPC."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)],
+                                            capture_output=True).returncode == 0:
+        yield mount
+        subprocess.run(["umount", str(mount)], check=True)
+    else:
+        yield None
+
+
+def _inject_enospc(monkeypatch):
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(cq.imageio.os, "fsync", fsync)
+
+
+def noisy(path: Path, size=(300, 300)) -> Path:
+    """An image whose 37-colour PNG (about 60 KB) does not fit in what the tiny disk has left."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_disk_full_while_writing_the_png_gives_an_error_record_and_no_partial_file(tiny_disk, tmp_path, monkeypatch):
+    source = noisy(tmp_path / "noise.png")
+    out = tiny_disk or tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    (out / "filler").write_bytes(b"\0" * (60 * 1024 if tiny_disk else 0))
+    if tiny_disk is None:  # inject for the PNG only; the record is then written normally
+        real_save = Image.Image.save
+
+        def save(self, fp, *args, **kwargs):
+            real_save(self, fp, *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(Image.Image, "save", save)
+    record = quantize_file(source, out / "noise.png.png", out / "noise.png.json", Job(method="octree"))
+    assert record["status"] == "error" and "No space left on device" in record["error"]
+    assert read_record(out / "noise.png.json") == record
+    assert sorted(p.name for p in out.iterdir()) == ["filler", "noise.png.json"]
+
+
+def test_disk_full_for_the_record_raises_and_leaves_no_file(tiny_disk, tmp_path, monkeypatch):
+    source = noisy(tmp_path / "noise.png", size=(8, 8))
+    out = tiny_disk or tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    if tiny_disk is None:
+        _inject_enospc(monkeypatch)
+        (out / "filler").write_bytes(b"")
+    else:  # fill the disk up to the last byte
+        fd = os.open(out / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 1024)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+    with pytest.raises(OSError) as raised:
+        quantize_file(source, out / "n.png", out / "n.json", Job(method="octree"))
+    assert raised.value.errno == errno.ENOSPC
+    # In the workflow the job fails, keep-going carries on, and the missing record reruns it.
+    assert sorted(p.name for p in out.iterdir()) == ["filler"]
+
+
+# --- a GPU out of memory ----------------------------------------------------------------------
+
+def test_cuda_out_of_memory_is_retried_on_the_cpu_and_the_record_says_so(tmp_path, monkeypatch):
+    real_train = cnn_module._train
+
+    def train(problem, config, device):
+        if device == "cuda":
+            import torch
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_train(problem, config, device)
+
+    monkeypatch.setattr(cnn_module, "_cuda_available", lambda: True)
+    monkeypatch.setattr(cnn_module, "_train", train)
+    source = tmp_path / "p.png"
+    Image.fromarray(np.ascontiguousarray(tiny_photo("chelsea", (100, 120)))).save(source)
+    job = Job(method="cnn", params={"device": "auto", "epochs": 1, "steps_per_epoch": 2})
+    record = quantize_file(source, tmp_path / "p.png.png", tmp_path / "p.png.json", job)
+    assert record["status"] == "ok" and record["device"] == "cpu"
+    assert record["extras"]["fallback"] == "cuda out of memory: retried on cpu"
+    assert read_record(tmp_path / "p.png.json")["extras"]["fallback"] == record["extras"]["fallback"]

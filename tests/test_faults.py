@@ -198,3 +198,42 @@ def test_cuda_out_of_memory_is_retried_on_the_cpu_and_the_record_says_so(tmp_pat
     assert record["status"] == "ok" and record["device"] == "cpu"
     assert record["extras"]["fallback"] == "cuda out of memory: retried on cpu"
     assert read_record(tmp_path / "p.png.json")["extras"]["fallback"] == record["extras"]["fallback"]
+
+
+# --- a reader during a report write -----------------------------------------------------------
+
+def test_a_reader_never_sees_half_a_report(tmp_path):
+    import threading
+
+    from cq.report import build_report
+
+    images, results = tmp_path / "images", tmp_path / "results"
+    names = write_tiny_photos(images)
+    records = [quantize_file(images / n, results / "octree" / f"{n}.png", results / "octree" / f"{n}.json",
+                             Job(method="octree")) for n in names]
+    html, csv_path = results / "report.html", results / "report.csv"
+    seen, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            for path in (html, csv_path):
+                try:
+                    seen.append((path.suffix, path.read_bytes()))
+                except FileNotFoundError:
+                    pass
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(12):
+            build_report(records, results, images, csv_path, html, title=f"run {i}")
+    finally:
+        stop.set()
+        thread.join()
+    assert len(seen) > 12
+    for suffix, data in seen:
+        if suffix == ".html":
+            assert data.endswith(b"</html>\n")
+        else:
+            assert data.count(b"\n") == len(names) + 1 and data.endswith(b"\n")
+    assert not list(results.glob(".*.tmp"))

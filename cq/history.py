@@ -70,7 +70,7 @@ def _read_json(path: Path, default=None):
 
 
 def _write_json(path: Path, data) -> None:
-    atomic_write_bytes(path, json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+    atomic_write_bytes(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
 
 
 def _sha256(path: str) -> str | None:
@@ -248,6 +248,7 @@ def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str
     interrupted = _read_json(state / CURRENT)
     if isinstance(interrupted, dict):
         interrupted.update(status="interrupted", end=None)
+        interrupted.pop("owner", None)
         append_history(results_dir, interrupted)
         n = _remove_temporaries(results_dir)
         log.warning("cq: the run started %s did not finish; %d temporary files removed",
@@ -318,7 +319,8 @@ def finish(results_dir: str, images, methods, status: str = "ok") -> dict | None
     start = _parse(run.get("start"))
     records, missing = _records_since(results_dir, images, methods, start.timestamp() if start else 0.0)
     done = tally(records, start, run.get("methods") or ())
-    run["counts"] = {**run.get("counts", {}), "failed": done["failed"], "missing": missing}
+    counts = {**run.get("counts", {}), "failed": done["failed"], "missing": missing}
+    run["counts"] = {key: counts.get(key, 0) for key in COUNT_KEYS}
     run.update(end=_iso(_now()), status=status, failed_images=done["failed_images"],
                time_per_method={m: round(t, 3) for m, t in done["time_per_method"].items()})
     run.pop("owner", None)

@@ -175,3 +175,37 @@ def test_history_file_is_one_json_object_per_line(night):
     lines = (workdir / "results/history.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all(json.loads(line)["status"] == "ok" for line in lines)
     assert not (workdir / "results/.history/current.json").exists()
+
+
+# --- cq.history without Snakemake -------------------------------------------------------------
+
+def test_stale_only_when_the_recorded_process_is_gone(tmp_path):
+    from cq import history
+
+    assert not history.stale(str(tmp_path))  # nothing recorded in progress
+    state = tmp_path / ".history"
+    state.mkdir()
+    me = history.owner()
+    (state / "current.json").write_text(json.dumps({"owner": me}))
+    assert not history.stale(str(tmp_path))  # alive
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    (state / "current.json").write_text(json.dumps({"owner": {**me, "pid": child.pid,
+                                                              "start_ticks": "1"}}))
+    assert history.stale(str(tmp_path))  # gone
+    (state / "current.json").write_text(json.dumps({"owner": {**me, "host": "elsewhere", "pid": child.pid}}))
+    assert not history.stale(str(tmp_path))  # another host: cannot tell, so not stale
+
+
+def test_a_touch_is_unchanged_and_other_content_is_changed(tmp_path):
+    from cq.history import compare, scan
+
+    (tmp_path / "a.png").write_bytes(b"a")
+    (tmp_path / "b.png").write_bytes(b"b")
+    first = scan(str(tmp_path), ["a.png", "b.png"], {})
+    os.utime(tmp_path / "a.png", (1, 1))
+    (tmp_path / "b.png").write_bytes(b"B")
+    (tmp_path / "c.png").write_bytes(b"c")
+    second = scan(str(tmp_path), ["a.png", "b.png", "c.png"], first)
+    assert compare(first, second) == ({"new": 1, "changed": 1, "unchanged": 1, "deleted": 0}, [])
+    assert compare(second, scan(str(tmp_path), ["c.png"], second))[1] == ["a.png", "b.png"]

@@ -112,3 +112,20 @@ def test_auto_device_and_bad_parameters(photo, monkeypatch):
         run(photo, learning_rate=1.0)
     with pytest.raises(ValueError, match="not divisible"):
         run(photo, input_size=100)
+
+
+def test_pipeline_record_and_reuse(tmp_path):
+    from PIL import Image
+
+    from cq.pipeline import Job, quantize_file
+
+    photo = tmp_path / "rocket.png"
+    Image.fromarray(skimage.data.rocket()[::8, ::8]).save(photo)
+    job = Job(method="cnn", params={"epochs": 2, "steps_per_epoch": 2, "device": "cpu"})
+    png, js = tmp_path / "q.png", tmp_path / "q.json"
+    record = quantize_file(photo, png, js, job)
+    assert record["status"] == "ok", record["error"]
+    assert record["n_colors"] == K and record["device"] == "cpu"
+    assert len(record["extras"]["curve"]) == 2
+    again = quantize_file(photo, png, js, job, reuse=True)
+    assert again["wall_time_s"] == record["wall_time_s"]  # read back from the record, not rerun

@@ -13,7 +13,8 @@ import snakemake.pathvars
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from cq.discover import discover, report_warnings, result_path
+from cq.discover import (assign_shards, discover, report_warnings, resolve_shard_size, result_path,
+                         shard_listing, write_if_changed)
 from cq.methods import all_methods
 
 validate(config, "../config/schema.yaml")
@@ -111,18 +112,41 @@ def find_images():
     return found.images
 
 
+def plan_shards():
+    """Shard name -> its images, or {} for one job per (image, method) (see "Large folders"
+    in the README). The main process writes each shard's listing, the input of its jobs,
+    only where it changed, so an unchanged shard's jobs stay done; a job on a cluster, which
+    parses this file again, only reads them."""
+    size = resolve_shard_size(config.get("shard_size", "auto"), len(IMAGES))
+    if not size:
+        return {}
+    if "shards" in METHODS:
+        _config_error("methods: 'shards' names the folder of the shard manifests; rename the variant")
+    shards = assign_shards(IMAGES, size)
+    if workflow.is_main_process:
+        for name, images in shards.items():
+            write_if_changed(shard_listing_path(name), shard_listing(INPUT_DIR, images))
+    return shards
+
+
+def shard_listing_path(shard):
+    return f"{RESULTS}/shards/_images/{shard}.tsv"
+
+
 METHODS = resolve_methods()
 IMAGES = find_images()
+SHARDS = plan_shards()
 
 
 wildcard_constraints:
     method="|".join(re.escape(m) for m in METHODS),
     image=".+",
+    shard=r"\d+",
 
 
 # --- input functions and per-job settings ---------------------------------------------------
-# The per-image x per-method DAG is built here; a shard mode (several images per job) would
-# swap get_records() and the quantize rule's paths, keeping discovery and paths in cq.discover.
+# One job per (image, method) (rule quantize) or, in shard mode, per (shard, method) (rule
+# quantize_shard); the report takes the records, or the shards' manifests.
 
 
 def get_final_output():
@@ -131,8 +155,34 @@ def get_final_output():
 
 
 def get_records(wildcards):
-    """Every result record, one per (image, method)."""
+    """Every result record, one per (image, method); none in shard mode (see get_manifests)."""
+    if SHARDS:
+        return []
     return [result_path(RESULTS, m, image, ".json") for m in METHODS for image in IMAGES]
+
+
+def get_manifests(wildcards):
+    """In shard mode, every shard's manifest, one per (shard, method): they name the records."""
+    return [f"{RESULTS}/shards/{m}/{shard}.tsv" for m in METHODS for shard in SHARDS]
+
+
+def get_listing(wildcards):
+    return shard_listing_path(wildcards.shard)
+
+
+def get_image_runtime(wildcards):
+    """Minutes of work allowed on one image (the method's runtime): the per-image time limit."""
+    return METHODS[wildcards.method]["runtime"]
+
+
+def get_shard_runtime(wildcards, attempt):
+    """A shard job's time: the method's runtime for each of its images, at most
+    shard_max_runtime (a shard cut short by that keeps its finished records: its retry,
+    with more time, or the next run goes on from there), more on each retry."""
+    n_images = len(SHARDS.get(wildcards.shard, ())) or 1
+    runtime = METHODS[wildcards.method]["runtime"]
+    cap = max(runtime, config.get("shard_max_runtime", 1440))
+    return min(runtime * n_images, cap) * attempt
 
 
 def get_job(wildcards):

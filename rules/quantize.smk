@@ -24,3 +24,7 @@ rule quantize:
         "../environment.yml"
     script:
         "../scripts/quantize.py"
+
+
+# Shard mode (config shard_size): one job per (shard of images, method) instead.
+include: "shards.smk"

@@ -1,7 +1,10 @@
 rule report:
     """Collect every record into the comparison table (CSV) and page (HTML)."""
     input:
+        # One job per (image, method): every record; shard mode: every shard's manifest,
+        # which names its records.
         records=get_records,
+        manifests=get_manifests,
     output:
         csv=f"{RESULTS}/report.csv",
         html=f"{RESULTS}/report.html",

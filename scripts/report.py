@@ -1,9 +1,11 @@
 """Snakemake adapter of rule report: every record -> cq.report.build_report (CSV + HTML).
 
-A record that cannot be read (corrupt or truncated JSON) does not stop the report: it is
-listed as an error of its (image, method), named from its path.
+The records are the rule's inputs or, in shard mode, named by the shards' manifests (one
+line per image). A record that cannot be read (corrupt or truncated JSON) does not stop the
+report: it is listed as an error of its (image, method), named from its path.
 """
 
+import csv
 import logging
 import os
 import sys
@@ -24,6 +26,15 @@ def load(path: str, results_dir: str, input_dir: str) -> dict:
                 "image": {"path": f"{input_dir}/{image}"}}
 
 
+def manifest_records(manifests) -> list[str]:
+    """The record paths that shard manifests (scripts/quantize_shard.py) name, in order."""
+    paths = []
+    for manifest in manifests:
+        with open(manifest, newline="", encoding="utf-8") as f:
+            paths.extend(row["record"] for row in csv.DictReader(f, dialect="excel-tab"))
+    return paths
+
+
 def main(smk) -> None:
     with open(smk.log[0], "w", encoding="utf-8") as log_file:
         sys.stderr = log_file
@@ -31,7 +42,8 @@ def main(smk) -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         # The CSV lies in the results folder: {results_dir}/report.csv.
         results_dir, input_dir = os.path.dirname(smk.output.csv) or ".", smk.params.input_dir
-        records = [load(path, results_dir, input_dir) for path in smk.input.records]
+        paths = list(smk.input.records) + manifest_records(smk.input.manifests)
+        records = [load(path, results_dir, input_dir) for path in paths]
         build_report(records, results_dir, input_dir, smk.output.csv, smk.output.html,
                      method_order=list(smk.params.methods))
         logging.getLogger("cq").info("report of %d records", len(records))

@@ -1,11 +1,18 @@
 """What the workflow itself costs: dry-run time and memory by folder size, and per-job overhead.
 
-Run: python bench/dag.py [--sizes 1000,10000] [--jobs 20] [--keep]
+Run: python bench/dag.py [--sizes 1000,10000,100000] [--modes per-image,shard] [--shard-size 500]
+                         [--per-image-max 10000] [--jobs 20] [--keep]
 
 - Dry run: N empty ``*.png`` files (100 a folder) x 6 method columns, timed with
-  ``/usr/bin/time -v`` (wall clock and peak RSS of ``snakemake --dry-run``), plus the time of
-  discovery alone. The 6 columns are kmeans, median_cut, octree, libimagequant, direct, cnn;
-  any of them not registered yet is replaced by a variant of a registered method.
+  ``/usr/bin/time -v`` (wall clock, CPU seconds (user + system) and peak RSS of
+  ``snakemake --dry-run``), plus the time of discovery alone, in each mode: one job per
+  (image, method) (``shard_size: 0``) and shards (``shard_size: --shard-size``). The first
+  dry run of a folder in shard mode also writes the shards' listings; each is timed on its
+  own (a second dry run in shard mode shows the steady cost). Per-image mode is skipped above
+  ``--per-image-max`` images (at 10,000 it already takes over a minute and a GB).
+  The 6 columns are kmeans, median_cut, octree, libimagequant, direct, cnn; any of them not
+  registered yet is replaced by a variant of a registered method. The machine is shared, so
+  compare CPU seconds rather than wall clock between runs.
 - Overhead: ``--jobs`` tiny photos through octree with ``--cores 2``; the run's wall clock
   against the sum of the jobs' own benchmark times.
 """
@@ -68,23 +75,32 @@ def time_v(stderr: str) -> tuple[float, float, float]:
     return wall, cpu, rss
 
 
-def dry_run(n_images: int, root: Path) -> dict:
-    """Dry-run figures for ``n_images`` empty files x 6 columns."""
-    from cq.discover import discover
-
+def make_folder(n_images: int, root: Path) -> Path:
+    """A workspace with ``n_images`` empty ``.png`` files, 100 a folder (kept between modes)."""
     workdir = root / f"dry{n_images}"
     for i in range(n_images):
         folder = workdir / "images" / f"f{i // 100:04d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        if i % 100 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
         (folder / f"img {i:06d}.png").touch()
+    return workdir
+
+
+def dry_run(workdir: Path, shard_size: int) -> dict:
+    """Dry-run figures for the folder of ``workdir`` x 6 columns, with ``shard_size``."""
+    from cq.discover import assign_shards, discover
+
     t0 = time.perf_counter()
     found = discover(workdir / "images", ["png"])
     walk = time.perf_counter() - t0
     names, variants = columns()
-    config = {"input_dir": "images", "methods": names, "variants": variants}
+    jobs = len(found.images) * len(names)
+    if shard_size:
+        jobs = len(assign_shards(found.images, shard_size)) * len(names)
+    config = {"input_dir": "images", "methods": names, "variants": variants, "shard_size": shard_size}
     done = snakemake(workdir, config, "--dry-run", "--quiet", "all")
     wall, cpu, rss = time_v(done.stderr)
-    return {"images": len(found.images), "jobs": len(found.images) * len(names), "dry_run_s": wall,
+    return {"images": len(found.images), "jobs": jobs, "dry_run_s": wall,
             "cpu_s": cpu, "peak_rss_mib": rss, "discovery_s": walk}
 
 
@@ -115,19 +131,32 @@ def _bench_seconds(path: Path, column: str = "s") -> float:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="1000,10000", help="folder sizes to dry-run, comma-separated")
+    p.add_argument("--sizes", default="1000,10000,100000", help="folder sizes to dry-run, comma-separated")
+    p.add_argument("--modes", default="per-image,shard", help="per-image and/or shard, comma-separated")
+    p.add_argument("--shard-size", type=int, default=500, help="shard_size of the shard mode")
+    p.add_argument("--per-image-max", type=int, default=10000, help="skip per-image mode above this size")
     p.add_argument("--jobs", type=int, default=20, help="real tiny jobs for the overhead figure (0: skip)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="cq-bench-dag-"))
+    modes = [m for m in args.modes.split(",") if m]
     try:
         names, _ = columns()
-        print(f"columns: {', '.join(names)}")
-        print(f"{'images':>8} {'jobs':>8} {'dry-run s':>10} {'CPU s':>7} {'peak RSS MiB':>13} {'discovery s':>12}")
+        print(f"columns: {', '.join(names)}; shard mode: shard_size {args.shard_size}")
+        print(f"{'images':>8} {'mode':>17} {'jobs':>8} {'dry-run s':>10} {'CPU s':>7} {'peak RSS MiB':>13} "
+              f"{'discovery s':>12}")
         for n in (int(s) for s in args.sizes.split(",") if s):
-            r = dry_run(n, root)
-            print(f"{r['images']:>8} {r['jobs']:>8} {r['dry_run_s']:>10.1f} {r['cpu_s']:>7.1f} {r['peak_rss_mib']:>13.0f} "
-                  f"{r['discovery_s']:>12.3f}", flush=True)
+            workdir = make_folder(n, root)
+            runs = []
+            if "per-image" in modes and n <= args.per_image_max:
+                runs.append(("per-image", 0))
+            if "shard" in modes:
+                runs += [("shard (1st)", args.shard_size), ("shard", args.shard_size)]
+            for label, size in runs:
+                r = dry_run(workdir, size)
+                print(f"{r['images']:>8} {label:>17} {r['jobs']:>8} {r['dry_run_s']:>10.1f} {r['cpu_s']:>7.1f} "
+                      f"{r['peak_rss_mib']:>13.0f} {r['discovery_s']:>12.3f}", flush=True)
+            shutil.rmtree(workdir, ignore_errors=True)
         if args.jobs:
             r = overhead(args.jobs, root)
             print(f"\n{r['jobs']} octree jobs on tiny photos, --cores 2: wall {r['wall_s']:.1f} s, "

@@ -3,6 +3,7 @@
     python bench/slurm.py                       # 100 images, kmeans median_cut octree
     python bench/slurm.py --images 20 --methods octree
     python bench/slurm.py --images 100 -- --slurm-array-jobs quantize   # extra snakemake args
+    python bench/slurm.py --images 100 --shard-size 25   # shard mode: one job per (shard, method)
 
 Runs `snakemake --profile profiles/slurm --profile profiles/slurm-test` (the one-node test
 cluster of ../shared/slurm/up.sh; started here if it is not running, then stopped by pid) in a
@@ -84,6 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--methods", nargs="+", default=["kmeans", "median_cut", "octree"])
+    parser.add_argument("--shard-size", type=int, default=0,
+                        help="config shard_size (default 0: one job per image and method)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("extra", nargs="*", help="more snakemake arguments (after --)")
     args = parser.parse_args()
@@ -94,7 +97,8 @@ def main() -> None:
         write_images(work / "images", args.images)
         config = yaml.safe_load((REPO / "config/config.yaml").read_text())
         config.update(input_dir="images", results_dir="results", logs_dir="logs",
-                      benchmarks_dir="benchmarks", methods=args.methods, variants={})
+                      benchmarks_dir="benchmarks", methods=args.methods, variants={},
+                      shard_size=args.shard_size)
         (work / "config").mkdir()
         (work / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
@@ -111,8 +115,9 @@ def main() -> None:
         arrays = ARRAY.findall(out)
         tasks = sum(len(ids.split(",")) for ids, _ in arrays)
         steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", out)
-        records = len(list((work / "results").rglob("*.json")))
-        print(f"images {args.images}, methods {' '.join(args.methods)}, extra args {args.extra or 'none'}")
+        records = sum(len(list((work / "results" / m).rglob("*.json"))) for m in args.methods)
+        print(f"images {args.images}, methods {' '.join(args.methods)}, shard_size {args.shard_size}, "
+              f"extra args {args.extra or 'none'}")
         print(f"  sbatch submissions      {len(plain) + len(arrays)} "
               f"({len(plain)} jobs, {len(arrays)} arrays of {tasks} tasks)")
         print(f"  SLURM jobs run          {len(plain) + tasks}")

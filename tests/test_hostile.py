@@ -128,14 +128,16 @@ def hostile():
               "logs_dir": str(out / "logs"), "benchmarks_dir": str(out / "benchmarks")}
     (work / "test.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
     before = tree(base)
-    done = subprocess.run(command(work), capture_output=True, text=True, timeout=300,
-                          env=env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache")))
-    assert done.returncode == 0, done.stdout + done.stderr
-    with open(out / "results/report.csv", newline="", encoding="utf-8") as f:
-        rows = {(r["image"], r["method"]): r for r in csv.DictReader(f)}
-    yield base, before, done, rows
-    shutil.rmtree(base, ignore_errors=True)
-    shutil.rmtree(home, ignore_errors=True)
+    try:
+        done = subprocess.run(command(work), capture_output=True, text=True, timeout=300,
+                              env=env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache")))
+        assert done.returncode == 0, done.stdout + done.stderr
+        with open(out / "results/report.csv", newline="", encoding="utf-8") as f:
+            rows = {(r["image"], r["method"]): r for r in csv.DictReader(f)}
+        yield base, before, done, rows
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_every_good_image_has_its_results(hostile):

@@ -6,9 +6,11 @@ One workspace is shared by the module; the tests run in order, each one a night.
 ``nightly()`` is also used by test_faults.py and test_hostile.py.
 """
 
+import atexit
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ BIG = "scans/big scan.bmp"  # over 1 MB: Snakemake's default compares only times
 # SLURM installed and its controller down that waits 10 s on every start. These runs are
 # local: a stand-in scontrol that fails at once keeps them fast.
 _SHIM = Path(tempfile.mkdtemp(prefix="cq-noslurm-"))
+atexit.register(shutil.rmtree, _SHIM, True)
 (_SHIM / "scontrol").write_text("#!/bin/sh\nexit 1\n")
 (_SHIM / "scontrol").chmod(0o755)
 

@@ -64,7 +64,7 @@ def discover(root: str | os.PathLike, extensions=DEFAULT_EXTENSIONS, exclude=())
                 target = _symlink_target(entry, rel, real_root, found.warnings)
                 if target is None or not os.path.isdir(target):
                     if target is not None and _has_extension(entry.name, exts) and os.path.isfile(target):
-                        found.images.append(rel)
+                        _add_if_readable(found, rel, target)
                     continue
                 if _inside(os.path.realpath(folder), target) or target in seen:
                     found.warnings.append(f"{rel}: skipped, symlink loops back to a folder already walked")
@@ -72,13 +72,22 @@ def discover(root: str | os.PathLike, extensions=DEFAULT_EXTENSIONS, exclude=())
                 seen.add(target)
             elif not _is_dir(entry):
                 if _has_extension(entry.name, exts) and _is_file(entry):
-                    found.images.append(rel)
+                    _add_if_readable(found, rel, entry.path)
                 continue
             if skip and os.path.realpath(entry.path) in skip:
                 continue
             stack.append((entry.path, rel + "/"))
     found.images.sort()
     return found
+
+
+def _add_if_readable(found: Discovery, rel: str, path: str) -> None:
+    """Keep an image this process may read; report one it may not. Snakemake checksums job
+    inputs when a job ends, and an unreadable input aborts the whole run, keep-going or not."""
+    if os.access(path, os.R_OK):
+        found.images.append(rel)
+    else:
+        found.warnings.append(f"{rel}: skipped, not readable (permission denied)")
 
 
 def _entries(folder: str, prefix: str, warnings: list[str]):

@@ -182,11 +182,6 @@ def test_nothing_is_written_outside_the_results_logs_benchmarks_and_snakemake_fo
         assert (base / "out" / folder).is_dir()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Snakemake checksums every input under max-checksum-file-size when a job ends; an unreadable "
-    "input makes that fail ('Error recording metadata for finished job ... Permission denied'), "
-    "which aborts the whole run, keep-going or not. Fix: cq/discover.py skips files it cannot "
-    "read, with a warning (asked of the owner of cq/discover.py)."))
 def test_an_unreadable_file_is_reported_and_does_not_stop_the_run(tmp_path):
     work = tmp_path / "work"
     photo = np.ascontiguousarray(tiny_photo("coffee", (100, 100)))

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 REFERENCE = "kmeans"
 THUMB_PX = 160
 ASSETS_DIR = "report_files"
+MAX_CARDS = 500  # images with cards on the page; the CSV and summary cover all
 SCORE_PARTS = ("score", "mse", "mean_cost", "max_cost", "palette_score", "palette_mean_cost",
                "lower_bound", "gap")
 CSV_COLUMNS = ("image", "method", "base_method", "method_version", "status", "error",
@@ -56,9 +57,11 @@ METHOD_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc94
 
 # --------------------------------------------------------------------------- entry point
 
+
 def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_path: Path,
                  html_path: Path, *, history: list[dict] | None = None,
-                 method_order: list[str] | None = None, title: str = "Colour quantization report") -> None:
+                 method_order: list[str] | None = None, title: str = "Colour quantization report",
+                 max_cards: int = MAX_CARDS) -> None:
     """Write ``csv_path`` (one row per image x method) and ``html_path`` (the page), atomically.
 
     Parameters
@@ -70,6 +73,9 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
     history : runs, ``{"start", "end", "counts", "time_per_method"}`` each; None: the runs of
         ``{results_dir}/history.jsonl`` plus the run in progress (see cq.history), if any.
     method_order : optional column order (e.g. the config's); see the module docstring.
+    max_cards : the page shows cards, thumbnails and chart dots for at most this many images
+        (in name order), so that it stays light for huge folders; the CSV, the summary and
+        the failures always cover every result.
 
     Thumbnails are written first, then the CSV, then the page, so the page never points at
     a thumbnail that is not there yet.
@@ -82,12 +88,13 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
     table = records_table(records, input_dir)
     methods = ordered_methods(table["method"].unique(), method_order)
     details = record_details(records, input_dir)
-    assets = make_assets(table, details, results_dir, input_dir, html_path.parent)
+    shown = table[table["image"].isin(list(dict.fromkeys(table["image"]))[:max_cards])]
+    assets = make_assets(shown, details, results_dir, input_dir, html_path.parent)
     write_csv(table, csv_path)
     order_note = ("Methods in the configured order." if method_order is not None
                   else f"Methods: {REFERENCE} first as the reference, then alphabetical.")
     page = render_html(table, summary_table(table, methods), methods, details, assets,
-                       title=title, history=history, order_note=order_note)
+                       title=title, history=history, order_note=order_note, shown=shown)
     with published(html_path) as tmp:
         Path(tmp).write_bytes(page.encode("utf-8"))
 
@@ -853,9 +860,14 @@ def history_html(history: list[dict], colours: dict[str, str]) -> str:
 
 def render_html(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], details: dict,
                 assets: dict, *, title: str = "Colour quantization report",
-                history: list[dict] | None = None, order_note: str = "") -> str:
-    """The whole page as one string: header, summary, charts, image cards, failures, history."""
+                history: list[dict] | None = None, order_note: str = "",
+                shown: pd.DataFrame | None = None) -> str:
+    """The whole page as one string: header, summary, charts, image cards, failures, history.
+
+    ``shown`` (default: all of ``table``) is the part that gets cards and chart dots.
+    """
     colours = method_colours(methods)
+    shown = table if shown is None else shown
     images = list(dict.fromkeys(table["image"]))
     ok = table[table["status"] == "ok"]
     n_failed = int((table["status"] != "ok").sum())
@@ -864,8 +876,11 @@ def render_html(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], 
               f"{n_failed} failed" + (f"; k = {int(k.iloc[0])}" if len(k) else "")
               + ". Lower score is better; the gap is how far a score is above the image's lower bound.")
     rows_by_image: dict[str, list[dict]] = {}
-    for row in table.to_dict("records"):
+    for row in shown.to_dict("records"):
         rows_by_image.setdefault(row["image"], []).append(row)
+    if len(rows_by_image) < len(images):
+        header += (f" The page shows the first {len(rows_by_image)} of {len(images)} images; "
+                   f"every result is in the CSV and the summary.")
     cards = "".join(image_card(image, rows, methods, assets, details) for image, rows in rows_by_image.items())
     nav = ['<a href="#summary">Summary</a>', '<a href="#charts">Charts</a>', '<a href="#images">Images</a>',
            f'<a href="#failures">Failures ({n_failed})</a>']
@@ -874,7 +889,7 @@ def render_html(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], 
         nav.append('<a href="#history">History</a>')
         history_part = f'<h2 id="history">Run history</h2>{history_html(history, colours)}'
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    charts = charts_html(table, summary, methods, colours) if len(ok) else "<p>No successful result.</p>"
+    charts = charts_html(shown, summary, methods, colours) if len(ok) else "<p>No successful result.</p>"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f'<title>{esc(title)}</title><style>{CSS}</style></head><body><main>'

@@ -252,3 +252,15 @@ def _attr_values_of(page: str, tag: str, name: str) -> list[str]:
 
     Collect().feed(page)
     return found
+
+
+def test_max_cards_bounds_the_page_not_the_csv(run, tmp_path):
+    build_report(run["records"], run["results"], run["inputs"], tmp_path / "r.csv", tmp_path / "r.html",
+                 max_cards=1)
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    full = run["html"]
+    n_images = len({row["image"] for row in csv.DictReader(open(tmp_path / "r.csv", encoding="utf-8"))})
+    assert f"The page shows the first 1 of {n_images} images" in page
+    assert page.count("<section class=\"card\"") == 1 < full.count("<section class=\"card\"")
+    assert len(list(csv.DictReader(open(tmp_path / "r.csv", encoding="utf-8")))) == len(run["records"])
+    assert "Summary per method" in page and "Failures" in page

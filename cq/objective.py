@@ -129,10 +129,40 @@ def score_assignment(
     return score_parts(mse, unpack_rgb(uniq), counts, weights)
 
 
-def _bound_terms(dist: np.ndarray, counts: np.ndarray, cap: float, weights: Weights, n: float):
-    r = np.clip(dist - weights.vertex_pull, 0.0, cap)
-    per = weights.pixel_mse * (dist - r) ** 2 + weights.mean_cost * r
-    return weights.max_cost * cap + float(np.dot(per, counts)) / n
+def best_cap(dist: np.ndarray, mass: np.ndarray, weights: Weights = Weights(),
+             n_pixels: float | None = None) -> float:
+    """The max-cost cap ``T`` minimising ``w_max*T + sum_j mass_j * g_j(clip(d_j - pull, 0, T)) / n``.
+
+    ``d_j`` (``dist``) is a colour's or cluster's distance to its nearest vertex and
+    ``g_j(r) = (w_mse/3)(d_j - r)^2 + w_mean*r`` its cost at radius ``r`` from the vertex. The
+    function is convex in ``T`` with a piecewise-linear, increasing derivative, so the root of
+    the derivative is found by bisection (60 halvings: exact to float precision). Shared by the
+    lower bound and by the methods that place colours under the cap.
+    """
+    n = float(mass.sum()) if n_pixels is None else n_pixels
+    free = np.maximum(dist - weights.vertex_pull, 0.0)
+
+    def slope(cap: float) -> float:
+        over = free > cap
+        return weights.max_cost - 2 * weights.pixel_mse * float(mass[over] @ (free[over] - cap)) / n
+
+    lo, hi = 0.0, float(free.max(initial=0.0))
+    if slope(lo) >= 0:
+        return 0.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    return hi
+
+
+def ideal_colors(colors: np.ndarray, cap: float, weights: Weights = Weights()) -> np.ndarray:
+    """Each colour's own best output under ``cap``: on the segment toward its nearest vertex,
+    at distance ``clip(D - pull, 0, cap)`` from it (OBJECTIVE.md)."""
+    vertex = nearest_vertex(colors)
+    dist = vertex_cost(colors)
+    radius = np.clip(dist - weights.vertex_pull, 0.0, cap)
+    scale = np.divide(radius, dist, out=np.zeros_like(dist), where=dist > 0)
+    return vertex + (np.asarray(colors, dtype=np.float64) - vertex) * scale[:, None]
 
 
 def lower_bound(hist: ColorHistogram, weights: Weights = Weights()) -> float:
@@ -140,23 +170,11 @@ def lower_bound(hist: ColorHistogram, weights: Weights = Weights()) -> float:
 
     Every pixel takes its own best colour on the segment toward its nearest vertex, at
     distance ``r = clip(D - pull, 0, T)`` from it, under a common max-cost cap ``T``; the
-    bound is the minimum over ``T``. The function of ``T`` is convex, so the minimum is where
-    its derivative crosses zero, found by bisection to 1e-9 units.
+    bound is the minimum over ``T`` (:func:`best_cap`).
     """
     dist = vertex_cost(hist.colors)
     counts = hist.counts.astype(np.float64)
-    n = counts.sum()
-    pull = weights.vertex_pull
-
-    def slope(cap: float) -> float:
-        m = dist - pull > cap
-        inner = (2 * weights.pixel_mse * (dist[m] - cap) - weights.mean_cost) @ counts[m]
-        return weights.max_cost - inner / n
-
-    lo, hi = 0.0, max(float(dist.max() - pull), 0.0)
-    if slope(lo) >= 0:
-        hi = lo
-    while hi - lo > 1e-9:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
-    return _bound_terms(dist, counts, hi, weights, n)
+    cap = best_cap(dist, counts, weights)
+    r = np.clip(dist - weights.vertex_pull, 0.0, cap)
+    per = weights.pixel_mse * (dist - r) ** 2 + weights.mean_cost * r
+    return weights.max_cost * cap + float(np.dot(per, counts)) / counts.sum()

@@ -33,7 +33,7 @@ import numpy as np
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram
 from cq.methods import Problem, Proposal, register
-from cq.objective import Weights, nearest_vertex, score_assignment, vertex_cost
+from cq.objective import Weights, best_cap, ideal_colors, score_assignment, vertex_cost
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _defaults() -> dict:
     return {name: list(v) if isinstance(v, tuple) else v for name, v in asdict(Config()).items()}
 
 
-@register("cnn", version="1", device="auto", **_defaults())
+@register("cnn", version="2", device="auto", **_defaults())
 def cnn(problem: Problem, *, device: str = "auto", **params) -> Proposal:
     """Train a fresh network on this image's objective and return its best epoch's palette.
 
@@ -323,39 +323,12 @@ def _initial_palette(colors: np.ndarray, mass: np.ndarray, k: int, weights: Weig
     """
     from sklearn.cluster import kmeans_plusplus
 
-    ideal = _ideal_colors(colors, mass, weights)
+    ideal = ideal_colors(colors, best_cap(vertex_cost(colors), mass, weights), weights)
     n_seeds = min(k, len(ideal))
     centers, _ = kmeans_plusplus(ideal, n_seeds, sample_weight=mass, random_state=seed)
     if n_seeds < k:  # fewer points than colours: repeat, finalisation separates them
         centers = centers[np.arange(k) % n_seeds]
     return centers
-
-
-def _ideal_colors(colors: np.ndarray, mass: np.ndarray, weights: Weights) -> np.ndarray:
-    """Each colour's own best output under the lower bound's cap (OBJECTIVE.md)."""
-    dist = vertex_cost(colors)
-    radius = np.clip(dist - weights.vertex_pull, 0.0, _bound_cap(dist, mass, weights))
-    scale = np.divide(radius, dist, out=np.zeros_like(dist), where=dist > 0)
-    vertex = nearest_vertex(colors)
-    return vertex + (colors - vertex) * scale[:, None]
-
-
-def _bound_cap(dist: np.ndarray, mass: np.ndarray, weights: Weights) -> float:
-    """The max-cost cap ``T`` at which the lower bound is reached, by bisection to 0.01 units."""
-    free = dist - weights.vertex_pull
-    n = mass.sum()
-
-    def slope(cap: float) -> float:
-        m = free > cap
-        return weights.max_cost - (2 * weights.pixel_mse * (dist[m] - cap) - weights.mean_cost) @ mass[m] / n
-
-    lo, hi = 0.0, max(float(free.max()), 0.0)
-    if slope(lo) >= 0:
-        return 0.0
-    while hi - lo > 1e-2:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
-    return hi
 
 
 def _exact(hist: ColorHistogram, palette: np.ndarray, k: int, weights: Weights, cache: dict):

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.methods import Problem, Proposal, register
-from cq.objective import Weights, nearest_vertex, vertex_cost
+from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
 
 _CHUNK = 1 << 13  # rows per block of the assignment: keeps the (rows, k) block in cache
 
@@ -67,41 +67,9 @@ def _weighted_sums(keys: np.ndarray, weights: np.ndarray, colors: np.ndarray, si
     return np.stack([np.bincount(keys, weights=weights * colors[:, c], minlength=size) for c in range(3)], 1)
 
 
-def _ideal_colors(colors: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
-    """Each colour's own best output under ``cap``: toward its vertex, at radius clip(D - pull, 0, cap)."""
-    vert = nearest_vertex(colors)
-    dist = vertex_cost(colors)
-    radius = np.clip(dist - weights.vertex_pull, 0.0, cap)
-    scale = np.divide(radius, dist, out=np.zeros_like(dist), where=dist > 0)
-    return vert + (colors - vert) * scale[:, None]
-
-
 def _bound_cap(points: _Points, weights: Weights) -> float:
     """The cap ``T`` at which the lower bound of these points is reached (each point its own cluster)."""
-    dist = vertex_cost(points.colors)
-    return _best_cap(dist, points.weights, points.n_pixels, weights)
-
-
-def _best_cap(dist: np.ndarray, mass: np.ndarray, n_pixels: float, weights: Weights) -> float:
-    """Minimiser over ``T`` of ``w_max*T + sum_j mass_j * g_j(min(u_j, T))`` for clusters at vertex
-    distance ``d_j`` (``dist``), with ``u_j = max(d_j - pull, 0)``.
-
-    ``g_j(r) = (w_mse/3)(d_j - r)^2 + w_mean*r``; the derivative in ``T`` is increasing and piecewise
-    linear, so its root is found by bisection.
-    """
-    free = np.maximum(dist - weights.vertex_pull, 0.0)
-
-    def slope(cap: float) -> float:
-        over = free > cap
-        return weights.max_cost - 2 * weights.pixel_mse * float(mass[over] @ (free[over] - cap)) / n_pixels
-
-    lo, hi = 0.0, float(free.max(initial=0.0))
-    if slope(lo) >= 0:
-        return 0.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
-    return hi
+    return best_cap(vertex_cost(points.colors), points.weights, weights, points.n_pixels)
 
 
 def _weighted_kmeanspp(colors: np.ndarray, mass: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -146,7 +114,7 @@ def _assign(points: _Points, palette: np.ndarray, weights: Weights) -> tuple[np.
 
 def _place(centroids: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
     """Best colour of each cluster from its centroid: moved toward its vertex by the pull, radius <= cap."""
-    return _ideal_colors(centroids, cap, weights)
+    return ideal_colors(centroids, cap, weights)
 
 
 def _cluster_moments(points: _Points, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +143,7 @@ def _lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int
             break
         prev = score
         mass, centroids = _cluster_moments(points, labels, k)
-        cap = _best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], n_pixels, weights)
+        cap = best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], weights, n_pixels)
         palette = _place(centroids, cap, weights)
         empty = np.flatnonzero(mass == 0)
         if empty.size:
@@ -185,7 +153,7 @@ def _lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int
 
 def _reseed(points: _Points, cost: np.ndarray, cap: float, weights: Weights, count: int) -> np.ndarray:
     """Ideal colours of the ``count`` points whose current cost exceeds their own optimum most."""
-    ideal = _ideal_colors(points.colors, cap, weights)
+    ideal = ideal_colors(points.colors, cap, weights)
     own = weights.pixel_mse * ((points.colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
     worst = np.argsort(-(cost - own) * points.weights)[:count]
     return ideal[worst]
@@ -247,7 +215,7 @@ def _integer_lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_i
     best = (np.inf, None, None)
     for _ in range(max(max_iter, 1)):
         mass, centroids = _cluster_moments(points, labels, k)
-        cap = _best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], n_pixels, weights)
+        cap = best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], weights, n_pixels)
         empty = np.flatnonzero(mass == 0)
         if empty.size:
             centroids[empty] = _reseed(points, cost, cap, weights, empty.size)
@@ -366,7 +334,7 @@ def _best_start(points: _Points, k: int, weights: Weights, rng: np.random.Genera
                 max_iter: int, deadline: float) -> np.ndarray:
     """Best real palette of ``n_starts`` Lloyd runs, each seeded by k-means++ on the ideal colours
     under the lower bound's cap; no new start begins after ``deadline`` (perf_counter seconds)."""
-    targets = _ideal_colors(points.colors, _bound_cap(points, weights), weights)
+    targets = ideal_colors(points.colors, _bound_cap(points, weights), weights)
     best = (np.inf, None)
     for start in range(n_starts):
         if start > 0 and time.perf_counter() > deadline:

@@ -77,3 +77,24 @@ class ColorHistogram:
         if self.inverse is None or self.shape is None:
             raise ValueError("this histogram was built without its inverse")
         return np.asarray(colors_per_entry)[self.inverse].reshape(*self.shape, 3)
+
+
+def coarsen(hist: ColorHistogram, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge the histogram's colours into ``bits``-bit bins per channel.
+
+    Returns ``(centroids, mass, bin_of)``: the (m, 3) float64 count-weighted centroid of each
+    non-empty bin, its (m,) float64 pixel count, and the (n,) bin index of every histogram
+    colour. A bin keeps the total weight of its pixels, so sums over bins still weigh every
+    pixel of the image. Counts are summed in float64, exact up to 2**53 pixels.
+    """
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
+    shift = 8 - bits
+    q = hist.colors.astype(np.int64) >> shift
+    keys = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
+    used, bin_of = np.unique(keys, return_inverse=True)
+    w = hist.counts.astype(np.float64)
+    mass = np.bincount(bin_of, weights=w, minlength=used.size)
+    sums = np.stack([np.bincount(bin_of, weights=w * hist.colors[:, c], minlength=used.size)
+                     for c in range(3)], axis=1)
+    return sums / mass[:, None], mass, bin_of.astype(np.int64)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +42,7 @@ STATE_DIR = ".history"
 SNAPSHOT = "snapshot.json"
 NEXT_SNAPSHOT = "snapshot.next.json"
 CURRENT = "current.json"
+RESERVE = 64 * 1024  # bytes kept in current.json for the final line
 COUNT_KEYS = ("new", "changed", "unchanged", "deleted", "failed", "missing")
 
 
@@ -122,9 +122,35 @@ def compare(previous: dict, current: dict) -> tuple[dict, list[str]]:
     return counts, deleted
 
 
-def prune(deleted: list[str], results_dir: str, other_dirs=()) -> int:
+def provably_gone(input_dir: str, rel: str) -> bool:
+    """True only when ``rel`` is absent (``ENOENT``, not a permission error) and the nearest
+    folder above it that exists can be listed: an unreadable or unmounted folder hides its
+    files, it does not delete them."""
+    path = os.path.join(input_dir, rel)
+    try:
+        os.lstat(path)
+        return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    folder = os.path.dirname(path)
+    while folder and not os.path.lexists(folder):
+        if os.path.normpath(folder) == os.path.normpath(input_dir):
+            return False  # the input folder itself is gone: not mounted
+        folder = os.path.dirname(folder)
+    try:
+        with os.scandir(folder or "."):
+            return True
+    except OSError:
+        return False
+
+
+def prune(deleted: list[str], results_dir: str, other_dirs=(), input_dir: str | None = None) -> int:
     """Remove the results (every method's PNG and JSON) and the logs and benchmarks of deleted
-    images; return how many files went."""
+    images that are provably gone (see :func:`provably_gone`); return how many files went."""
+    if input_dir is not None:
+        deleted = [rel for rel in deleted if provably_gone(input_dir, rel)]
     removed = 0
     roots = [(results_dir, (".json", ".png"))] + [(d, (".log", ".tsv")) for d in other_dirs if d]
     for root, suffixes in roots:
@@ -141,48 +167,6 @@ def prune(deleted: list[str], results_dir: str, other_dirs=()) -> int:
                     except OSError:
                         pass
     return removed
-
-
-# --------------------------------------------------------------------------- process identity
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def owner() -> dict:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": pid, "start_ticks": _start_ticks(pid)}
-
-
-def is_dead(who: dict) -> bool:
-    """True only when ``who`` was a process of this host that is provably gone."""
-    if not who or who.get("host") != socket.gethostname():
-        return False
-    if who.get("boot_id") and _boot_id() and who["boot_id"] != _boot_id():
-        return True  # rebooted since
-    pid = who.get("pid")
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    ticks = who.get("start_ticks")
-    return ticks is not None and _start_ticks(pid) not in (None, ticks)
 
 
 # --------------------------------------------------------------------------- runs
@@ -245,29 +229,46 @@ def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str
     """
     state = state_dir(results_dir)
     state.mkdir(parents=True, exist_ok=True)
-    interrupted = _read_json(state / CURRENT)
-    if isinstance(interrupted, dict):
-        interrupted.update(status="interrupted", end=None)
-        interrupted.pop("owner", None)
-        append_history(results_dir, interrupted)
+    previous_run = _read_json(state / CURRENT)
+    if isinstance(previous_run, dict):  # the caller holds the lock: that run is over
+        if previous_run.get("end"):  # it ended, but its line did not fit on a full disk
+            previous_run["note"] = "history line written by the next run: " + str(previous_run.get("note"))
+            append_history(results_dir, previous_run)
+        else:
+            previous_run.update(status="interrupted", end=None)
+            append_history(results_dir, previous_run)
+            log.warning("cq: the run started %s did not finish", previous_run.get("start"))
+        _promote_snapshot(state, previous_run)
         n = _remove_temporaries(results_dir)
-        log.warning("cq: the run started %s did not finish; %d temporary files removed",
-                    interrupted.get("start"), n)
+        if n:
+            log.warning("cq: %d temporary files of an interrupted write removed", n)
     previous = _read_json(state / SNAPSHOT, {}) or {}
     snapshot = scan(input_dir, images, previous)
     counts, deleted = compare(previous, snapshot)
     pruned = 0
     if deleted and prune_deleted:
         if images:
-            pruned = prune(deleted, results_dir, other_dirs)
+            pruned = prune(deleted, results_dir, other_dirs, input_dir=input_dir)
         else:
             log.warning("cq: no image found, so nothing is pruned (is the input folder mounted?)")
     run = {"start": _iso(_now()), "end": None, "status": "running", "counts": counts,
            "methods": list(methods), "images": len(images), "pruned": pruned,
-           "deleted_images": deleted[:100], "skipped": list(skipped)[:100], "settings": settings or {}, "owner": owner()}
+           "deleted_images": deleted[:100], "skipped": list(skipped)[:100], "settings": settings or {}}
     _write_json(state / NEXT_SNAPSHOT, snapshot)
-    _write_json(state / CURRENT, run)
+    # Padded: the space for the run's final line is taken now, so finish() can still leave it
+    # here, in place, when the disk is full by then (see finish).
+    atomic_write_bytes(state / CURRENT, json.dumps(run, ensure_ascii=False).encode() + b" " * RESERVE)
     return run
+
+
+def _promote_snapshot(state: Path, run: dict) -> None:
+    """A run that finished (its line late) made its snapshot the reference; an interrupted
+    one did not."""
+    if run.get("end"):
+        try:
+            os.replace(state / NEXT_SNAPSHOT, state / SNAPSHOT)
+        except FileNotFoundError:
+            pass
 
 
 def _created_this_run(record: dict, start: datetime | None) -> bool:
@@ -323,14 +324,34 @@ def finish(results_dir: str, images, methods, status: str = "ok") -> dict | None
     run["counts"] = {key: counts.get(key, 0) for key in COUNT_KEYS}
     run.update(end=_iso(_now()), status=status, failed_images=done["failed_images"],
                time_per_method={m: round(t, 3) for m, t in done["time_per_method"].items()})
-    run.pop("owner", None)
-    append_history(results_dir, run)
+    try:
+        append_history(results_dir, run)
+    except OSError as e:  # a full disk: keep the line where its space is reserved
+        run["note"] = f"could not append at the end of the run: {e.strerror or e}"
+        _overwrite_in_place(state / CURRENT, run)
+        log.warning("cq: history line kept in %s (%s); the next run appends it", state / CURRENT, e)
+        return run
     try:
         os.replace(state / NEXT_SNAPSHOT, state / SNAPSHOT)
     except FileNotFoundError:
         pass
     (state / CURRENT).unlink(missing_ok=True)
     return run
+
+
+def _overwrite_in_place(path: Path, run: dict) -> None:
+    """Write ``run`` over the padded ``current.json`` without allocating: same file, same size."""
+    data = json.dumps(run, ensure_ascii=False).encode()
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if len(data) > size:
+            run = {k: v for k, v in run.items() if k not in ("deleted_images", "skipped", "settings")}
+            data = json.dumps(run, ensure_ascii=False).encode()[:size]
+        os.pwrite(fd, data + b" " * (size - len(data)), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def live_run(results_dir: str, records: list[dict]) -> dict | None:
@@ -340,27 +361,20 @@ def live_run(results_dir: str, records: list[dict]) -> dict | None:
     if not isinstance(run, dict):
         return None
     done = tally(records, _parse(run.get("start")), run.get("methods") or ())
-    run = {k: v for k, v in run.items() if k != "owner"}
+    run = dict(run)
     run["counts"] = {**run.get("counts", {}), "failed": done["failed"]}
     run.update(end=_iso(_now()), status="running (this report)",
                time_per_method={m: round(t, 3) for m, t in done["time_per_method"].items()})
     return run
 
 
-def stale(results_dir: str) -> bool:
-    """True when a run is recorded in progress and its process is provably gone."""
-    run = _read_json(state_dir(results_dir) / CURRENT)
-    return isinstance(run, dict) and is_dead(run.get("owner") or {})
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "stale":
-        dead = stale(argv[1])
-        print(f"cq: {'the last run died; its lock is stale' if dead else 'no dead run recorded'}",
-              file=sys.stderr)
-        return 0 if dead else 1
-    print("usage: python -m cq.history stale RESULTS_DIR", file=sys.stderr)
+        print("cq: `cq.history stale` is gone: cq's lock (cq/lock.py) frees itself when its run dies; "
+              "run `python -m cq.nightly`", file=sys.stderr)
+        return 1
+    print("usage: python -m cq.nightly --help", file=sys.stderr)
     return 2
 
 

@@ -3,7 +3,7 @@
 Reading rules (documented in the README):
 - EXIF orientation is applied.
 - Grayscale, palette, CMYK, 16-bit and other modes are converted to 8-bit RGB; 16-bit values
-  are scaled by 1/257.
+  are scaled by 1/257; float samples (TIFF mode F) are scaled as their range says (0..1 by 255).
 - Transparency (RGBA, LA, palette with transparency) is composited over a background colour
   (``background``, default white); ``background=None`` makes transparent input an error.
 - An animated file gives its first frame, and the result says so in its notes.
@@ -14,6 +14,7 @@ Every failure raises :class:`ImageError` whose message names the file.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import warnings
@@ -41,13 +42,16 @@ class LoadedImage:
 
 
 def load_image(path: str | os.PathLike, *, background: tuple[int, int, int] | None = (255, 255, 255),
-               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read ``path`` into RGB uint8 following the module's rules; raise ImageError on failure."""
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, data: bytes | None = None) -> LoadedImage:
+    """Read ``path`` into RGB uint8 following the module's rules; raise ImageError on failure.
+
+    ``data``: the file's bytes, already read (a job reads its image once and hashes those
+    very bytes); ``path`` then only names it in messages."""
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
-        with _bomb_guard(max_pixels), Image.open(path) as im:
+        with _bomb_guard(max_pixels), Image.open(io.BytesIO(data) if data is not None else path) as im:
             return _to_rgb(im, path, background)
     except ImageError:
         raise
@@ -82,6 +86,9 @@ def _to_rgb(im: Image.Image, path: Path, background) -> LoadedImage:
     mode = im.mode
     im.load()
     im = ImageOps.exif_transpose(im)
+    if im.mode == "F":
+        im = Image.fromarray(_float_to_uint8(np.asarray(im, dtype=np.float64)), "L")
+        notes.append("float: scaled to 8 bits by its range")
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
         scale = 257.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 1.0
@@ -105,6 +112,23 @@ def _to_rgb(im: Image.Image, path: Path, background) -> LoadedImage:
     if pixels.size == 0:
         raise ImageError(f"{path}: image has no pixels")
     return LoadedImage(np.ascontiguousarray(pixels), tuple(notes), mode)
+
+
+def _float_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Float samples to 0..255 as their range says: 0..1 (the usual convention) is scaled by
+    255, 0..255 kept, 0..65535 divided by 257, any other range stretched from its min to its
+    max; NaN becomes 0."""
+    finite = arr[np.isfinite(arr)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if lo >= 0 and hi <= 1:
+        scaled = arr * 255.0
+    elif lo >= 0 and hi <= 255:
+        scaled = arr
+    elif lo >= 0 and hi <= 65535:
+        scaled = arr / 257.0
+    else:
+        scaled = (arr - lo) * (255.0 / (hi - lo or 1.0))
+    return np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255).astype(np.uint8)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cq.finalize import finalize
+from cq.freshness import TRANSIENT_ERRNOS, check, job_fingerprint, read_source, refresh_stat
 from cq.histogram import ColorHistogram
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, write_indexed_png
 from cq.methods import Problem, UnknownMethodError, get_method
@@ -104,13 +105,14 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
     Raises only when the record itself cannot be written (a full disk, say): any failure of
     reading or quantizing becomes the record's error.
 
-    With ``reuse``, an existing successful record for the same image content (sha256), method,
-    method version, parameters, k and weights is returned as it is, and nothing is recomputed:
-    the records themselves are the content-addressed cache.
+    With ``reuse``, a current record (cq.freshness: same job, same image content, not a
+    transient failure) is returned as it is, touched so that it is newer than its image, and
+    nothing is recomputed: the records themselves are the content-addressed cache.
     """
     if reuse and json_path is not None:
         cached = cached_record(image_path, png_path, json_path, job)
         if cached is not None:
+            os.utime(json_path)
             return cached
     t0 = time.perf_counter()
     record = _base_record(Path(image_path), job)
@@ -119,18 +121,25 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
     try:
         if png_path is None:
             raise ImageError(f"{image_path}: refusing to write the output over the input")
-        record["image"]["sha256"] = file_sha256(image_path)
-        loaded = load_image(image_path, background=job.read.background, max_pixels=job.read.max_pixels)
+        # Read once: the recorded stat (taken before) and hash are those of the bytes quantized.
+        data, record["image"]["stat"], record["image"]["sha256"] = read_source(image_path)
+        loaded = load_image(image_path, background=job.read.background, max_pixels=job.read.max_pixels,
+                            data=data)
         height, width = loaded.pixels.shape[:2]
         record["image"].update(notes=list(loaded.notes), width=width, height=height)
         with _time_limit(job.time_limit_s):
             record.update(_quantize(loaded.pixels, png_path, job))
     except TimeLimitExceeded:
         _fail(record, f"{image_path}: {job.label} exceeded its time limit of {job.time_limit_s:g} s", png_path)
+        record["transient"] = True  # retried next night (with the time the job then gets)
     except ImageError as e:
         _fail(record, str(e), png_path)
     except OSError as e:
         _fail(record, f"{image_path}: {e.strerror or e}", png_path)
+        record["transient"] = e.errno in TRANSIENT_ERRNOS  # a full disk says nothing of the image
+    except MemoryError:
+        _fail(record, f"{image_path}: {job.label} ran out of memory", png_path)
+        record["transient"] = True
     except Exception as e:  # a method's bug must not stop the batch; the record carries it
         log.exception("%s failed on %s", job.label, image_path)
         _fail(record, f"{image_path}: method {job.label} failed: {type(e).__name__}: {e}", png_path)
@@ -143,20 +152,20 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
 
 
 def cached_record(image_path, png_path, json_path, job: Job) -> dict | None:
-    """The record at ``json_path`` if it is a valid, successful result of this very job on
-    this very image content, with its PNG present; else None."""
+    """The record at ``json_path`` if it is current (cq.freshness): this very job's result on
+    this very image content, ok with its PNG or a permanent error; else None. A record whose
+    image was only touched gets its new stat, so that the next check is cheap again."""
     try:
         record = read_record(json_path)
-        if record["status"] != "ok" or not Path(png_path).is_file():
-            return None
-        method = get_method(job.method)
-        same_job = (record["method"], record["base_method"], record["method_version"], record["params"],
-                    record["k"], record["weights"]) == (job.label, job.method, method.version,
-                                                         {**method.defaults, **job.params}, job.k,
-                                                         job.weights.as_dict())
-        return record if same_job and record["image"]["sha256"] == file_sha256(image_path) else None
-    except (RecordError, OSError, KeyError):
+    except (RecordError, OSError):
         return None
+    current, _, refreshed = check(record, image_path, png_path, job_fingerprint(job))
+    if not current:
+        return None
+    if refreshed is not None:
+        refresh_stat(json_path, record, refreshed)
+        record = read_record(json_path)
+    return record
 
 
 def quantize_array(image: np.ndarray, job: Job):
@@ -207,6 +216,7 @@ def _base_record(image_path: Path, job: Job) -> dict:
         "schema": SCHEMA_ID, "status": "ok", "error": None,
         "image": {"path": str(image_path), "sha256": None, "width": None, "height": None, "notes": []},
         "method": job.label, "base_method": job.method, "method_version": version,
+        "job_fingerprint": job_fingerprint(job),
         "params": params, "k": job.k, "weights": job.weights.as_dict(),
         "scores": {key: None for key in ("score", "mse", "mean_cost", "max_cost", "palette_score",
                                          "palette_mean_cost", "lower_bound", "gap")},

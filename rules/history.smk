@@ -1,9 +1,21 @@
-# Run history (cq/history.py): every run that executes something appends one line to
-# {results_dir}/history.jsonl (start, end, images new/changed/unchanged/deleted, failed, time per
-# method), shown by the report. The nightly profile forces the report, so a night with nothing
-# new still runs a job and gets its line. Hooks run in the main process only, after the lock.
+# Nightly safety (cq/lock.py, cq/freshness.py, cq/history.py, cq/outcome.py). In the main
+# process only:
+# - at parse time: settings guards, then the records decide what is stale (another image
+#   content or job spec than the record's, a transient failure), and those outputs are forced,
+#   whatever Snakemake's mtime and metadata say;
+# - onstart: cq's lock on the results folder (held by `cq nightly`, or taken here), then the
+#   run's history begins;
+# - onsuccess / onerror: the history line, a report even when jobs died (missing results
+#   listed with their reason), results/best/, and a short summary.
+
+import time
 
 import cq.history as cq_history
+import cq.lock as cq_lock
+from cq import freshness as cq_freshness
+from cq import guards as cq_guards
+from cq import outcome as cq_outcome
+from cq.pipeline import Job as _CqJob
 
 
 def _history_settings():
@@ -14,8 +26,9 @@ def _history_settings():
         "latency_wait": execution.latency_wait,
         "rerun_incomplete": dag.force_incomplete,
         "rerun_triggers": sorted(str(getattr(t, "name", t)).lower() for t in dag.rerun_triggers),
-        "forcerun": sorted(dag.forcerun),
+        "forcerun": sorted(f for f in dag.forcerun if "/" not in f),
         "max_checksum_file_size": dag.max_checksum_file_size,
+        "lock": "cq" if not execution.lock else "cq+snakemake",
     }
 
 
@@ -25,16 +38,107 @@ def _skipped():
                     exclude=[RESULTS, LOGS, BENCHMARKS, ".snakemake"]).warnings
 
 
+def _job_of(label):
+    spec = METHODS[label]["job"]
+    if hasattr(_CqJob, "from_spec"):
+        return _CqJob.from_spec(spec)
+    from cq.objective import Weights
+    from cq.pipeline import ReadOptions
+
+    read = spec["read"]
+    background = tuple(read["background"]) if read["background"] else None
+    return _CqJob(method=spec["method"], params=spec["params"], k=spec["k"], name=spec["name"],
+                  weights=Weights(**spec["weights"]), read=ReadOptions(background, read["max_pixels"]))
+
+
+def _shard_of():
+    return {image: shard for shard, images in SHARDS.items() for image in images}
+
+
+def _output_of(label, image, shard_of):
+    if SHARDS:
+        return f"{RESULTS}/shards/{label}/{shard_of[image]}.tsv"
+    return result_path(RESULTS, label, image, ".json")
+
+
+def _log_of(label, image, shard_of=None):
+    if SHARDS:
+        shard = (shard_of or _shard_of()).get(image)
+        return f"{LOGS}/shards/{label}/{shard}.log" if shard else None
+    return result_path(LOGS, label, image, ".log")
+
+
+def _force_stale():
+    """Force the outputs whose records are not current (cq.freshness): the record decides."""
+    shard_of = _shard_of() if SHARDS else {}
+    forced = set()
+    refresh = cq_lock.held_by_parent(RESULTS)  # a touched image's new stat is stored under the lock only
+    for label in METHODS:
+        fp = cq_freshness.job_fingerprint(_job_of(label))
+        pairs = [(f"{INPUT_DIR}/{image}", result_path(RESULTS, label, image, ".png"),
+                  result_path(RESULTS, label, image, ".json"), fp) for image in IMAGES]
+        for json_path, image_path, why in cq_freshness.stale_outputs(pairs, refresh=refresh):
+            if why == "no record" and not SHARDS:
+                continue  # Snakemake runs a job whose output is missing anyway
+            forced.add(_output_of(label, image_path[len(INPUT_DIR) + 1:], shard_of))
+    return forced
+
+
+def _force_in_dag(forced):
+    """Add ``forced`` to the DAG's forced outputs, as ``--forcerun FILE`` would. The DAG
+    settings do not exist yet while the Snakefile is parsed, and 100,000 paths would not fit
+    on a command line: the DAG gets them when it is made (Snakemake 9's Workflow._prepare_dag)."""
+    prepare = workflow._prepare_dag
+
+    def prepare_and_force(*args, **kwargs):
+        result = prepare(*args, **kwargs)
+        workflow._dag.forcefiles.update(forced)
+        return result
+
+    workflow._prepare_dag = prepare_and_force
+
+
+if workflow.is_main_process:
+    try:
+        cq_guards.check_config(config, LOGS, BENCHMARKS)
+    except cq_guards.SettingsError as e:
+        raise WorkflowError(str(e)) from None
+    _force_in_dag(_force_stale())
+
+CQ_RUN = {}
+
+
 onstart:
+    try:
+        cq_lock.ensure(RESULTS)
+    except cq_lock.LockedError as e:
+        raise WorkflowError(str(e)) from None
+    CQ_RUN["since"] = time.time()
     cq_history.begin(RESULTS, INPUT_DIR, IMAGES, list(METHODS),
                      prune_deleted=bool(config.get("prune_deleted", False)),
                      other_dirs=(LOGS, BENCHMARKS), settings=_history_settings(),
                      skipped=_skipped())
 
 
+def _conclude(status):
+    """Report (rebuilt from the records when a job died), best/, then the history line, whose
+    status says what happened: ok, failed (every result of this run failed), incomplete
+    (results missing: jobs died) or error (Snakemake failed otherwise)."""
+    shard_of = _shard_of() if SHARDS else None
+    summary = cq_outcome.conclude(RESULTS, INPUT_DIR, IMAGES, list(METHODS),
+                                  lambda m, i: _log_of(m, i, shard_of), CQ_RUN.get("since", time.time()),
+                                  report_built=status == "ok")
+    if cq_outcome.all_failed(summary):
+        status = "failed"
+    elif summary["missing"]:
+        status = "incomplete"
+    cq_history.finish(RESULTS, IMAGES, list(METHODS), status=status)
+    cq_outcome.print_summary(summary)
+
+
 onsuccess:
-    cq_history.finish(RESULTS, IMAGES, list(METHODS), status="ok")
+    _conclude("ok")
 
 
 onerror:
-    cq_history.finish(RESULTS, IMAGES, list(METHODS), status="error")
+    _conclude("error")

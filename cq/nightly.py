@@ -1,0 +1,157 @@
+"""``cq nightly``: one command for an unattended run over a folder that changes.
+
+    python -m cq.nightly --config input_dir=/data/photos results_dir=/data/cq [-- SNAKEMAKE ARGS]
+
+1. Checks the settings (cq/guards.py), then takes cq's lock on the results folder
+   (cq/lock.py). A live run elsewhere refuses this one in one line (exit 75, "try again
+   later"); a dead one's lock is already free, since the kernel drops it with its holder.
+2. Runs Snakemake under that lock, with the nightly workflow profile and ``--nolock``. The
+   lock file descriptor is passed down, so the lock stays held while Snakemake lives, even if
+   this process is killed. Why ``--nolock`` is safe: Snakemake's lock guards one working
+   directory's outputs against a second Snakemake there; every output of this workflow
+   (results, logs, benchmarks) is tied to the results folder, which cq's lock guards whatever
+   the working directory, and Snakemake's per-output metadata in ``.snakemake`` is keyed by
+   output path, which only the lock holder writes. Snakemake's lock could only add what the
+   issue reports: a stale lock after a crash, and another run's unlock deleting a live one's.
+3. When Snakemake itself died before its end-of-run hooks (killed, out of memory), closes the
+   run here: history line ("killed"), a report listing the missing results, ``best/``.
+4. Exits 0 when the run succeeded, 1 when a job died, a result is missing or every result of
+   the run failed, 2 on bad settings, 75 when another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from cq import guards, lock, outcome
+
+REPO = Path(__file__).resolve().parents[1]
+EX_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; cron may simply try the next night
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="cq nightly", description=__doc__.splitlines()[0])
+    p.add_argument("--directory", "-d", default=".", help="Snakemake's working directory (default: here)")
+    p.add_argument("--configfile", nargs="+", default=[], help="config files (default: config/config.yaml)")
+    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--cores", default="all")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: passed to Snakemake")
+    args = p.parse_args(argv)
+    if args.snakemake_args[:1] == ["--"]:
+        args.snakemake_args = args.snakemake_args[1:]
+    return args
+
+
+def load_config(workdir: Path, configfiles, overrides) -> tuple[dict, list[str]]:
+    """The merged config (files, then KEY=VALUE overrides parsed as YAML) and the config files
+    to hand to Snakemake (the repository's default when none is given and the working
+    directory has no config/config.yaml)."""
+    files = [str(Path(f).resolve()) for f in configfiles]
+    if not files and not (workdir / "config/config.yaml").exists():
+        files = [str(REPO / "config/config.yaml")]
+    config = {}
+    for f in files or [str(workdir / "config/config.yaml")]:
+        with open(f, encoding="utf-8") as fh:
+            config.update(yaml.safe_load(fh) or {})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise guards.SettingsError(f"--config: expected KEY=VALUE, got {item!r}")
+        config[key] = yaml.safe_load(value)
+    return config, files
+
+
+def folders(config: dict, workdir: Path) -> dict[str, str]:
+    """input, results, logs and benchmarks folders as paths usable from here."""
+    def at(p):
+        return str(p if os.path.isabs(p) else workdir / p)
+    results = at(config["results_dir"])
+    return {"input_dir": at(config["input_dir"]), "results_dir": results,
+            "logs_dir": at(config.get("logs_dir") or os.path.join(config["results_dir"], "logs")),
+            "benchmarks_dir": at(config.get("benchmarks_dir") or os.path.join(config["results_dir"], "benchmarks"))}
+
+
+def snakemake_command(args, files) -> list[str]:
+    exe = Path(sys.executable).with_name("snakemake")
+    cmd = [str(exe) if exe.exists() else "snakemake", "-s", str(REPO / "Snakefile"),
+           "--directory", str(Path(args.directory).resolve()),
+           "--workflow-profile", str(REPO / "profiles/nightly"), "--nolock", "--cores", str(args.cores)]
+    if files:
+        cmd += ["--configfile", *files]
+    if args.config:
+        cmd += ["--config", *args.config]
+    return cmd + list(args.snakemake_args)
+
+
+def run_snakemake(cmd: list[str], held: lock.RunLock) -> int:
+    """Run Snakemake holding ``held`` (its descriptor is inherited); forward SIGTERM/SIGINT."""
+    env = {**os.environ, lock.TOKEN_ENV: held.owner["token"]}
+    child = subprocess.Popen(cmd, env=env, pass_fds=(held.fd,))
+
+    def forward(signum, frame):
+        child.send_signal(signum)
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return child.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def close_dead_run(config: dict, dirs: dict, since: float, rc: int) -> dict:
+    """Snakemake died before its hooks: the history line, report and best/ from here."""
+    from cq import history
+    from cq.discover import discover, result_path
+
+    found = discover(dirs["input_dir"], config.get("extensions") or (),
+                     exclude=[dirs["results_dir"], dirs["logs_dir"], dirs["benchmarks_dir"]])
+    methods = list(config["methods"])
+    status = f"killed (signal {-rc})" if rc < 0 else f"error (snakemake exit {rc})"
+    summary = outcome.conclude(dirs["results_dir"], dirs["input_dir"], found.images, methods,
+                               lambda m, i: result_path(dirs["logs_dir"], m, i, ".log"), since,
+                               report_built=False)
+    history.finish(dirs["results_dir"], found.images, methods, status=status)
+    outcome.print_summary(summary)
+    return summary
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    workdir = Path(args.directory).resolve()
+    try:
+        config, files = load_config(workdir, args.configfile, args.config)
+        dirs = folders(config, workdir)
+        guards.check_config({**config, **dirs}, dirs["logs_dir"], dirs["benchmarks_dir"])
+    except (OSError, KeyError, yaml.YAMLError, guards.SettingsError) as e:
+        print(f"cq: error: {e if not isinstance(e, KeyError) else f'config: {e} is not set'}", file=sys.stderr)
+        return 2
+    try:
+        held = lock.acquire(dirs["results_dir"])
+    except lock.LockedError as e:
+        print(str(e), file=sys.stderr)
+        return EX_LOCKED
+    with held:
+        since = time.time()
+        rc = run_snakemake(snakemake_command(args, files), held)
+        summary = outcome.read_outcome(dirs["results_dir"])
+        hooks_ran = summary is not None and summary.get("end", 0) >= since
+        started = (Path(dirs["results_dir"]) / ".history/current.json").exists()
+        if not hooks_ran and started:
+            summary = close_dead_run(config, dirs, since, rc)
+        elif not hooks_ran:
+            print(f"cq: snakemake stopped before the run started (exit {rc}); nothing was done",
+                  file=sys.stderr)
+            return 1 if rc else 0
+    return 1 if rc != 0 or outcome.all_failed(summary) or summary["missing"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

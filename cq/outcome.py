@@ -1,0 +1,167 @@
+"""The end of a run: what is missing and why, a report whatever died, and a short summary.
+
+Called by the workflow when a run ends (``onsuccess`` / ``onerror`` in rules/history.smk, in
+Snakemake's main process) and by ``cq nightly`` when Snakemake itself died before that.
+
+- :func:`missing` lists every (image, method) without a record, with the reason read from
+  the job's log (killed, out of memory, a crash) or "not run"; these are transient: the next
+  night runs them again.
+- :func:`missing_stub` turns one into the error-record shape that the report already lists
+  (``status: error``, ``error``, ``method``, ``image.path``), marked ``missing: true``.
+- :func:`conclude` builds the report from the records present plus those stubs when the
+  run's own report job did not (a job died, so Snakemake never started it), updates
+  ``{results_dir}/best/``, writes ``.history/outcome.json`` and returns the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from cq.discover import result_path
+from cq.imageio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+OUTCOME = ".history/outcome.json"
+FIRST_FAILURES = 5
+
+
+def last_line(path: str) -> str | None:
+    """The last non-empty line of a (small) log file, or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            lines = [x.strip() for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+        return lines[-1][:300] if lines else None
+    except OSError:
+        return None
+
+
+def missing_reason(log_path: str | None, since: float) -> str:
+    """Why a result is missing, from its job's log (written this run, or not)."""
+    try:
+        written = log_path is not None and os.stat(log_path).st_mtime >= since - 1
+    except OSError:
+        written = False
+    if not written:
+        return "not run: the run ended (stopped, killed or failed) before this job started"
+    tail = last_line(log_path)
+    return ("the job died without writing its record (killed, out of memory or a crash)"
+            + (f"; its log ends: {tail}" if tail else "; its log is empty"))
+
+
+def missing(results_dir: str, images, methods, log_of, since: float) -> list[dict]:
+    """[{image, method, reason}] for each (image, method) that has no record."""
+    out = []
+    for method in methods:
+        for image in images:
+            if not os.path.exists(result_path(results_dir, method, image, ".json")):
+                out.append({"image": image, "method": method,
+                            "reason": missing_reason(log_of(method, image), since)})
+    return out
+
+
+def missing_stub(item: dict, input_dir: str) -> dict:
+    """A missing result as the report lists an error (transient: retried next night)."""
+    return {"status": "error", "error": f"missing: {item['reason']}", "method": item["method"],
+            "image": {"path": f"{input_dir}/{item['image']}"}, "missing": True, "transient": True}
+
+
+def load_for_report(path: str, image: str, method: str, input_dir: str) -> dict:
+    from cq.record import RecordError, read_record
+
+    try:
+        return read_record(path)
+    except RecordError as e:
+        return {"status": "error", "error": str(e), "method": method, "image": {"path": f"{input_dir}/{image}"}}
+
+
+def build_fallback_report(results_dir: str, input_dir: str, images, methods, gone: list[dict]) -> None:
+    """The report over the records present plus one error row per missing result."""
+    from cq.report import build_report
+
+    lost = {(m["image"], m["method"]) for m in gone}
+    records = [load_for_report(result_path(results_dir, m, i, ".json"), i, m, input_dir)
+               for m in methods for i in images if (i, m) not in lost]
+    records += [missing_stub(item, input_dir) for item in gone]
+    build_report(records, Path(results_dir), Path(input_dir), Path(results_dir) / "report.csv",
+                 Path(results_dir) / "report.html", method_order=list(methods))
+
+
+def tally(index: dict, methods, since: float) -> dict:
+    """ok / failed counts over all results (from cq.best's record index), and those written
+    since ``since``, with the first failures of this run."""
+    counts = {"ok": 0, "failed": 0, "ok_this_run": 0, "failed_this_run": 0}
+    failures = []
+    since_ns = int((since - 1) * 1e9)
+    for image, entry in index.items():
+        for method in methods:
+            if method not in entry:
+                continue
+            mtime, status, _, error = entry[method]
+            ok = status == "ok"
+            counts["ok" if ok else "failed"] += 1
+            if mtime >= since_ns:
+                counts["ok_this_run" if ok else "failed_this_run"] += 1
+                if not ok and len(failures) < FIRST_FAILURES:
+                    failures.append(f"{method} on {image}: {error}")
+    return {**counts, "first_failures": failures}
+
+
+def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: float, *,
+             report_built: bool) -> dict:
+    """Finish a run's products (fallback report, best/, outcome.json) and return the summary."""
+    from cq.best import update_best
+
+    gone = missing(results_dir, images, methods, log_of, since)
+    if not report_built or gone:
+        try:
+            build_fallback_report(results_dir, input_dir, images, methods, gone)
+        except Exception as e:  # the previous report stays; say why
+            log.error("cq: the report could not be rebuilt: %s", e)
+    try:
+        best_updated, index = update_best(results_dir, images, methods)
+    except OSError as e:
+        log.error("cq: %s/best could not be updated: %s", results_dir, e)
+        from cq.best import refresh_index
+        best_updated, index = 0, refresh_index(results_dir, images, methods)
+    summary = tally(index, methods, since)
+    summary.update(missing=len(gone), first_missing=[f"{m['method']} on {m['image']}: {m['reason']}"
+                                                      for m in gone[:FIRST_FAILURES]],
+                   best_updated=best_updated, report=str(Path(results_dir) / "report.html"),
+                   end=time.time(), since=since)
+    try:
+        atomic_write_bytes(Path(results_dir) / OUTCOME, json.dumps(summary).encode())
+    except OSError:
+        pass
+    return summary
+
+
+def read_outcome(results_dir: str) -> dict | None:
+    try:
+        return json.loads((Path(results_dir) / OUTCOME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def print_summary(summary: dict, stream=None) -> None:
+    """A few lines: results ok and failed, the first failures and missing, the report's path."""
+    stream = stream or sys.stderr
+    print(f"cq: {summary['ok']} results ok, {summary['failed']} failed, {summary['missing']} missing "
+          f"(this run: {summary['ok_this_run']} ok, {summary['failed_this_run']} failed)", file=stream)
+    for line in summary["first_failures"]:
+        print(f"cq:   failed: {line}", file=stream)
+    for line in summary["first_missing"]:
+        print(f"cq:   missing: {line}", file=stream)
+    print(f"cq: report: {summary['report']}", file=stream)
+
+
+def all_failed(summary: dict) -> bool:
+    """True when this run produced results and none of them is ok (or all are missing)."""
+    done = summary["ok_this_run"] + summary["failed_this_run"] + summary["missing"]
+    return done > 0 and summary["ok_this_run"] == 0

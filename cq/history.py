@@ -1,26 +1,26 @@
 """Run history: what each run of the workflow found and did, one JSON line per run.
 
 The workflow calls :func:`begin` when a run starts (Snakemake's ``onstart``, in the main
-process, after it holds its lock) and :func:`finish` when it ends (``onsuccess`` /
-``onerror``). No Snakemake import here.
+process, once it holds cq's lock, cq/lock.py) and :func:`finish` when it ends (through
+cq.outcome). No Snakemake import here.
 
-- ``begin`` compares the images found now (relative path, size, mtime, and a sha256 for new
-  or touched files) with the snapshot of the last finished run, giving the counts ``new``,
-  ``changed`` (other content), ``unchanged`` (a touch alone is unchanged) and ``deleted``;
-  optionally prunes the results of deleted images; and writes ``.history/current.json``, the
-  run in progress, naming its process.
+- ``begin`` compares the images found now (relative path, size, mtime, ctime, inode, and a
+  sha256 for new or touched files) with the snapshot of the last finished run, giving the
+  counts ``new``, ``changed`` (other content), ``unchanged`` (a touch alone is unchanged) and
+  ``deleted``; optionally prunes the results of deleted images that are provably gone; and
+  writes ``.history/current.json``, the run in progress, padded so that its final line fits
+  there even on a full disk.
 - ``finish`` adds ``failed`` (error records written by this run), ``missing`` (records still
   absent, e.g. a job that died) and the time per method (the sum of ``wall_time_s`` of the
   records written by this run), appends the line to ``{results_dir}/history.jsonl``
-  (rewritten atomically: never a half line) and makes the new snapshot the reference.
-- A run that was killed (SIGKILL, power cut) never finishes: the next ``begin`` finds its
-  ``current.json``, appends it with status ``interrupted`` and removes the temporary files
-  its interrupted writes left (``.name.XXXX.tmp``; never read as results).
+  (rewritten atomically: never a half line) and makes the new snapshot the reference. When
+  the disk is full, the line is written in place into ``current.json`` instead.
+- The next ``begin`` (under the lock, so the previous run is over) appends what it finds in
+  ``current.json``: a run that ended but could not append its line, as it was; a run that
+  was killed (SIGKILL, power cut), with status ``interrupted``; and removes the temporary
+  files of its interrupted writes (``.name.XXXX.tmp``; never read as results).
 - :func:`live_run` gives the line of the run in progress from the records the report holds,
   so the report built by this very run already shows it.
-- ``python -m cq.history stale RESULTS_DIR`` exits 0 only when the run recorded in progress
-  is provably dead (same host, same boot, its process gone): then ``snakemake --unlock`` is
-  safe before a nightly run (see the README).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _write_json(path: Path, data) -> None:
 
 
 def _sha256(path: str) -> str | None:
-    from cq.pipeline import file_sha256  # lazy: the pipeline pulls in numpy and the methods
+    from cq.freshness import file_sha256
 
     try:
         return file_sha256(path)
@@ -85,22 +85,24 @@ def _sha256(path: str) -> str | None:
 # --------------------------------------------------------------------------- snapshots
 
 def scan(input_dir: str, images: list[str], previous: dict) -> dict:
-    """``{relpath: {"size", "mtime_ns", "sha256"}}`` of ``images``; a file whose size and mtime
-    match ``previous`` keeps its recorded hash, any other is hashed (an unreadable one: None)."""
+    """``{relpath: {"size", "mtime_ns", "ctime_ns", "ino", "sha256"}}`` of ``images``; a file
+    whose size, mtime, ctime and inode match ``previous`` keeps its recorded hash (ctime
+    cannot be set back, so a ``touch -r`` or ``cp -p`` of other content is hashed), any other
+    is hashed (an unreadable one: None)."""
     snap = {}
     for rel in images:
         path = os.path.join(input_dir, rel)
         try:
             st = os.stat(path)
-            size, mtime = st.st_size, st.st_mtime_ns
+            now = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
         except OSError:
-            size = mtime = None
+            now = {"size": None, "mtime_ns": None, "ctime_ns": None, "ino": None}
         old = previous.get(rel)
-        if old and size is not None and (old.get("size"), old.get("mtime_ns")) == (size, mtime):
+        if old and now["size"] is not None and all(old.get(k) == v for k, v in now.items()):
             sha = old.get("sha256")
         else:
-            sha = _sha256(path) if size is not None else None
-        snap[rel] = {"size": size, "mtime_ns": mtime, "sha256": sha}
+            sha = _sha256(path) if now["size"] is not None else None
+        snap[rel] = {**now, "sha256": sha}
     return snap
 
 

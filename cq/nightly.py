@@ -13,8 +13,10 @@
    the working directory, and Snakemake's per-output metadata in ``.snakemake`` is keyed by
    output path, which only the lock holder writes. Snakemake's lock could only add what the
    issue reports: a stale lock after a crash, and another run's unlock deleting a live one's.
-3. When Snakemake itself died before its end-of-run hooks (killed, out of memory), closes the
-   run here: history line ("killed"), a report listing the missing results, ``best/``.
+3. Snakemake runs no report job (``--omit-from report``): the end-of-run hook builds the report
+   over the records present plus the missing ones with their reason, atomically over the
+   previous page. When the hooks did not run (nothing to do: Snakemake calls them only when a
+   job runs; or Snakemake died), the run is closed here: history line, ``best/``, report.
 4. Exits 0 when the run succeeded, 1 when a job died, a result is missing or every result of
    the run failed, 2 on bad settings, 75 when another run holds the lock.
 """
@@ -34,6 +36,7 @@ import yaml
 from cq import guards, lock, outcome
 
 REPO = Path(__file__).resolve().parents[1]
+DRY_RUN = {"-n", "--dry-run", "--dryrun"}
 EX_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; cron may simply try the next night
 
 
@@ -83,7 +86,11 @@ def snakemake_command(args, files) -> list[str]:
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe) if exe.exists() else "snakemake", "-s", str(REPO / "Snakefile"),
            "--directory", str(Path(args.directory).resolve()),
-           "--workflow-profile", str(REPO / "profiles/nightly"), "--nolock", "--cores", str(args.cores)]
+           "--workflow-profile", str(REPO / "profiles/nightly"), "--nolock", "--cores", str(args.cores),
+           # The report is built by the end-of-run hook (cq.outcome), not by a job: Snakemake
+           # deletes a job's outputs before it runs, which took the page away for seconds
+           # (for good, if the run was killed then), and skips the job when another one died.
+           "--omit-from", "report"]
     if files:
         cmd += ["--configfile", *files]
     if args.config:
@@ -93,7 +100,7 @@ def snakemake_command(args, files) -> list[str]:
 
 def run_snakemake(cmd: list[str], held: lock.RunLock) -> int:
     """Run Snakemake holding ``held`` (its descriptor is inherited); forward SIGTERM/SIGINT."""
-    env = {**os.environ, lock.TOKEN_ENV: held.owner["token"]}
+    env = {**os.environ, lock.TOKEN_ENV: held.owner["token"], outcome.REPORT_ENV: "cq"}
     child = subprocess.Popen(cmd, env=env, pass_fds=(held.fd,))
 
     def forward(signum, frame):
@@ -106,19 +113,28 @@ def run_snakemake(cmd: list[str], held: lock.RunLock) -> int:
             signal.signal(s, h)
 
 
-def close_dead_run(config: dict, dirs: dict, since: float, rc: int) -> dict:
-    """Snakemake died before its hooks: the history line, report and best/ from here."""
+def close_run(config: dict, dirs: dict, since: float, status: str, *, begun: bool) -> dict:
+    """A run whose end-of-run hooks did not run: Snakemake found nothing to do (hooks only run
+    when a job does), or it died. The history line, best/ and the report, from here."""
     from cq import history
     from cq.discover import discover, result_path
 
     found = discover(dirs["input_dir"], config.get("extensions") or (),
-                     exclude=[dirs["results_dir"], dirs["logs_dir"], dirs["benchmarks_dir"]])
+                     exclude=[dirs["results_dir"], dirs["logs_dir"], dirs["benchmarks_dir"],
+                              os.path.join(dirs["workdir"], ".snakemake")])
     methods = list(config["methods"])
-    status = f"killed (signal {-rc})" if rc < 0 else f"error (snakemake exit {rc})"
+    if not begun:
+        history.begin(dirs["results_dir"], dirs["input_dir"], found.images, methods,
+                      prune_deleted=bool(config.get("prune_deleted", False)),
+                      other_dirs=(dirs["logs_dir"], dirs["benchmarks_dir"]),
+                      settings={"lock": "cq", "by": "cq nightly"}, skipped=found.warnings)
+
+    def finish(summary):
+        history.finish(dirs["results_dir"], found.images, methods, status=outcome.status_of(summary, status))
+
     summary = outcome.conclude(dirs["results_dir"], dirs["input_dir"], found.images, methods,
                                lambda m, i: result_path(dirs["logs_dir"], m, i, ".log"), since,
-                               report_built=False)
-    history.finish(dirs["results_dir"], found.images, methods, status=status)
+                               report_built=False, finish=finish)
     outcome.print_summary(summary)
     return summary
 
@@ -141,15 +157,17 @@ def main(argv=None) -> int:
     with held:
         since = time.time()
         rc = run_snakemake(snakemake_command(args, files), held)
+        if DRY_RUN.intersection(args.snakemake_args):
+            return rc
         summary = outcome.read_outcome(dirs["results_dir"])
-        hooks_ran = summary is not None and summary.get("end", 0) >= since
-        started = (Path(dirs["results_dir"]) / ".history/current.json").exists()
-        if not hooks_ran and started:
-            summary = close_dead_run(config, dirs, since, rc)
-        elif not hooks_ran:
-            print(f"cq: snakemake stopped before the run started (exit {rc}); nothing was done",
-                  file=sys.stderr)
-            return 1 if rc else 0
+        if summary is None or summary.get("end", 0) < since:  # the hooks did not run
+            begun = (Path(dirs["results_dir"]) / ".history/current.json").exists()
+            if rc > 0 and not begun:
+                print(f"cq: snakemake stopped before the run started (exit {rc}); nothing was done",
+                      file=sys.stderr)
+                return 1
+            status = "ok" if rc == 0 else f"killed (signal {-rc})" if rc < 0 else f"error (exit {rc})"
+            summary = close_run(config, {**dirs, "workdir": str(workdir)}, since, status, begun=begun)
     return 1 if rc != 0 or outcome.all_failed(summary) or summary["missing"] else 0
 
 

@@ -28,6 +28,9 @@ from cq.imageio import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 OUTCOME = ".history/outcome.json"
+# Set to "cq" by `cq nightly`, which runs Snakemake without its report job: the report is then
+# built by the end-of-run hook (atomically over the previous one, never deleted first).
+REPORT_ENV = "CQ_REPORT_BY"
 FIRST_FAILURES = 5
 
 
@@ -113,28 +116,41 @@ def tally(index: dict, methods, since: float) -> dict:
     return {**counts, "first_failures": failures}
 
 
+def status_of(summary: dict, status: str) -> str:
+    """The history line's status: what happened, not only whether Snakemake succeeded."""
+    if all_failed(summary):
+        return "failed"
+    if summary["missing"] and status == "ok":
+        return "incomplete"
+    return status
+
+
 def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: float, *,
-             report_built: bool) -> dict:
-    """Finish a run's products (fallback report, best/, outcome.json) and return the summary."""
-    from cq.best import update_best
+             report_built: bool, finish=None) -> dict:
+    """Finish a run's products and return its summary: ``best/``, then ``finish(summary)``
+    (the history line, so that the report shows the run as ended), then the report when the
+    run's report job did not build it, then ``.history/outcome.json``."""
+    from cq.best import refresh_index, update_best
 
     gone = missing(results_dir, images, methods, log_of, since)
+    try:
+        best_updated, index = update_best(results_dir, images, methods)
+    except OSError as e:
+        log.error("cq: %s/best could not be updated: %s", results_dir, e)
+        best_updated, index = 0, refresh_index(results_dir, images, methods)
+    summary = tally(index, methods, since)
+    summary.update(missing=len(gone), first_missing=[f"{m['method']} on {m['image']}: {m['reason']}"
+                                                      for m in gone[:FIRST_FAILURES]],
+                   best_updated=best_updated, report=str(Path(results_dir) / "report.html"), since=since)
+    if finish is not None:
+        finish(summary)
     if not report_built or gone:
         try:
             build_fallback_report(results_dir, input_dir, images, methods, gone)
         except Exception as e:  # the previous report stays; say why
             log.error("cq: the report could not be rebuilt: %s", e)
-    try:
-        best_updated, index = update_best(results_dir, images, methods)
-    except OSError as e:
-        log.error("cq: %s/best could not be updated: %s", results_dir, e)
-        from cq.best import refresh_index
-        best_updated, index = 0, refresh_index(results_dir, images, methods)
-    summary = tally(index, methods, since)
-    summary.update(missing=len(gone), first_missing=[f"{m['method']} on {m['image']}: {m['reason']}"
-                                                      for m in gone[:FIRST_FAILURES]],
-                   best_updated=best_updated, report=str(Path(results_dir) / "report.html"),
-                   end=time.time(), since=since)
+            summary["report_error"] = str(e)
+    summary["end"] = time.time()
     try:
         atomic_write_bytes(Path(results_dir) / OUTCOME, json.dumps(summary).encode())
     except OSError:

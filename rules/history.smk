@@ -121,18 +121,19 @@ onstart:
 
 
 def _conclude(status):
-    """Report (rebuilt from the records when a job died), best/, then the history line, whose
-    status says what happened: ok, failed (every result of this run failed), incomplete
-    (results missing: jobs died) or error (Snakemake failed otherwise)."""
+    """best/, the history line (its status says what happened: ok, failed when every result
+    of this run failed, incomplete when results are missing, error), then the report when the
+    run's report job did not build it (a job died; or under `cq nightly`, which leaves the
+    report to this hook so that the previous page is never deleted first), and a summary."""
     shard_of = _shard_of() if SHARDS else None
-    summary = cq_outcome.conclude(RESULTS, INPUT_DIR, IMAGES, list(METHODS),
-                                  lambda m, i: _log_of(m, i, shard_of), CQ_RUN.get("since", time.time()),
-                                  report_built=status == "ok")
-    if cq_outcome.all_failed(summary):
-        status = "failed"
-    elif summary["missing"]:
-        status = "incomplete"
-    cq_history.finish(RESULTS, IMAGES, list(METHODS), status=status)
+
+    def finish(summary):
+        cq_history.finish(RESULTS, IMAGES, list(METHODS), status=cq_outcome.status_of(summary, status))
+
+    summary = cq_outcome.conclude(
+        RESULTS, INPUT_DIR, IMAGES, list(METHODS), lambda m, i: _log_of(m, i, shard_of),
+        CQ_RUN.get("since", time.time()), finish=finish,
+        report_built=status == "ok" and os.environ.get(cq_outcome.REPORT_ENV) != "cq")
     cq_outcome.print_summary(summary)
 
 

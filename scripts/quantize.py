@@ -51,7 +51,12 @@ def main(smk) -> None:
         # The job's runtime resource (minutes, grown with the attempt) bounds the work on the
         # image, so an overrun is recorded rather than the job killed without a record.
         job = make_job(smk.params.job, time_limit_s=smk.resources.runtime * 60)
-        record = quantize_file(smk.input.image, smk.params.png, smk.output.record, job)
+        try:  # a current record (cq.freshness) is kept: Snakemake's triggers are only a first filter
+            record = quantize_file(smk.input.image, smk.params.png, smk.output.record, job, reuse=True)
+        except BaseException as e:  # no record (a full disk): the log says why, the job fails
+            logger.exception("%s on %s: no record written: %s", job.label, smk.input.image, e)
+            log_file.flush()
+            raise
         logger.info("%s on %s: %s %s", record["method"], smk.input.image, record["status"], outcome(record))
 
 

@@ -58,7 +58,7 @@ def kept_error(json_path: str, image_path: str, job) -> dict | None:
     try:
         method = get_method(job.method)
         record = read_record(json_path)
-        if record["status"] != "error" or not record["image"]["sha256"]:
+        if record["status"] != "error" or not record["image"]["sha256"] or record.get("transient"):
             return None
         same = (record["method"], record["base_method"], record["method_version"], record["params"],
                 record["k"], record["weights"]) == (job.label, job.method, method.version,

@@ -164,11 +164,13 @@ def test_prune_deleted_removes_the_results_of_deleted_images(night):
     finally:
         write_config(workdir)
     run = load_history(results)[-1]
-    assert run["counts"]["deleted"] == 1 and run["pruned"] == 8  # 2 x (png, json, log, tsv)
+    # 2 methods x (png, json, log, tsv) + best/ (png, json)
+    assert run["counts"]["deleted"] == 1 and run["pruned"] == 10
     for method in METHODS:
         assert not list((results / method).glob("rocket.jpg.*"))
         assert not (workdir / "logs" / method / "rocket.jpg.log").exists()
         assert (results / method / "rocket.png.json").exists()
+    assert not list((results / "best").glob("rocket.jpg.*")) and (results / "best/rocket.png.png").exists()
     assert (results / "octree/chelsea.jpg.json").exists()  # deleted before: not this run's to prune
     assert "rocket.jpg" not in (results / "report.csv").read_text()
 
@@ -181,24 +183,6 @@ def test_history_file_is_one_json_object_per_line(night):
 
 
 # --- cq.history without Snakemake -------------------------------------------------------------
-
-def test_stale_only_when_the_recorded_process_is_gone(tmp_path):
-    from cq import history
-
-    assert not history.stale(str(tmp_path))  # nothing recorded in progress
-    state = tmp_path / ".history"
-    state.mkdir()
-    me = history.owner()
-    (state / "current.json").write_text(json.dumps({"owner": me}))
-    assert not history.stale(str(tmp_path))  # alive
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    (state / "current.json").write_text(json.dumps({"owner": {**me, "pid": child.pid,
-                                                              "start_ticks": "1"}}))
-    assert history.stale(str(tmp_path))  # gone
-    (state / "current.json").write_text(json.dumps({"owner": {**me, "host": "elsewhere", "pid": child.pid}}))
-    assert not history.stale(str(tmp_path))  # another host: cannot tell, so not stale
-
 
 def test_a_touch_is_unchanged_and_other_content_is_changed(tmp_path):
     from cq.history import compare, scan

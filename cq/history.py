@@ -194,8 +194,8 @@ def load_history(results_dir: str) -> list[dict]:
     return runs
 
 
-def append_history(results_dir: str, run: dict) -> None:
-    """Append one line; the file is rewritten atomically, so it never holds half a line."""
+def append_history(results_dir: str, *runs: dict) -> None:
+    """Append lines; the file is rewritten atomically, so it never holds half a line."""
     path = Path(results_dir) / HISTORY_FILE
     try:
         old = path.read_bytes()
@@ -203,7 +203,21 @@ def append_history(results_dir: str, run: dict) -> None:
         old = b""
     if old and not old.endswith(b"\n"):
         old += b"\n"
-    atomic_write_bytes(path, old + json.dumps(run, ensure_ascii=False).encode("utf-8") + b"\n")
+    new = b"".join(json.dumps(run, ensure_ascii=False).encode("utf-8") + b"\n" for run in runs)
+    atomic_write_bytes(path, old + new)
+
+
+def _write_current(state: Path, run: dict) -> None:
+    """``current.json``: the run in progress ({} when none), padded by :data:`RESERVE` bytes
+    so that a later write fits in place. Written atomically; on a full disk, in place."""
+    data = json.dumps(run, ensure_ascii=False).encode()
+    try:
+        atomic_write_bytes(state / CURRENT, data + b" " * RESERVE)
+    except OSError as e:
+        if not (state / CURRENT).exists():
+            raise
+        log.warning("cq: %s written in place (%s)", state / CURRENT, e.strerror or e)
+        _overwrite_in_place(state / CURRENT, run)
 
 
 def _remove_temporaries(results_dir: str) -> int:
@@ -231,19 +245,26 @@ def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str
     """
     state = state_dir(results_dir)
     state.mkdir(parents=True, exist_ok=True)
+    pending = []  # history lines not yet appended: a full disk may keep them for later
     previous_run = _read_json(state / CURRENT)
-    if isinstance(previous_run, dict):  # the caller holds the lock: that run is over
+    if isinstance(previous_run, dict) and previous_run:  # we hold the lock: that run is over
+        pending = list(previous_run.pop("pending", []))
         if previous_run.get("end"):  # it ended, but its line did not fit on a full disk
             previous_run["note"] = "history line written by the next run: " + str(previous_run.get("note"))
-            append_history(results_dir, previous_run)
         else:
             previous_run.update(status="interrupted", end=None)
-            append_history(results_dir, previous_run)
             log.warning("cq: the run started %s did not finish", previous_run.get("start"))
+        pending.append(previous_run)
         _promote_snapshot(state, previous_run)
         n = _remove_temporaries(results_dir)
         if n:
             log.warning("cq: %d temporary files of an interrupted write removed", n)
+    if pending:
+        try:
+            append_history(results_dir, *pending)
+            pending = []
+        except OSError as e:
+            log.warning("cq: history lines kept for later (%s)", e.strerror or e)
     previous = _read_json(state / SNAPSHOT, {}) or {}
     snapshot = scan(input_dir, images, previous)
     counts, deleted = compare(previous, snapshot)
@@ -256,10 +277,15 @@ def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str
     run = {"start": _iso(_now()), "end": None, "status": "running", "counts": counts,
            "methods": list(methods), "images": len(images), "pruned": pruned,
            "deleted_images": deleted[:100], "skipped": list(skipped)[:100], "settings": settings or {}}
-    _write_json(state / NEXT_SNAPSHOT, snapshot)
+    if pending:
+        run["pending"] = pending[-20:]
+    try:
+        _write_json(state / NEXT_SNAPSHOT, snapshot)
+    except OSError as e:  # the reference snapshot stays the previous one
+        log.warning("cq: snapshot not written (%s)", e.strerror or e)
     # Padded: the space for the run's final line is taken now, so finish() can still leave it
     # here, in place, when the disk is full by then (see finish).
-    atomic_write_bytes(state / CURRENT, json.dumps(run, ensure_ascii=False).encode() + b" " * RESERVE)
+    _write_current(state, run)
     return run
 
 
@@ -271,6 +297,12 @@ def _promote_snapshot(state: Path, run: dict) -> None:
             os.replace(state / NEXT_SNAPSHOT, state / SNAPSHOT)
         except FileNotFoundError:
             pass
+
+
+def in_progress(results_dir: str) -> dict | None:
+    """The run recorded in progress (``current.json``), or None."""
+    run = _read_json(state_dir(results_dir) / CURRENT)
+    return run if isinstance(run, dict) and run else None
 
 
 def _created_this_run(record: dict, start: datetime | None) -> bool:
@@ -317,8 +349,9 @@ def finish(results_dir: str, images, methods, status: str = "ok") -> dict | None
     """End the run begun by :func:`begin`: append its history line; None when none was begun."""
     state = state_dir(results_dir)
     run = _read_json(state / CURRENT)
-    if not isinstance(run, dict):
+    if not isinstance(run, dict) or not run:
         return None
+    pending = run.pop("pending", [])
     start = _parse(run.get("start"))
     records, missing = _records_since(results_dir, images, methods, start.timestamp() if start else 0.0)
     done = tally(records, start, run.get("methods") or ())
@@ -327,17 +360,20 @@ def finish(results_dir: str, images, methods, status: str = "ok") -> dict | None
     run.update(end=_iso(_now()), status=status, failed_images=done["failed_images"],
                time_per_method={m: round(t, 3) for m, t in done["time_per_method"].items()})
     try:
-        append_history(results_dir, run)
-    except OSError as e:  # a full disk: keep the line where its space is reserved
+        append_history(results_dir, *pending, run)
+    except OSError as e:  # a full disk: keep the lines where their space is reserved
         run["note"] = f"could not append at the end of the run: {e.strerror or e}"
-        _overwrite_in_place(state / CURRENT, run)
+        _overwrite_in_place(state / CURRENT, {**run, "pending": pending} if pending else run)
         log.warning("cq: history line kept in %s (%s); the next run appends it", state / CURRENT, e)
         return run
     try:
         os.replace(state / NEXT_SNAPSHOT, state / SNAPSHOT)
     except FileNotFoundError:
         pass
-    (state / CURRENT).unlink(missing_ok=True)
+    try:
+        _write_current(state, {})  # kept, padded: the next run's line has its space already
+    except OSError:
+        (state / CURRENT).unlink(missing_ok=True)
     return run
 
 
@@ -360,8 +396,9 @@ def live_run(results_dir: str, records: list[dict]) -> dict | None:
     """The run in progress (``current.json``), completed from ``records``: for the report that
     this run builds, before :func:`finish` writes the line."""
     run = _read_json(state_dir(results_dir) / CURRENT)
-    if not isinstance(run, dict):
+    if not isinstance(run, dict) or not run:
         return None
+    run.pop("pending", None)
     done = tally(records, _parse(run.get("start")), run.get("methods") or ())
     run = dict(run)
     run["counts"] = {**run.get("counts", {}), "failed": done["failed"]}

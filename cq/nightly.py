@@ -130,13 +130,22 @@ def close_run(config: dict, dirs: dict, since: float, status: str, *, begun: boo
                       settings={"lock": "cq", "by": "cq nightly"}, skipped=found.warnings)
 
     def finish(summary):
-        history.finish(dirs["results_dir"], found.images, methods, status=outcome.status_of(summary, status))
+        return history.finish(dirs["results_dir"], found.images, methods, status=outcome.status_of(summary, status))
 
     summary = outcome.conclude(dirs["results_dir"], dirs["input_dir"], found.images, methods,
                                lambda m, i: result_path(dirs["logs_dir"], m, i, ".log"), since,
                                report_built=False, finish=finish)
     outcome.print_summary(summary)
     return summary
+
+
+def _ended_since(run: dict, since: float) -> bool:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(run.get("end"))).timestamp() >= since - 1
+    except ValueError:
+        return False
 
 
 def main(argv=None) -> int:
@@ -159,16 +168,21 @@ def main(argv=None) -> int:
         rc = run_snakemake(snakemake_command(args, files), held)
         if DRY_RUN.intersection(args.snakemake_args):
             return rc
-        summary = outcome.read_outcome(dirs["results_dir"])
+        from cq.history import in_progress
+        summary, run = outcome.read_outcome(dirs["results_dir"]), in_progress(dirs["results_dir"])
+        if run and _ended_since(run, since):  # the hooks ran, but the disk was full: the line waits
+            print("cq: the run ended on a full disk: its history line is kept for the next run",
+                  file=sys.stderr)
+            return 1
         if summary is None or summary.get("end", 0) < since:  # the hooks did not run
-            begun = (Path(dirs["results_dir"]) / ".history/current.json").exists()
-            if rc > 0 and not begun:
+            if rc > 0 and (run is None or run.get("end")):
                 print(f"cq: snakemake stopped before the run started (exit {rc}); nothing was done",
                       file=sys.stderr)
                 return 1
             status = "ok" if rc == 0 else f"killed (signal {-rc})" if rc < 0 else f"error (exit {rc})"
+            begun = run is not None and not run.get("end")  # this run's onstart ran, its end did not
             summary = close_run(config, {**dirs, "workdir": str(workdir)}, since, status, begun=begun)
-    return 1 if rc != 0 or outcome.all_failed(summary) or summary["missing"] else 0
+    return outcome.exit_status(summary, rc)
 
 
 if __name__ == "__main__":

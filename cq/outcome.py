@@ -120,7 +120,7 @@ def status_of(summary: dict, status: str) -> str:
     """The history line's status: what happened, not only whether Snakemake succeeded."""
     if all_failed(summary):
         return "failed"
-    if summary["missing"] and status == "ok":
+    if summary["missing"] and status in ("ok", "error"):  # jobs died, the rest finished
         return "incomplete"
     return status
 
@@ -132,25 +132,28 @@ def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: f
     run's report job did not build it, then ``.history/outcome.json``."""
     from cq.best import refresh_index, update_best
 
-    gone = missing(results_dir, images, methods, log_of, since)
+    gone, problems = missing(results_dir, images, methods, log_of, since), []
     try:
         best_updated, index = update_best(results_dir, images, methods)
     except OSError as e:
         log.error("cq: %s/best could not be updated: %s", results_dir, e)
         best_updated, index = 0, refresh_index(results_dir, images, methods)
+        problems.append(f"best/ not updated: {e.strerror or e}")
     summary = tally(index, methods, since)
     summary.update(missing=len(gone), first_missing=[f"{m['method']} on {m['image']}: {m['reason']}"
                                                       for m in gone[:FIRST_FAILURES]],
                    best_updated=best_updated, report=str(Path(results_dir) / "report.html"), since=since)
     if finish is not None:
-        finish(summary)
+        line = finish(summary)
+        if line and line.get("note"):
+            problems.append(f"history: {line['note']}")
     if not report_built or gone:
         try:
             build_fallback_report(results_dir, input_dir, images, methods, gone)
         except Exception as e:  # the previous report stays; say why
             log.error("cq: the report could not be rebuilt: %s", e)
-            summary["report_error"] = str(e)
-    summary["end"] = time.time()
+            problems.append(f"report not rebuilt (the previous one stays): {e}")
+    summary.update(problems=problems, end=time.time())
     try:
         atomic_write_bytes(Path(results_dir) / OUTCOME, json.dumps(summary).encode())
     except OSError:
@@ -174,7 +177,16 @@ def print_summary(summary: dict, stream=None) -> None:
         print(f"cq:   failed: {line}", file=stream)
     for line in summary["first_missing"]:
         print(f"cq:   missing: {line}", file=stream)
+    for line in summary.get("problems", ()):
+        print(f"cq:   problem: {line}", file=stream)
     print(f"cq: report: {summary['report']}", file=stream)
+
+
+def exit_status(summary: dict, snakemake_rc: int = 0) -> int:
+    """0 for a night that did everything; 1 when a job died, a result is missing, every
+    result of the run failed, or the report, best/ or history line could not be written."""
+    bad = snakemake_rc != 0 or all_failed(summary) or summary["missing"] or summary.get("problems")
+    return 1 if bad else 0
 
 
 def all_failed(summary: dict) -> bool:

@@ -128,7 +128,7 @@ def _conclude(status):
     shard_of = _shard_of() if SHARDS else None
 
     def finish(summary):
-        cq_history.finish(RESULTS, IMAGES, list(METHODS), status=cq_outcome.status_of(summary, status))
+        return cq_history.finish(RESULTS, IMAGES, list(METHODS), status=cq_outcome.status_of(summary, status))
 
     summary = cq_outcome.conclude(
         RESULTS, INPUT_DIR, IMAGES, list(METHODS), lambda m, i: _log_of(m, i, shard_of),

@@ -1,14 +1,14 @@
-"""Faults a night must survive: the run killed mid-job (SIGKILL) and rerun, a second run started
-during one, a full disk, a GPU out of memory, a job past its time limit.
-
-- GPU out of memory in cnn: tests/test_cnn.py::test_cuda_out_of_memory_falls_back_to_cpu
-  covers the method's fallback; here, that the record says so.
-- Time limit: tests/test_methods.py::test_time_limit_becomes_an_error_record covers
-  ``Job.time_limit_s`` (an overrun becomes an error record). The workflow does not pass the
-  rule's ``runtime`` to it yet (scripts/quantize.py), so a workflow job is not bounded.
+"""Faults a night must survive, through `cq nightly` (the documented nightly command): the
+run killed mid-job (SIGKILL) and rerun with no unlock, a second run from another working
+directory refused, a job killed (the report is still built and lists it), a full disk
+(transient: retried next night, the history line kept), other content with the same or an
+older mtime and a changed k with no .snakemake metadata (redone), output folders inside the
+input folder (refused); and, without Snakemake, a full disk while writing, a GPU out of
+memory, a reader during a report write.
 """
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -23,10 +23,11 @@ from PIL import Image
 import cq.imageio
 import cq.methods.cnn as cnn_module
 from conftest import tiny_photo, write_tiny_photos
-from cq.history import load_history
+from cq.history import in_progress, load_history
+from cq.freshness import file_sha256
 from cq.pipeline import Job, quantize_file
 from cq.record import read_record
-from test_nightly import command, env, jobs_of, nightly
+from test_nightly import cq_nightly, cq_nightly_command, env, jobs_of, nightly
 
 SLOW = "slow.jpg"  # 24 megapixels: median_cut takes seconds on it, long enough to be killed in
 
@@ -52,26 +53,36 @@ def results_are_whole(results: Path) -> None:
                 im.load()
 
 
+def workspace(workdir: Path, methods=("median_cut", "octree"), **extra) -> Path:
+    write_tiny_photos(workdir / "images")
+    (workdir / "test.yaml").write_text(yaml.safe_dump(
+        {"input_dir": "images", "results_dir": "results", "methods": list(methods), **extra}))
+    return workdir / "results"
+
+
 @pytest.mark.slow
 def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_refused(tmp_path):
-    workdir = tmp_path
-    images = workdir / "images"
-    write_tiny_photos(images)
+    workdir = tmp_path / "work"
+    results = workspace(workdir)
     from skimage import data
-    Image.fromarray(data.astronaut()).resize((6000, 4000), Image.Resampling.BILINEAR).save(images / SLOW, quality=70)
-    (workdir / "test.yaml").write_text(yaml.safe_dump(
-        {"input_dir": "images", "results_dir": "results", "methods": ["median_cut", "octree"]}))
-    results = workdir / "results"
+    Image.fromarray(data.astronaut()).resize((6000, 4000), Image.Resampling.BILINEAR).save(
+        workdir / "images" / SLOW, quality=70)
     current = results / ".history/current.json"
+    started = lambda: in_progress(results) is not None  # noqa: E731
 
-    first = subprocess.Popen(command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    first = subprocess.Popen(cq_nightly_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True, env=env(), start_new_session=True)
     try:
-        wait_for(current.exists, what="the first run to start")
+        wait_for(started, what="the first run to start")
         owner = current.read_text()
-        # A second run while the first holds the lock: refused with Snakemake's message.
-        second = nightly(workdir, check=False)
-        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+        # A second run on the same results from another working directory: refused, one line.
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        (other / "abs.yaml").write_text(yaml.safe_dump(
+            {"input_dir": str(workdir / "images"), "results_dir": str(results), "methods": ["octree"]}))
+        second = cq_nightly(other, other / "abs.yaml", check=False)
+        assert second.returncode == 75, second.stderr
+        assert f"{results} is in use by pid {first.pid}" in second.stderr and second.stderr.count("\n") == 1
         assert current.read_text() == owner and not (results / "history.jsonl").exists()
         # Power cut: the whole process group, the running jobs included, killed mid-job.
         slow_log = workdir / "logs/median_cut" / f"{SLOW}.log"
@@ -87,18 +98,12 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
     results_are_whole(results)  # nothing half-written is there to be read as a result
     done_before = {p: p.stat().st_mtime_ns for m in ("median_cut", "octree") for p in (results / m).rglob("*.json")}
 
-    # The next night: Snakemake's lock is stale; cq.history proves its owner dead, then unlock.
-    stale = subprocess.run([str(Path(command(workdir)[0]).with_name("python")), "-m", "cq.history",
-                            "stale", str(results)], capture_output=True, text=True)
-    assert stale.returncode == 0, stale.stderr
-    assert "cannot be locked" in nightly(workdir, check=False).stderr
-    nightly(workdir, "--unlock")
-    planned = jobs_of(nightly(workdir, "--dry-run"))
+    # The next night: no unlock, no stale lock; only the unfinished jobs run.
     expected = {(m, i) for m in ("median_cut", "octree")
                 for i in ["chelsea.jpg", "rocket.jpg", "rocket.png", 'Ünï côdé/astro "naut" <script>.png', SLOW]
                 if not (results / m / f"{i}.json").exists()}
-    assert ("median_cut", SLOW) in expected and planned == expected
-    rerun = nightly(workdir)
+    assert ("median_cut", SLOW) in expected
+    rerun = cq_nightly(workdir)
     assert jobs_of(rerun) == expected
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # nothing else redone
     results_are_whole(results)
@@ -107,6 +112,116 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
     assert [r["status"] for r in runs] == ["interrupted", "ok"]
     assert runs[1]["counts"]["new"] == 5 and runs[1]["counts"]["missing"] == 0
     assert read_record(results / "median_cut" / f"{SLOW}.json")["status"] == "ok"
+    assert (results / "best" / f"{SLOW}.png").exists()
+
+
+# Kills the job process (SIGKILL, as the OOM killer does) when it starts on an image whose path
+# contains $CQ_TEST_DIE: loaded by every Python process of the run through PYTHONPATH.
+DIE = """
+import os, signal
+if os.environ.get("CQ_TEST_DIE"):
+    import cq.pipeline as _p
+    _real = _p.quantize_file
+    def _dying(image_path, *args, **kwargs):
+        if os.environ["CQ_TEST_DIE"] in str(image_path):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _real(image_path, *args, **kwargs)
+    _p.quantize_file = _dying
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_job_still_gets_a_report_that_lists_it_and_the_next_night_redoes_it(tmp_path):
+    results = workspace(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(DIE)
+    dying = env(CQ_TEST_DIE="rocket.png", PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    first = cq_nightly(tmp_path, check=False, env=dying)
+    assert first.returncode == 1
+    assert "missing: median_cut on rocket.png: the job died without writing its record" in first.stderr
+    rows = (results / "report.csv").read_text()
+    missing_rows = [r for r in rows.splitlines() if "missing: the job died" in r]
+    assert len(missing_rows) == 2 and all(r.startswith("rocket.png,") for r in missing_rows)
+    assert "chelsea.jpg" in rows and (results / "report.html").exists()
+    (run,) = load_history(results)
+    assert run["status"] == "incomplete" and run["counts"]["missing"] == 2
+    second = cq_nightly(tmp_path)
+    assert jobs_of(second) == {("median_cut", "rocket.png"), ("octree", "rocket.png")}
+    assert "missing" not in (results / "report.csv").read_text()
+    assert load_history(results)[-1]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_other_content_with_old_mtimes_and_a_new_k_without_metadata_are_redone(tmp_path):
+    import shutil
+
+    results = workspace(tmp_path, methods=["octree"])
+    cq_nightly(tmp_path)
+    images = tmp_path / "images"
+    st = os.stat(images / "rocket.jpg")
+    Image.fromarray(tiny_photo("coffee", (10, 10))).save(images / "new.jpg")
+    os.replace(images / "new.jpg", images / "rocket.jpg")
+    os.utime(images / "rocket.jpg", ns=(st.st_atime_ns, st.st_mtime_ns))  # touch -r
+    older = tmp_path / "older.jpg"
+    Image.fromarray(tiny_photo("coffee", (50, 50))).save(older)
+    os.utime(older, (1_000_000, 1_000_000))
+    shutil.copy2(older, images / "chelsea.jpg")  # cp -p of an older version
+    done = cq_nightly(tmp_path)
+    assert jobs_of(done) == {("octree", "rocket.jpg"), ("octree", "chelsea.jpg")}
+    for name in ("rocket.jpg", "chelsea.jpg"):
+        assert read_record(results / "octree" / f"{name}.json")["image"]["sha256"] == \
+            file_sha256(images / name)
+    shutil.rmtree(tmp_path / ".snakemake")  # a fresh clone, a redeploy
+    (tmp_path / "k5.yaml").write_text("k: 5\n")
+    done = cq_nightly(tmp_path, tmp_path / "test.yaml", tmp_path / "k5.yaml")
+    assert len(jobs_of(done)) == 4
+    assert all(read_record(p)["k"] == 5 for p in (results / "octree").rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_output_folders_inside_the_input_folder_are_refused(tmp_path):
+    workspace(tmp_path)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"results_dir": "images/results"}))
+    done = cq_nightly(tmp_path, tmp_path / "test.yaml", tmp_path / "bad.yaml", check=False)
+    assert done.returncode == 2 and "overlaps input_dir" in done.stderr
+    assert not (tmp_path / "images/results").exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_night_is_retried_and_its_history_line_kept(tmp_path):
+    results = workspace(tmp_path, methods=["octree"])
+    results.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(results)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        cq_nightly(tmp_path)
+        noisy(tmp_path / "images/noise.png")  # its 37-colour PNG (about 60 KB) cannot fit
+        filler = results / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        full = cq_nightly(tmp_path, check=False)
+        assert full.returncode == 1, full.stderr
+        assert len(load_history(results)) == 1  # the line could not be appended...
+        kept = in_progress(results)
+        assert kept["end"] and "No space left" in kept["note"]  # ...but it is kept
+        filler.unlink()
+        again = cq_nightly(tmp_path)
+        assert jobs_of(again) == {("octree", "noise.png")}  # transient: retried
+        record = read_record(results / "octree/noise.png.json")
+        assert record["status"] == "ok" and record["image"]["sha256"] == file_sha256(tmp_path / "images/noise.png")
+        runs = load_history(results)
+        assert len(runs) == 3 and "next run" in runs[1]["note"] and runs[2]["status"] == "ok"
+        assert not list(results.rglob(".*.tmp")) and (results / "report.html").exists()
+    finally:
+        subprocess.run(["umount", str(results)], check=True)
 
 
 # --- a full disk ----------------------------------------------------------------------------

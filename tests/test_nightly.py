@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, tiny_photo, write_tiny_photos
-from cq.history import load_history
+from cq.history import in_progress, load_history
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +59,22 @@ def nightly(workdir: Path, *args: str, check: bool = True, profile: bool = True,
                           timeout=300, env=kwargs.pop("env", env()), **kwargs)
     if check and done.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def cq_nightly_command(workdir: Path, *configs: Path) -> list[str]:
+    """`cq nightly` on ``workdir`` (its test.yaml, or ``configs``), as cron would run it."""
+    configs = configs or (workdir / "test.yaml",)
+    return [sys.executable, "-m", "cq.nightly", "-d", str(workdir), "--cores", "2",
+            "--configfile", str(REPO / "config/config.yaml"), *map(str, configs)]
+
+
+def cq_nightly(workdir: Path, *configs: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """One night through `cq nightly`; ``check``: it must exit 0."""
+    done = subprocess.run(cq_nightly_command(workdir, *configs), capture_output=True, text=True,
+                          timeout=300, env=kwargs.pop("env", env()), **kwargs)
+    if check and done.returncode != 0:
+        pytest.fail(f"cq nightly failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
 
 
@@ -179,7 +195,7 @@ def test_history_file_is_one_json_object_per_line(night):
     workdir, _ = night
     lines = (workdir / "results/history.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all(json.loads(line)["status"] == "ok" for line in lines)
-    assert not (workdir / "results/.history/current.json").exists()
+    assert in_progress(workdir / "results") is None
 
 
 # --- cq.history without Snakemake -------------------------------------------------------------

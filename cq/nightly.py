@@ -72,20 +72,19 @@ def load_config(workdir: Path, configfiles, overrides) -> tuple[dict, list[str]]
     return config, files
 
 
-def folders(config: dict, workdir: Path) -> dict[str, str]:
-    """input, results, logs and benchmarks folders as paths usable from here."""
-    def at(p):
-        return str(p if os.path.isabs(p) else workdir / p)
-    results = at(config["results_dir"])
-    return {"input_dir": at(config["input_dir"]), "results_dir": results,
-            "logs_dir": at(config.get("logs_dir") or os.path.join(config["results_dir"], "logs")),
-            "benchmarks_dir": at(config.get("benchmarks_dir") or os.path.join(config["results_dir"], "benchmarks"))}
+def folders(config: dict) -> dict[str, str]:
+    """input, results, logs and benchmarks folders as the workflow sees them (relative to the
+    working directory, where this process runs too, so that records name images alike)."""
+    results = os.path.normpath(config["results_dir"])
+    return {"input_dir": os.path.normpath(config["input_dir"]), "results_dir": results,
+            "logs_dir": os.path.normpath(config.get("logs_dir") or os.path.join(results, "logs")),
+            "benchmarks_dir": os.path.normpath(config.get("benchmarks_dir") or os.path.join(results, "benchmarks"))}
 
 
-def snakemake_command(args, files) -> list[str]:
+def snakemake_command(args, files, workdir: Path) -> list[str]:
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe) if exe.exists() else "snakemake", "-s", str(REPO / "Snakefile"),
-           "--directory", str(Path(args.directory).resolve()),
+           "--directory", str(workdir),
            "--workflow-profile", str(REPO / "profiles/nightly"), "--nolock", "--cores", str(args.cores),
            # The report is built by the end-of-run hook (cq.outcome), not by a job: Snakemake
            # deletes a job's outputs before it runs, which took the page away for seconds
@@ -120,8 +119,7 @@ def close_run(config: dict, dirs: dict, since: float, status: str, *, begun: boo
     from cq.discover import discover, result_path
 
     found = discover(dirs["input_dir"], config.get("extensions") or (),
-                     exclude=[dirs["results_dir"], dirs["logs_dir"], dirs["benchmarks_dir"],
-                              os.path.join(dirs["workdir"], ".snakemake")])
+                     exclude=[dirs["results_dir"], dirs["logs_dir"], dirs["benchmarks_dir"], ".snakemake"])
     methods = list(config["methods"])
     if not begun:
         history.begin(dirs["results_dir"], dirs["input_dir"], found.images, methods,
@@ -153,7 +151,8 @@ def main(argv=None) -> int:
     workdir = Path(args.directory).resolve()
     try:
         config, files = load_config(workdir, args.configfile, args.config)
-        dirs = folders(config, workdir)
+        os.chdir(workdir)
+        dirs = folders(config)
         guards.check_config({**config, **dirs}, dirs["logs_dir"], dirs["benchmarks_dir"])
     except (OSError, KeyError, yaml.YAMLError, guards.SettingsError) as e:
         print(f"cq: error: {e if not isinstance(e, KeyError) else f'config: {e} is not set'}", file=sys.stderr)
@@ -165,7 +164,7 @@ def main(argv=None) -> int:
         return EX_LOCKED
     with held:
         since = time.time()
-        rc = run_snakemake(snakemake_command(args, files), held)
+        rc = run_snakemake(snakemake_command(args, files, workdir), held)
         if DRY_RUN.intersection(args.snakemake_args):
             return rc
         from cq.history import in_progress
@@ -181,7 +180,7 @@ def main(argv=None) -> int:
                 return 1
             status = "ok" if rc == 0 else f"killed (signal {-rc})" if rc < 0 else f"error (exit {rc})"
             begun = run is not None and not run.get("end")  # this run's onstart ran, its end did not
-            summary = close_run(config, {**dirs, "workdir": str(workdir)}, since, status, begun=begun)
+            summary = close_run(config, dirs, since, status, begun=begun)
     return outcome.exit_status(summary, rc)
 
 

@@ -53,10 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("quantized")
     s.add_argument("--weights", type=_weights, default=Weights())
     sub.add_parser("methods", help="list the methods and whether they can run here")
+    sub.add_parser("nightly", help="the nightly run under cq's lock (cq nightly --help)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["nightly"]:  # the nightly run (cq/nightly.py), with its own options
+        from cq.nightly import main as nightly
+        return nightly(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return {"quantize": _quantize, "score": _score, "methods": _methods}[args.command](args)

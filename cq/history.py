@@ -352,6 +352,7 @@ def finish(results_dir: str, images, methods, status: str = "ok") -> dict | None
     if not isinstance(run, dict) or not run:
         return None
     pending = run.pop("pending", [])
+    _remove_temporaries(results_dir)  # every job is over: what a killed job left is garbage
     start = _parse(run.get("start"))
     records, missing = _records_since(results_dir, images, methods, start.timestamp() if start else 0.0)
     done = tally(records, start, run.get("methods") or ())

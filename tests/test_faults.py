@@ -84,6 +84,9 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
         assert second.returncode == 75, second.stderr
         assert f"{results} is in use by pid {first.pid}" in second.stderr and second.stderr.count("\n") == 1
         assert current.read_text() == owner and not (results / "history.jsonl").exists()
+        # Snakemake's --unlock (or any run ending) in the same working directory cannot free it.
+        nightly(workdir, "--unlock")
+        assert cq_nightly(other, other / "abs.yaml", check=False).returncode == 75
         # Power cut: the whole process group, the running jobs included, killed mid-job.
         slow_log = workdir / "logs/median_cut" / f"{SLOW}.log"
         wait_for(slow_log.exists, what="the slow job to start")

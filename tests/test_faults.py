@@ -355,3 +355,35 @@ def test_a_reader_never_sees_half_a_report(tmp_path):
         else:
             assert data.count(b"\n") == len(names) + 1 and data.endswith(b"\n")
     assert not list(results.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_shard_mode_redoes_other_content_of_the_same_size_and_mtime(tmp_path):
+    results = workspace(tmp_path, methods=["octree"], shard_size=2)
+    bmp = tmp_path / "images/scan.bmp"  # uncompressed: other pixels, same size
+    Image.fromarray(tiny_photo("chelsea", (100, 120))).save(bmp)
+    cq_nightly(tmp_path)
+    st = os.stat(bmp)
+    Image.fromarray(tiny_photo("coffee", (100, 120))).save(tmp_path / "other.bmp")
+    os.replace(tmp_path / "other.bmp", bmp)
+    os.utime(bmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(bmp).st_size == st.st_size
+    done = cq_nightly(tmp_path)
+    assert "rule quantize_shard" in done.stderr
+    assert read_record(results / "octree/scan.bmp.json")["image"]["sha256"] == file_sha256(bmp)
+    assert load_history(results)[-1]["counts"]["changed"] == 1
+
+
+@pytest.mark.slow
+def test_a_night_whose_results_all_failed_exits_1_with_a_summary(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / "images" / name).write_bytes(b"\xff\xd8 not an image")
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(
+        {"input_dir": "images", "results_dir": "results", "methods": ["octree"]}))
+    done = cq_nightly(tmp_path, check=False)
+    assert done.returncode == 1
+    assert "cq: 0 results ok, 2 failed, 0 missing" in done.stderr
+    assert "cq:   failed: octree on a.jpg: images/a.jpg: not an image Pillow can read" in done.stderr
+    assert f"cq: report: results/report.html" in done.stderr
+    assert load_history(tmp_path / "results")[-1]["status"] == "failed"

@@ -131,6 +131,12 @@ def _float_to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255).astype(np.uint8)
 
 
+def read_back(path: str | os.PathLike) -> np.ndarray:
+    """The RGB pixels of a PNG this package wrote (no size limit: it is our own output)."""
+    with _bomb_guard(None), Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     with atomic_path(path) as tmp:

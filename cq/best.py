@@ -24,9 +24,11 @@ BEST = "best"
 INDEX = ".history/index.json"
 
 
-def _mtime(path: str) -> int | None:
+def _version(path: str) -> list | None:
+    """What tells one version of a record file from another: [mtime_ns, size, inode]."""
     try:
-        return os.stat(path).st_mtime_ns
+        st = os.stat(path)
+        return [st.st_mtime_ns, st.st_size, st.st_ino]
     except OSError:
         return None
 
@@ -39,27 +41,42 @@ def _load_index(results_dir: str) -> dict:
         return {}
 
 
+def _summarize(json_path: str, version: list) -> list:
+    """[version, status, score, error, valid] of one record, checked against the schema once
+    per version, so that the report need not check an unchanged record again."""
+    from cq.record import RecordError, validate
+
+    record = load_record(json_path) or {}
+    try:
+        valid = bool(record) and validate(record, json_path) is record
+    except RecordError:
+        valid = False
+    score = (record.get("scores") or {}).get("score")
+    return [version, record.get("status", "error"), score, record.get("error"), valid]
+
+
 def refresh_index(results_dir: str, images, methods, old: dict | None = None) -> dict:
-    """{image: {method: [record mtime_ns, status, score or None, error or None]}} for every
-    record present, reading only the records whose mtime changed since the stored index."""
+    """{image: {method: [version, status, score or None, error or None, valid]}} for every
+    record present, reading only the records that changed since the stored index."""
     old = (_load_index(results_dir) if old is None else old).get("records") or {}
     index = {}
     for image in images:
         entry, before = {}, old.get(image) or {}
         for method in methods:
             json_path = result_path(results_dir, method, image, ".json")
-            mtime = _mtime(json_path)
-            if mtime is None:
+            version = _version(json_path)
+            if version is None:
                 continue
             known = before.get(method)
-            if known and known[0] == mtime:
-                entry[method] = known
-                continue
-            record = load_record(json_path) or {}
-            score = (record.get("scores") or {}).get("score")
-            entry[method] = [mtime, record.get("status", "error"), score, record.get("error")]
+            entry[method] = known if known and known[0] == version else _summarize(json_path, version)
         index[image] = entry
     return index
+
+
+def is_valid(index: dict, image: str, method: str, json_path: str) -> bool:
+    """True when the record at ``json_path`` is the version the index checked and found valid."""
+    known = (index.get(image) or {}).get(method)
+    return bool(known and known[4] and known[0] == _version(json_path))
 
 
 def winner(entry: dict, methods) -> tuple[str | None, list[str]]:
@@ -107,7 +124,7 @@ def update_best(results_dir: str, images, methods) -> tuple[int, dict]:
         if method is None:
             written += _remove(results_dir, image) if image in old_marks else 0
             continue
-        mark = {"method": method, "tied": tied, "record_mtime_ns": index[image][method][0]}
+        mark = {"method": method, "tied": tied, "record_version": index[image][method][0]}
         if old_marks.get(image) == mark and os.path.exists(result_path(results_dir, BEST, image, ".png")):
             marks[image] = mark
         elif _copy(results_dir, image, method, mark):

@@ -83,7 +83,7 @@ def job_spec(job) -> dict:
     if read.get("background") is not None:
         read["background"] = list(read["background"])
     return {"name": job.label, "method": job.method, "version": version, "params": params,
-            "k": job.k, "weights": job.weights.as_dict(), "read": read,
+            "k": int(job.k), "weights": {k: float(v) for k, v in job.weights.as_dict().items()}, "read": read,
             "scoring_version": scoring_version()}
 
 

@@ -75,22 +75,34 @@ def missing_stub(item: dict, input_dir: str) -> dict:
             "image": {"path": f"{input_dir}/{item['image']}"}, "missing": True, "transient": True}
 
 
-def load_for_report(path: str, image: str, method: str, input_dir: str) -> dict:
+def load_for_report(path: str, image: str, method: str, input_dir: str, checked: bool = False) -> dict:
+    """The record at ``path`` (``checked``: this very version was validated already, see
+    cq.best.is_valid), or an error stub naming its image and method."""
     from cq.record import RecordError, read_record
 
     try:
+        if checked:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
         return read_record(path)
-    except RecordError as e:
+    except (RecordError, OSError, ValueError) as e:
         return {"status": "error", "error": str(e), "method": method, "image": {"path": f"{input_dir}/{image}"}}
 
 
-def build_fallback_report(results_dir: str, input_dir: str, images, methods, gone: list[dict]) -> None:
+def build_fallback_report(results_dir: str, input_dir: str, images, methods, gone: list[dict],
+                          index: dict | None = None) -> None:
     """The report over the records present plus one error row per missing result."""
+    from cq.best import is_valid
     from cq.report import build_report
 
+    index = index or {}
     lost = {(m["image"], m["method"]) for m in gone}
-    records = [load_for_report(result_path(results_dir, m, i, ".json"), i, m, input_dir)
-               for m in methods for i in images if (i, m) not in lost]
+    records = []
+    for method in methods:
+        for image in images:
+            if (image, method) not in lost:
+                path = result_path(results_dir, method, image, ".json")
+                records.append(load_for_report(path, image, method, input_dir, is_valid(index, image, method, path)))
     records += [missing_stub(item, input_dir) for item in gone]
     build_report(records, Path(results_dir), Path(input_dir), Path(results_dir) / "report.csv",
                  Path(results_dir) / "report.html", method_order=list(methods))
@@ -106,10 +118,10 @@ def tally(index: dict, methods, since: float) -> dict:
         for method in methods:
             if method not in entry:
                 continue
-            mtime, status, _, error = entry[method]
+            version, status, _, error = entry[method][:4]
             ok = status == "ok"
             counts["ok" if ok else "failed"] += 1
-            if mtime >= since_ns:
+            if version[0] >= since_ns:
                 counts["ok_this_run" if ok else "failed_this_run"] += 1
                 if not ok and len(failures) < FIRST_FAILURES:
                     failures.append(f"{method} on {image}: {error}")
@@ -149,7 +161,7 @@ def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: f
             problems.append(f"history: {line['note']}")
     if not report_built or gone:
         try:
-            build_fallback_report(results_dir, input_dir, images, methods, gone)
+            build_fallback_report(results_dir, input_dir, images, methods, gone, index)
         except Exception as e:  # the previous report stays; say why
             log.error("cq: the report could not be rebuilt: %s", e)
             problems.append(f"report not rebuilt (the previous one stays): {e}")

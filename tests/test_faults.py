@@ -212,6 +212,7 @@ def test_a_full_disk_night_is_retried_and_its_history_line_kept(tmp_path):
             os.close(fd)
         full = cq_nightly(tmp_path, check=False)
         assert full.returncode == 1, full.stderr
+        assert "No space left on device" in (tmp_path / "logs/octree/noise.png.log").read_text()  # the job's log says why
         assert len(load_history(results)) == 1  # the line could not be appended...
         kept = in_progress(results)
         assert kept["end"] and "No space left" in kept["note"]  # ...but it is kept

@@ -24,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cq.finalize import finalize
-from cq.histogram import ColorHistogram, pack_rgb
+from cq.histogram import ColorHistogram, coarsen, pack_rgb
 from cq.methods import Problem, Proposal, register
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
 
@@ -47,21 +47,6 @@ class _Points:
         return float(self.weights.sum())
 
 
-def _coarsen(hist: ColorHistogram, bits: int) -> tuple[_Points, np.ndarray]:
-    """Merge colours into ``bits``-bit bins per channel; weighted centroids and each colour's bin."""
-    shift = 8 - bits
-    q = hist.colors.astype(np.int64) >> shift
-    keys = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
-    w = hist.counts.astype(np.float64)
-    size = 1 << (3 * bits)
-    mass = np.bincount(keys, weights=w, minlength=size)
-    used = np.flatnonzero(mass)
-    sums = _weighted_sums(keys, w, hist.colors, size)[used]
-    lut = np.zeros(size, dtype=np.int64)
-    lut[used] = np.arange(used.size)
-    return _Points(sums / mass[used, None], mass[used]), lut[keys]
-
-
 def _weighted_sums(keys: np.ndarray, weights: np.ndarray, colors: np.ndarray, size: int) -> np.ndarray:
     """(size, 3) sums of ``weights * colors`` grouped by ``keys``."""
     return np.stack([np.bincount(keys, weights=weights * colors[:, c], minlength=size) for c in range(3)], 1)
@@ -70,24 +55,6 @@ def _weighted_sums(keys: np.ndarray, weights: np.ndarray, colors: np.ndarray, si
 def _bound_cap(points: _Points, weights: Weights) -> float:
     """The cap ``T`` at which the lower bound of these points is reached (each point its own cluster)."""
     return best_cap(vertex_cost(points.colors), points.weights, weights, points.n_pixels)
-
-
-def _weighted_kmeanspp(colors: np.ndarray, mass: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``k`` distinct seeds by weighted k-means++ (D^2 sampling)."""
-    k = min(k, len(colors))
-    chosen = [int(rng.choice(len(colors), p=mass / mass.sum()))]
-    d2 = ((colors - colors[chosen[0]]) ** 2).sum(1)
-    for _ in range(1, k):
-        p = d2 * mass
-        total = p.sum()
-        if total <= 0:  # every remaining point coincides with a seed: take any unchosen one
-            free = np.setdiff1d(np.arange(len(colors)), chosen)
-            nxt = int(free[0])
-        else:
-            nxt = int(rng.choice(len(colors), p=p / total))
-        chosen.append(nxt)
-        np.minimum(d2, ((colors - colors[nxt]) ** 2).sum(1), out=d2)
-    return np.array(chosen)
 
 
 def _assign(points: _Points, palette: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
@@ -293,24 +260,61 @@ def _kmedian(points: _Points, cand: np.ndarray, k: int, weights: Weights) -> np.
     return cand[chosen_arr].astype(np.uint8)
 
 
-def _lattice_search(points: _Points, k: int, weights: Weights, limit: float):
+def _lattice_search(coarse: _Points, full: _Points, k: int, weights: Weights, limit: float):
     """Best k-median palette over the caps from the smallest feasible one up, while the score falls.
 
-    Returns (palette, score on ``points``) or (None, inf) when no cap up to ``limit`` has k colours.
+    The k-median runs on ``coarse``; each palette is then completed to k used colours on ``full``
+    (:func:`_fill_to_k`) and scored there exactly. Returns (palette, labels, score) or
+    (None, None, inf) when no cap up to ``limit`` has k colours.
     """
     start = _min_cap(k, limit)
-    best = (None, np.inf)
+    best = (None, None, np.inf)
     if start is None:
         return best
     for cap in _lattice_levels(limit)[1]:
         if cap < start:
             continue
-        pal8 = _kmedian(points, _lattice_candidates(cap), k, weights)
-        score = _exact_score(points, pal8, weights)
-        if score >= best[1]:
+        pal8 = _kmedian(coarse, _lattice_candidates(cap), k, weights)
+        result = _fill_to_k(full, pal8, k, cap, weights)
+        if result[2] >= best[2]:
             break
-        best = (pal8, score)
+        best = result
     return best
+
+
+_FILL_SOURCES = 4096  # histogram colours (fewest pixels first) that may be moved to a new colour
+
+
+def _fill_to_k(points: _Points, pal8: np.ndarray, k: int, cap: float, weights: Weights):
+    """Exactly k used colours from a uint8 palette, without raising the max cost above ``cap``.
+
+    Palette colours that no point takes are dropped; then, one at a time, the uint8 colour within
+    ``cap`` of a vertex that some point (of a colour that keeps other points) takes at least
+    extra cost is added, with that point. On near-white or few-colour images fewer than k
+    lattice colours are worth taking, and the cheapest forced ones may sit at another vertex.
+    Returns (palette, labels, exact score on ``points``); score inf if k cannot be reached.
+    """
+    labels, cost = _assign(points, pal8.astype(np.float64), weights)
+    used, labels = np.unique(labels, return_inverse=True)
+    pal = pal8[used]
+    if len(pal) < k:
+        cand = _lattice_candidates(cap)
+        cand = cand[~np.isin(pack_rgb(cand), pack_rgb(pal))]
+        src = np.argsort(points.weights, kind="stable")[:_FILL_SOURCES]
+        diff = points.colors[src, None, :] - cand[None]
+        extra = weights.pixel_mse * np.einsum("ijc,ijc->ij", diff, diff) + weights.mean_cost * vertex_cost(cand)
+        free = np.ones(len(cand), dtype=bool)
+        while len(pal) < k:
+            size = np.bincount(labels, minlength=len(pal))
+            delta = (extra - cost[src, None]) * points.weights[src, None]
+            delta[(size[labels[src]] < 2)] = np.inf
+            delta[:, ~free] = np.inf
+            i, j = np.unravel_index(np.argmin(delta), delta.shape)
+            if not np.isfinite(delta[i, j]):
+                return pal, labels, np.inf
+            pal = np.vstack([pal, cand[j].astype(np.uint8)])
+            labels[src[i]], cost[src[i]], free[j] = len(pal) - 1, extra[i, j], False
+    return pal.astype(np.uint8), labels, _score(points, cost, pal, labels, weights)
 
 
 def _exact_score(points: _Points, pal8: np.ndarray, weights: Weights) -> float:
@@ -330,6 +334,13 @@ def _score(points: _Points, cost: np.ndarray, palette: np.ndarray, labels: np.nd
     return float(cost @ points.weights) / points.n_pixels + weights.max_cost * max_cost
 
 
+def _kmeans_plusplus(*args, **kwargs):
+    """scikit-learn's weighted (greedy) k-means++ seeding, imported on use: listing methods stays cheap."""
+    from sklearn.cluster import kmeans_plusplus
+
+    return kmeans_plusplus(*args, **kwargs)
+
+
 def _best_start(points: _Points, k: int, weights: Weights, rng: np.random.Generator, n_starts: int,
                 max_iter: int, deadline: float) -> np.ndarray:
     """Best real palette of ``n_starts`` Lloyd runs, each seeded by k-means++ on the ideal colours
@@ -339,8 +350,9 @@ def _best_start(points: _Points, k: int, weights: Weights, rng: np.random.Genera
     for start in range(n_starts):
         if start > 0 and time.perf_counter() > deadline:
             break
-        seeds = _weighted_kmeanspp(targets, points.weights, k, rng)
-        palette, _, score = _lloyd(points, targets[seeds].copy(), weights, max_iter)
+        seeds, _ = _kmeans_plusplus(targets, k, sample_weight=points.weights,
+                                   random_state=int(rng.integers(1 << 31)))
+        palette, _, score = _lloyd(points, seeds, weights, max_iter)
         if score < best[0]:
             best = (score, palette)
     return best[1]
@@ -349,7 +361,7 @@ def _best_start(points: _Points, k: int, weights: Weights, rng: np.random.Genera
 def _binned_points(hist: ColorHistogram, bits: int, at_least: int) -> _Points:
     """Bin centroids at ``bits`` per channel, or the exact colours if binning leaves <= ``at_least``."""
     if bits < 8:
-        points, _ = _coarsen(hist, bits)
+        points = _Points(*coarsen(hist, bits)[:2])
         if len(points.colors) > at_least:
             return points
     return _exact_points(hist)
@@ -387,7 +399,30 @@ def _one_blas_thread(fn):
     return wrapper
 
 
-@register("direct", version="2", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
+def _search(hist, full, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine_iter, int_iter,
+            fine_max_colors, lattice_cap, deadline):
+    """Palette, labels on ``full`` and stage name of the best result for an image of > k colours."""
+    coarse = _binned_points(hist, coarse_bits, k)
+    palette = _best_start(coarse, k, weights, np.random.default_rng(seed), n_starts, coarse_iter, deadline)
+    fine = _fine_points(hist, k, fine_max_colors)
+    palette, _, _ = _lloyd(fine, palette, weights, fine_iter)
+    pal8, _, _ = _integer_lloyd(fine, palette, weights, int_iter)
+    stage = "lloyd"
+    cap = float(vertex_cost(pal8).max())
+    if cap < lattice_cap:
+        pal8, labels, score = _fill_to_k(full, pal8, k, cap, weights)
+        lattice, lattice_labels, lattice_score = _lattice_search(coarse, full, k, weights, lattice_cap)
+        if lattice_score < score:
+            pal8, labels, stage = lattice, lattice_labels, "lattice"
+    else:
+        labels, _ = _assign(full, pal8.astype(np.float64), weights)
+    if not _is_exact_k(pal8, labels, k):
+        q = finalize(hist, pal8, labels, k=k, weights=weights)
+        pal8, labels, stage = q.palette, q.labels, f"{stage}+finalize"
+    return pal8, labels, stage
+
+
+@register("direct", version="3", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
           fine_max_colors=400_000, lattice_cap=4.0, time_budget=None)
 @_one_blas_thread
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
@@ -410,24 +445,16 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     """
     t0 = time.perf_counter()
     hist, k, weights = problem.hist, problem.k, problem.weights
-    if hist.n_colors < k:
-        return Proposal(hist.colors.copy(), np.arange(hist.n_colors), extras={"note": "fewer than k colours"})
     deadline = t0 + time_budget if time_budget is not None else np.inf
-    coarse = _binned_points(hist, coarse_bits, k)
-    palette = _best_start(coarse, k, weights, np.random.default_rng(seed), n_starts, coarse_iter, deadline)
-    fine = _fine_points(hist, k, fine_max_colors)
-    palette, _, _ = _lloyd(fine, palette, weights, fine_iter)
-    pal8, _, score = _integer_lloyd(fine, palette, weights, int_iter)
-    stage = "lloyd"
-    if vertex_cost(pal8).max() < lattice_cap:
-        lattice, _ = _lattice_search(coarse, k, weights, lattice_cap)
-        if lattice is not None and _exact_score(fine, lattice, weights) < score:
-            pal8, stage = lattice, "lattice"
-    full = fine if len(fine.colors) == hist.n_colors else _exact_points(hist)
-    labels, _ = _assign(full, pal8.astype(np.float64), weights)
-    if not _is_exact_k(pal8, labels, k):
-        q = finalize(hist, pal8, labels, k=k, weights=weights)
-        pal8, labels, stage = q.palette, q.labels, f"{stage}+finalize"
+    full = _exact_points(hist)
+    if hist.n_colors <= k:  # every colour its own cluster; finalisation adds the missing colours
+        pal8, labels, _ = _integer_lloyd(full, full.colors.copy(), weights, int_iter)
+        stage = "own colours"
+    else:
+        pal8, labels, stage = _search(hist, full, k, weights, seed=seed, n_starts=n_starts,
+                                      coarse_bits=coarse_bits, coarse_iter=coarse_iter, fine_iter=fine_iter,
+                                      int_iter=int_iter, fine_max_colors=fine_max_colors,
+                                      lattice_cap=lattice_cap, deadline=deadline)
     order = np.argsort(pack_rgb(pal8))  # finalize's order, so that it returns these arrays unchanged
     pal8, labels = pal8[order], np.argsort(order)[labels]
     return Proposal(pal8, labels, rule="objective", extras={

@@ -1,0 +1,220 @@
+"""A lower bound on the score that knows the output has exactly ``k`` distinct uint8 colours.
+
+``cq.objective.lower_bound`` lets every pixel take its own real-valued colour, any number of
+them; on images whose best cap is small (graphics, near-white scans, dark photographs, images
+with fewer than k colours) it is far below anything reachable. Two facts about uint8 colours
+close most of that gap:
+
+1. **The cap.** ``k`` distinct colours, each of cost <= max_cost, exist only if at least ``k``
+   uint8 colours have cost <= max_cost: ``max_cost >= c_k``, the k-th smallest cost among all
+   2**24 colours (for k = 37: 8 vertices at 0, 24 colours at 1, 24 at sqrt(2), so sqrt(2)).
+   A cost is the square root of an integer, so max_cost is one of the radii ``sqrt(m)``.
+2. **The lattice.** Under a cap ``T`` a pixel can only take one of the few uint8 colours within
+   ``T`` of a vertex (1 at distance 0 per vertex, 3 more within 1, 3 more within sqrt(2), ...),
+   not the real point it would like, so for small ``T`` it pays its best lattice colour.
+
+Proof. Take any output with exactly ``k`` distinct uint8 colours and any assignment (pixels of one
+input colour may split), and let ``T`` be its max cost; by fact 1, ``T = sqrt(m) >= c_k``. Every
+pixel ``p`` takes some uint8 colour ``q`` with ``cost(q) <= T``, so it pays at least
+``G_p(T) = min over such q of (w_mse/3)||p - q||^2 + w_mean*cost(q)``, and the score is at least
+``w_max*T + mean_p G_p(T)``. We lower-bound ``G_p`` per pixel, with ``D`` its distance to its
+nearest vertex ``v`` and ``E`` to the second nearest:
+
+* ``q`` nearest to another vertex ``v'``: ``||p - q|| >= ||p - v'|| - cost(q) >= E - cost(q)``, so
+  it pays at least ``g(E, T) = min over c in [0, T] of (w_mse/3)max(E - c, 0)^2 + w_mean*c``;
+* ``q`` nearest to ``v``: for ``T <= exact_radius`` the candidates are enumerated exactly (the
+  uint8 offsets ``x >= 0`` from ``v`` with ``|x| <= T``, mirrored into ``p``'s octant); above it
+  the same relaxation ``g(D, T)`` is used (the lattice is then fine enough not to matter);
+* a pixel with ``D <= pull = 3*w_mean/(2*w_mse)`` pays exactly ``(w_mse/3)*D^2`` (its vertex).
+
+Minimising over the admissible radii gives the bound. It is never below the any-k bound
+(``cq.objective.lower_bound``: every term is at least that bound's term at the same ``T``), and
+the result is also max'ed with that bound (computed here on the folded histogram, same value).
+The sum ``w_max*T + mean g(D, T)`` is convex in ``T``, which bounds which radii need the exact
+(costlier) lattice pass: only those where the convex part is below the best value found.
+For caps within the exact radius one more term is added: each of the k output colours ``q`` is
+taken by at least one pixel of its own, which pays at least ``eps(q) = min_p f_p(q) - G_p(T)``
+more than its ``G_p(T)``; so the k smallest ``eps`` over the colours within ``T`` add up to a
+lower bound on the excess (it matters on near-white or few-colour images, where fewer than k
+lattice colours are worth taking, and on small images).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from cq.histogram import ColorHistogram
+from cq.objective import DEFAULT_K, Weights, best_cap
+
+_HALF = 127  # largest offset of a uint8 channel from its nearest vertex (0 or 255)
+_CHUNK = 1 << 14  # pixels per block of the exact lattice pass
+
+
+@functools.lru_cache(maxsize=64)
+def _octant(radius_sq: int) -> np.ndarray:
+    """Offsets ``x`` (m, 3) int64, 0 <= x_i <= 127, with ``|x|^2 <= radius_sq``, sorted by ``|x|^2``."""
+    r = min(int(np.floor(np.sqrt(radius_sq))), _HALF)
+    grid = np.stack(np.meshgrid(*[np.arange(r + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    sq = (grid * grid).sum(1)
+    keep = sq <= radius_sq
+    order = np.argsort(sq[keep], kind="stable")
+    return grid[keep][order]
+
+
+def kth_smallest_cost(k: int) -> float:
+    """The k-th smallest vertex distance among all uint8 colours, counted with multiplicity."""
+    return float(np.sqrt(_kth_smallest_sq(k)))
+
+
+def _kth_smallest_sq(k: int) -> int:
+    """The square of :func:`kth_smallest_cost` (an integer).
+
+    Each vertex owns the colours whose offsets from it are in 0..127 per channel, so the number
+    of colours with cost^2 <= m is 8 times the octant's offsets with ``|x|^2 <= m``.
+    """
+    if not 1 <= k <= 1 << 24:
+        raise ValueError(f"k must be in 1..2**24, got {k}")
+    radius_sq = 4
+    while True:
+        sq = (_octant(radius_sq) ** 2).sum(1)  # sorted ascending
+        if 8 * len(sq) >= k:
+            return int(sq[(k - 1) // 8])
+        radius_sq = min(4 * radius_sq, 3 * _HALF**2)
+
+
+def _relaxed(dist: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
+    """``g(dist, cap)``: the least a pixel at ``dist`` from a vertex pays under ``cap`` with real colours."""
+    r = np.clip(dist - weights.vertex_pull, 0.0, cap)
+    return weights.pixel_mse * (dist - r) ** 2 + weights.mean_cost * r
+
+
+@functools.lru_cache(maxsize=8)
+def _radii_up_to(radius_sq: int) -> np.ndarray:
+    """The distinct costs ``sqrt(m)`` of uint8 colours with ``m <= radius_sq``, ascending."""
+    return np.sqrt(np.unique((_octant(radius_sq) ** 2).sum(1)).astype(np.float64))
+
+
+def _folded(hist: ColorHistogram):
+    """Offsets from the nearest vertex, sorted per colour (the cube's symmetries keep every term),
+    merged into distinct rows: (offsets (m, 3) int64, counts (m,) float64, row of each colour)."""
+    o = np.minimum(hist.colors, 255 - hist.colors.astype(np.int64)).astype(np.int64)
+    o.sort(axis=1)
+    keys = (o[:, 0] << 14) | (o[:, 1] << 7) | o[:, 2]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    counts = np.bincount(inv, weights=hist.counts.astype(np.float64), minlength=uniq.size)
+    rows = np.stack([uniq >> 14, (uniq >> 7) & _HALF, uniq & _HALF], axis=1)
+    return rows, counts, inv
+
+
+def _pixel_terms(offsets: np.ndarray, radii: np.ndarray, weights: Weights) -> np.ndarray:
+    """``G_p(T)`` (rows, len(radii)) of every folded row for every ``T`` in ``radii`` (<= the exact radius).
+
+    A row within the pull pays ``(w_mse/3)*D^2`` (its vertex); a farther one its best uint8 colour
+    at its own vertex within ``T`` (enumerated), or the relaxation ``g(E, T)`` toward its
+    second-nearest vertex if that is lower.
+    """
+    d_sq = (offsets * offsets).sum(1)
+    out = np.repeat((weights.pixel_mse * d_sq.astype(np.float64))[:, None], len(radii), axis=1)
+    far = np.flatnonzero(np.sqrt(d_sq) > weights.vertex_pull)
+    cand = _octant(int(round(float(radii.max()) ** 2)))
+    cand_sq = (cand * cand).sum(1)
+    column = np.searchsorted(cand_sq, np.rint(radii**2).astype(np.int64), side="right") - 1
+    bias = weights.pixel_mse * cand_sq + weights.mean_cost * np.sqrt(cand_sq)
+    for s in range(0, len(far), _CHUNK):
+        rows = far[s : s + _CHUNK]
+        o = offsets[rows]
+        e = np.sqrt(d_sq[rows] + 255 * (255 - 2 * o[:, 2]))
+        values = weights.pixel_mse * (d_sq[rows, None] - 2.0 * (o @ cand.T)) + bias
+        best = np.minimum.accumulate(values, axis=1)[:, column]
+        other = np.stack([_relaxed(e, t, weights) for t in radii], axis=1)
+        out[rows] = np.minimum(best, other)
+    return out
+
+
+_VERTICES = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)])
+_EXCESS_BUDGET = 20_000_000  # colours x candidates above which the first-use term is skipped
+
+
+def _first_use_excess(colors: np.ndarray, terms: np.ndarray, radii: np.ndarray, k: int,
+                      weights: Weights) -> np.ndarray:
+    """For each ``T``: the least total excess over ``terms`` that k distinct used colours force.
+
+    Each output colour ``q`` needs a pixel ``p`` of its own, which pays ``f_p(q) >= G_p(T)``; so the
+    excess is at least the sum of the k smallest ``eps(q) = min_p f_p(q) - G_p(T)`` over the uint8
+    colours within ``T``. ``q`` at offset ``x`` from vertex ``v``: exact for the pixels of ``v``'s
+    octant, ``(w_mse/3)(||p - v|| - |x|)_+^2 + w_mean|x| - G_p`` (a lower bound) for the others.
+    Zero (always valid) when the colours x candidates product exceeds a budget.
+    """
+    cand = _octant(int(round(float(radii.max()) ** 2)))
+    if len(colors) * len(cand) > _EXCESS_BUDGET:
+        return np.zeros(len(radii))
+    cand_sq = (cand * cand).sum(1)
+    cand_r = np.sqrt(cand_sq)
+    c = colors.astype(np.int64)
+    octant_of = (c > 127) @ np.array([4, 2, 1])
+    eps = np.full((8, len(cand), len(radii)), np.inf)
+    for v, vertex in enumerate(_VERTICES):
+        local = octant_of == v
+        rel = np.abs(c - vertex)
+        if local.any():
+            o = rel[local]
+            f = weights.pixel_mse * ((o * o).sum(1)[:, None] - 2.0 * (o @ cand.T) + cand_sq) + weights.mean_cost * cand_r
+            for j in range(len(radii)):
+                eps[v, :, j] = (f - terms[local, j, None]).min(0)
+        if (~local).any():
+            dist = np.sqrt((rel[~local] ** 2).sum(1).astype(np.float64))
+            for rho in np.unique(cand_r):
+                lower = (weights.pixel_mse * np.maximum(dist - rho, 0.0) ** 2 + weights.mean_cost * rho)[:, None]
+                lower = (lower - terms[~local]).min(0)
+                eps[v, cand_r == rho] = np.minimum(eps[v, cand_r == rho], lower)
+    out = np.empty(len(radii))
+    for j, t in enumerate(radii):
+        within = eps[:, cand_sq <= np.rint(t * t), j].reshape(-1)
+        out[j] = np.partition(np.maximum(within, 0.0), k - 1)[:k].sum()
+    return out
+
+
+def lower_bound(hist: ColorHistogram, k: int = DEFAULT_K, weights: Weights = Weights(), *,
+                exact_radius: float = 8.0) -> float:
+    """The least score any output with exactly ``k`` distinct uint8 colours can reach (see above).
+
+    Parameters
+    ----------
+    hist : the image's colour histogram.
+    k : the number of distinct output colours.
+    exact_radius : caps up to this radius get the exact lattice pass; a larger value tightens the
+        bound on images whose best cap is a little larger, at a cost linear in its cube.
+    """
+    n = float(hist.counts.sum(dtype=np.float64))
+    offsets, counts, row_of = _folded(hist)
+    dist = np.sqrt((offsets * offsets).sum(1).astype(np.float64))
+
+    def relaxed_totals(caps: np.ndarray) -> np.ndarray:
+        terms = np.stack([counts @ _relaxed(dist, c, weights) for c in caps]) if len(caps) else np.zeros(0)
+        return weights.max_cost * caps + terms / n
+
+    # The any-k bound, on the folded rows (it depends on each colour's distance D only).
+    t_any = best_cap(dist, counts, weights, n)
+    any_k = float(relaxed_totals(np.array([t_any]))[0])
+    # max_cost = sqrt(m), m an integer >= ck_sq; m <= exact_sq gets the exact pass, m > it the relaxation.
+    ck_sq = _kth_smallest_sq(k)
+    exact_sq = int(np.floor(exact_radius**2 + 1e-9))
+    m0 = max(ck_sq, exact_sq + 1)
+    t_sq = max(t_any, np.sqrt(m0)) ** 2
+    around = np.arange(np.floor(t_sq) - 1, np.ceil(t_sq) + 2)  # convex: the discrete minimum is next to t
+    best = float(relaxed_totals(np.sqrt(np.maximum(around, m0))).min())
+    radii = _radii_up_to(exact_sq)
+    radii = radii[np.rint(radii**2) >= ck_sq]
+    relaxed = relaxed_totals(radii)
+    order = np.argsort(relaxed, kind="stable")
+    radii, relaxed = radii[order], relaxed[order]
+    while radii.size and relaxed[0] < best:  # the relaxation bounds the exact value from below
+        batch = radii[:4]
+        terms = _pixel_terms(offsets, batch, weights)
+        totals = counts @ terms + _first_use_excess(hist.colors, terms[row_of], batch, k, weights)
+        best = min(best, float(np.min(weights.max_cost * batch + totals / n)))
+        keep = relaxed[4:] < best
+        radii, relaxed = radii[4:][keep], relaxed[4:][keep]
+    return max(best, any_k)

@@ -143,31 +143,33 @@ def _first_use_excess(colors: np.ndarray, terms: np.ndarray, radii: np.ndarray, 
 
     Each output colour ``q`` needs a pixel ``p`` of its own, which pays ``f_p(q) >= G_p(T)``; so the
     excess is at least the sum of the k smallest ``eps(q) = min_p f_p(q) - G_p(T)`` over the uint8
-    colours within ``T``. ``q`` at offset ``x`` from vertex ``v``: exact for the pixels of ``v``'s
-    octant, ``(w_mse/3)(||p - v|| - |x|)_+^2 + w_mean|x| - G_p`` (a lower bound) for the others.
-    Zero (always valid) when the colours x candidates product exceeds a budget.
+    colours within ``T``. For ``q`` at offset ``x`` (toward the cube) from vertex ``v``,
+    ``||p - q|| = || |p - v| - x ||`` exactly; over a budget of colours x candidates, the pixels of
+    other octants use the triangle bound ``||p - q|| >= ||p - v|| - |x|`` instead, and over a larger
+    one the term is skipped (zero is always a valid excess).
     """
     cand = _octant(int(round(float(radii.max()) ** 2)))
     if len(colors) * len(cand) > _EXCESS_BUDGET:
         return np.zeros(len(radii))
+    exact_all = 8 * len(colors) * len(cand) <= _EXCESS_BUDGET
     cand_sq = (cand * cand).sum(1)
     cand_r = np.sqrt(cand_sq)
     c = colors.astype(np.int64)
     octant_of = (c > 127) @ np.array([4, 2, 1])
     eps = np.full((8, len(cand), len(radii)), np.inf)
     for v, vertex in enumerate(_VERTICES):
-        local = octant_of == v
+        exact = np.ones(len(c), dtype=bool) if exact_all else octant_of == v
         rel = np.abs(c - vertex)
-        if local.any():
-            o = rel[local]
+        if exact.any():
+            o = rel[exact]
             f = weights.pixel_mse * ((o * o).sum(1)[:, None] - 2.0 * (o @ cand.T) + cand_sq) + weights.mean_cost * cand_r
             for j in range(len(radii)):
-                eps[v, :, j] = (f - terms[local, j, None]).min(0)
-        if (~local).any():
-            dist = np.sqrt((rel[~local] ** 2).sum(1).astype(np.float64))
+                eps[v, :, j] = (f - terms[exact, j, None]).min(0)
+        if not exact.all():
+            dist = np.sqrt((rel[~exact] ** 2).sum(1).astype(np.float64))
             for rho in np.unique(cand_r):
                 lower = (weights.pixel_mse * np.maximum(dist - rho, 0.0) ** 2 + weights.mean_cost * rho)[:, None]
-                lower = (lower - terms[~local]).min(0)
+                lower = (lower - terms[~exact]).min(0)
                 eps[v, cand_r == rho] = np.minimum(eps[v, cand_r == rho], lower)
     out = np.empty(len(radii))
     for j, t in enumerate(radii):

@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cq.histogram import ColorHistogram
 from cq.objective import DEFAULT_K, Weights, best_cap
@@ -134,7 +135,7 @@ def _pixel_terms(offsets: np.ndarray, radii: np.ndarray, weights: Weights) -> np
 
 
 _VERTICES = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)])
-_EXCESS_BUDGET = 20_000_000  # colours x candidates above which the first-use term is skipped
+_EXCESS_BUDGET = 3_000_000  # colours x candidates above which the first-use term (O(1/n_pixels)) is skipped
 
 
 def _first_use_excess(colors: np.ndarray, terms: np.ndarray, radii: np.ndarray, k: int,
@@ -189,6 +190,11 @@ def lower_bound(hist: ColorHistogram, k: int = DEFAULT_K, weights: Weights = Wei
     exact_radius : caps up to this radius get the exact lattice pass; a larger value tightens the
         bound on images whose best cap is a little larger, at a cost linear in its cube.
     """
+    with threadpool_limits(limits=1, user_api="blas"):  # products of inner size 3: threads only contend
+        return _lower_bound(hist, k, weights, exact_radius)
+
+
+def _lower_bound(hist: ColorHistogram, k: int, weights: Weights, exact_radius: float) -> float:
     n = float(hist.counts.sum(dtype=np.float64))
     offsets, counts, row_of = _folded(hist)
     dist = np.sqrt((offsets * offsets).sum(1).astype(np.float64))
@@ -209,9 +215,17 @@ def lower_bound(hist: ColorHistogram, k: int = DEFAULT_K, weights: Weights = Wei
     best = float(relaxed_totals(np.sqrt(np.maximum(around, m0))).min())
     radii = _radii_up_to(exact_sq)
     radii = radii[np.rint(radii**2) >= ck_sq]
-    relaxed = relaxed_totals(radii)
-    order = np.argsort(relaxed, kind="stable")
-    radii, relaxed = radii[order], relaxed[order]
+    # Only radii whose relaxed total is below ``best`` can win; convexity: walk out from t_any.
+    found = []
+    for side in (radii[radii >= t_any], radii[radii < t_any][::-1]):
+        for r in side:
+            value = float(relaxed_totals(np.array([r]))[0])
+            if value >= best:
+                break
+            found.append((value, r))
+    found.sort()
+    relaxed = np.array([v for v, _ in found])
+    radii = np.array([r for _, r in found])
     while radii.size and relaxed[0] < best:  # the relaxation bounds the exact value from below
         batch = radii[:4]
         terms = _pixel_terms(offsets, batch, weights)

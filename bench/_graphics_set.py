@@ -303,6 +303,14 @@ def antialiased_palette(n_colours: int, seed: int = 12):
     return make
 
 
+def gif_256(width: int, height: int) -> np.ndarray:
+    """A GIF-style image: a photograph (scikit-image's coffee) reduced to 256 colours by median cut."""
+    from skimage import data
+
+    im = Image.fromarray(data.coffee()).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(im.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).convert("RGB"))
+
+
 GRAPHICS = {
     "text_on_white": text_on_white,
     "code_on_dark": code_on_dark,
@@ -320,5 +328,6 @@ GRAPHICS = {
     "blocks_36": blocks(36),
     "blocks_100": blocks(100),
     "blocks_300": blocks(300),
+    "gif_256": gif_256,
     "discs_12": antialiased_palette(12),
 }

@@ -448,7 +448,8 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     deadline = t0 + time_budget if time_budget is not None else np.inf
     full = _exact_points(hist)
     if hist.n_colors <= k:  # every colour its own cluster; finalisation adds the missing colours
-        pal8, labels, _ = _integer_lloyd(full, full.colors.copy(), weights, int_iter)
+        ideal = ideal_colors(full.colors, _bound_cap(full, weights), weights)
+        pal8, labels, _ = _integer_lloyd(full, ideal, weights, int_iter)
         stage = "own colours"
     else:
         pal8, labels, stage = _search(hist, full, k, weights, seed=seed, n_starts=n_starts,

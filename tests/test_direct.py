@@ -134,3 +134,33 @@ def test_dark_photo_uses_the_smallest_feasible_cap():
     costs = vertex_cost(q.palette)
     assert costs.max() == pytest.approx(np.sqrt(2))
     assert score_assignment(hist, q.palette, q.labels).score < 1.03 * lower_bound(hist)
+
+
+def _graphics_set():
+    """bench/_graphics_set.py, the benchmark's generated graphics (text, UI, charts, scans)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "_graphics_set.py"
+    spec = importlib.util.spec_from_file_location("_graphics_set", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.GRAPHICS
+
+
+GRAPHICS_TOLERANCE = 0.02  # direct within 2% of the k-aware bound (issue 10's target)
+
+
+@pytest.mark.parametrize("name", ["text_on_white", "ui_light", "ui_dark", "bar_chart", "logo", "scan_faint",
+                                  "slide_dark", "discs_12"])
+def test_graphics_within_tolerance_of_the_k_aware_bound(name):
+    """Small generated graphics (200x125): exactly k colours, within 2% of the k-aware bound."""
+    from cq.bound import lower_bound as k_lower_bound
+
+    image = _graphics_set()[name](200, 125)
+    hist, _, q = run("direct", image)
+    rendered = q.render(hist)
+    assert len(np.unique(pack_rgb(rendered.reshape(-1, 3)))) == K
+    ours = score(image, rendered).score
+    bound = k_lower_bound(hist, K)
+    assert bound <= ours <= (1 + GRAPHICS_TOLERANCE) * bound

@@ -103,8 +103,11 @@ def _folded(hist: ColorHistogram):
     o = np.minimum(hist.colors, 255 - hist.colors.astype(np.int64)).astype(np.int64)
     o.sort(axis=1)
     keys = (o[:, 0] << 14) | (o[:, 1] << 7) | o[:, 2]
-    uniq, inv = np.unique(keys, return_inverse=True)
-    counts = np.bincount(inv, weights=hist.counts.astype(np.float64), minlength=uniq.size)
+    mass = np.bincount(keys, weights=hist.counts.astype(np.float64), minlength=1 << 21)  # 7 bits per offset
+    uniq = np.flatnonzero(mass)
+    lut = np.zeros(1 << 21, dtype=np.int64)
+    lut[uniq] = np.arange(uniq.size)
+    counts, inv = mass[uniq], lut[keys]
     rows = np.stack([uniq >> 14, (uniq >> 7) & _HALF, uniq & _HALF], axis=1)
     return rows, counts, inv
 

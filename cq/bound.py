@@ -41,60 +41,23 @@ lattice colours are worth taking, and on small images).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cq.histogram import ColorHistogram
+from cq.lattice import HALF, VERTICES, kth_smallest_cost, kth_smallest_sq, octant
+from cq.lattice import radii as lattice_radii
 from cq.objective import DEFAULT_K, Weights, best_cap
 
-_HALF = 127  # largest offset of a uint8 channel from its nearest vertex (0 or 255)
+__all__ = ["kth_smallest_cost", "lower_bound"]
+
 _CHUNK = 1 << 14  # pixels per block of the exact lattice pass
-
-
-@functools.lru_cache(maxsize=64)
-def _octant(radius_sq: int) -> np.ndarray:
-    """Offsets ``x`` (m, 3) int64, 0 <= x_i <= 127, with ``|x|^2 <= radius_sq``, sorted by ``|x|^2``."""
-    r = min(int(np.floor(np.sqrt(radius_sq))), _HALF)
-    grid = np.stack(np.meshgrid(*[np.arange(r + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    sq = (grid * grid).sum(1)
-    keep = sq <= radius_sq
-    order = np.argsort(sq[keep], kind="stable")
-    return grid[keep][order]
-
-
-def kth_smallest_cost(k: int) -> float:
-    """The k-th smallest vertex distance among all uint8 colours, counted with multiplicity."""
-    return float(np.sqrt(_kth_smallest_sq(k)))
-
-
-def _kth_smallest_sq(k: int) -> int:
-    """The square of :func:`kth_smallest_cost` (an integer).
-
-    Each vertex owns the colours whose offsets from it are in 0..127 per channel, so the number
-    of colours with cost^2 <= m is 8 times the octant's offsets with ``|x|^2 <= m``.
-    """
-    if not 1 <= k <= 1 << 24:
-        raise ValueError(f"k must be in 1..2**24, got {k}")
-    radius_sq = 4
-    while True:
-        sq = (_octant(radius_sq) ** 2).sum(1)  # sorted ascending
-        if 8 * len(sq) >= k:
-            return int(sq[(k - 1) // 8])
-        radius_sq = min(4 * radius_sq, 3 * _HALF**2)
 
 
 def _relaxed(dist: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
     """``g(dist, cap)``: the least a pixel at ``dist`` from a vertex pays under ``cap`` with real colours."""
     r = np.clip(dist - weights.vertex_pull, 0.0, cap)
     return weights.pixel_mse * (dist - r) ** 2 + weights.mean_cost * r
-
-
-@functools.lru_cache(maxsize=8)
-def _radii_up_to(radius_sq: int) -> np.ndarray:
-    """The distinct costs ``sqrt(m)`` of uint8 colours with ``m <= radius_sq``, ascending."""
-    return np.sqrt(np.unique((_octant(radius_sq) ** 2).sum(1)).astype(np.float64))
 
 
 def _folded(hist: ColorHistogram):
@@ -108,7 +71,7 @@ def _folded(hist: ColorHistogram):
     lut = np.zeros(1 << 21, dtype=np.int64)
     lut[uniq] = np.arange(uniq.size)
     counts, inv = mass[uniq], lut[keys]
-    rows = np.stack([uniq >> 14, (uniq >> 7) & _HALF, uniq & _HALF], axis=1)
+    rows = np.stack([uniq >> 14, (uniq >> 7) & HALF, uniq & HALF], axis=1)
     return rows, counts, inv
 
 
@@ -122,7 +85,7 @@ def _pixel_terms(offsets: np.ndarray, radii: np.ndarray, weights: Weights) -> np
     d_sq = (offsets * offsets).sum(1)
     out = np.repeat((weights.pixel_mse * d_sq.astype(np.float64))[:, None], len(radii), axis=1)
     far = np.flatnonzero(np.sqrt(d_sq) > weights.vertex_pull)
-    cand = _octant(int(round(float(radii.max()) ** 2)))
+    cand = octant(int(round(float(radii.max()) ** 2)))
     cand_sq = (cand * cand).sum(1)
     column = np.searchsorted(cand_sq, np.rint(radii**2).astype(np.int64), side="right") - 1
     bias = weights.pixel_mse * cand_sq + weights.mean_cost * np.sqrt(cand_sq)
@@ -137,7 +100,6 @@ def _pixel_terms(offsets: np.ndarray, radii: np.ndarray, weights: Weights) -> np
     return out
 
 
-_VERTICES = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)])
 _EXCESS_BUDGET = 3_000_000  # colours x candidates above which the first-use term (O(1/n_pixels)) is skipped
 
 
@@ -152,7 +114,7 @@ def _first_use_excess(colors: np.ndarray, terms: np.ndarray, radii: np.ndarray, 
     other octants use the triangle bound ``||p - q|| >= ||p - v|| - |x|`` instead, and over a larger
     one the term is skipped (zero is always a valid excess).
     """
-    cand = _octant(int(round(float(radii.max()) ** 2)))
+    cand = octant(int(round(float(radii.max()) ** 2)))
     if len(colors) * len(cand) > _EXCESS_BUDGET:
         return np.zeros(len(radii))
     exact_all = 8 * len(colors) * len(cand) <= _EXCESS_BUDGET
@@ -161,7 +123,7 @@ def _first_use_excess(colors: np.ndarray, terms: np.ndarray, radii: np.ndarray, 
     c = colors.astype(np.int64)
     octant_of = (c > 127) @ np.array([4, 2, 1])
     eps = np.full((8, len(cand), len(radii)), np.inf)
-    for v, vertex in enumerate(_VERTICES):
+    for v, vertex in enumerate(VERTICES):
         exact = np.ones(len(c), dtype=bool) if exact_all else octant_of == v
         rel = np.abs(c - vertex)
         if exact.any():
@@ -210,13 +172,13 @@ def _lower_bound(hist: ColorHistogram, k: int, weights: Weights, exact_radius: f
     t_any = best_cap(dist, counts, weights, n)
     any_k = float(relaxed_totals(np.array([t_any]))[0])
     # max_cost = sqrt(m), m an integer >= ck_sq; m <= exact_sq gets the exact pass, m > it the relaxation.
-    ck_sq = _kth_smallest_sq(k)
+    ck_sq = kth_smallest_sq(k)
     exact_sq = int(np.floor(exact_radius**2 + 1e-9))
     m0 = max(ck_sq, exact_sq + 1)
     t_sq = max(t_any, np.sqrt(m0)) ** 2
     around = np.arange(np.floor(t_sq) - 1, np.ceil(t_sq) + 2)  # convex: the discrete minimum is next to t
     best = float(relaxed_totals(np.sqrt(np.maximum(around, m0))).min())
-    radii = _radii_up_to(exact_sq)
+    radii = lattice_radii(np.sqrt(exact_sq))
     radii = radii[np.rint(radii**2) >= ck_sq]
     # Only radii whose relaxed total is below ``best`` can win; convexity: walk out from t_any.
     found = []

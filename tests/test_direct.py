@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from cq import lattice
 from cq.finalize import finalize, pixel_costs
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.methods import Problem, get_method
@@ -123,9 +124,9 @@ def test_fast_assignment_matches_pixel_costs():
 
 def test_smallest_cap_with_k_lattice_colours():
     """Within 1 of a vertex there are 4 uint8 colours per vertex (32 < 37); within sqrt(2), 7 (56)."""
-    assert len(direct_module._lattice_candidates(1.0)) == 32
-    assert len(direct_module._lattice_candidates(np.sqrt(2))) == 56
-    assert direct_module._min_cap(K, 4.0) == pytest.approx(np.sqrt(2))
+    assert len(lattice.colors_within(1.0)) == 32
+    assert len(lattice.colors_within(np.sqrt(2))) == 56
+    assert lattice.kth_smallest_cost(K) == pytest.approx(np.sqrt(2))
 
 
 def test_dark_photo_uses_the_smallest_feasible_cap():

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from cq import lattice
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram, coarsen, pack_rgb
 from cq.methods import Problem, Proposal, register
@@ -196,33 +197,6 @@ def _integer_lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_i
     return best[1], best[2], best[0]
 
 
-def _lattice_levels(limit: float) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (m, 3) of lattice points within ``limit`` of a vertex, and the sorted distinct radii."""
-    r = int(np.floor(limit))
-    grid = np.stack(np.meshgrid(*[np.arange(r + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    radius = np.sqrt((grid * grid).sum(1))
-    keep = radius <= limit + 1e-9
-    return grid[keep], np.unique(radius[keep])
-
-
-def _lattice_candidates(cap: float) -> np.ndarray:
-    """Every uint8 colour at distance <= cap from some cube vertex, (m, 3) int64."""
-    offsets, _ = _lattice_levels(cap)
-    vertices = np.stack(np.meshgrid(*[[0, 255]] * 3, indexing="ij"), -1).reshape(-1, 3)
-    corner = vertices[:, None, :]
-    points = np.where(corner > 0, corner - offsets[None], corner + offsets[None])
-    return np.unique(points.reshape(-1, 3), axis=0)
-
-
-def _min_cap(k: int, limit: float) -> float | None:
-    """Smallest cap under which the cube has ``k`` distinct uint8 colours, or None above ``limit``."""
-    _, radii = _lattice_levels(limit)
-    for radius in radii:
-        if len(_lattice_candidates(radius)) >= k:
-            return float(radius)
-    return None
-
-
 def _kmedian(points: _Points, cand: np.ndarray, k: int, weights: Weights) -> np.ndarray:
     """Choose ``k`` of the candidate colours minimising the pixel terms: greedy, then best swaps.
 
@@ -267,14 +241,11 @@ def _lattice_search(coarse: _Points, full: _Points, k: int, weights: Weights, li
     (:func:`_fill_to_k`) and scored there exactly. Returns (palette, labels, score) or
     (None, None, inf) when no cap up to ``limit`` has k colours.
     """
-    start = _min_cap(k, limit)
     best = (None, None, np.inf)
-    if start is None:
-        return best
-    for cap in _lattice_levels(limit)[1]:
-        if cap < start:
+    for cap in lattice.radii(limit):
+        if cap < lattice.kth_smallest_cost(k) - 1e-9:
             continue
-        pal8 = _kmedian(coarse, _lattice_candidates(cap), k, weights)
+        pal8 = _kmedian(coarse, lattice.colors_within(cap), k, weights)
         result = _fill_to_k(full, pal8, k, cap, weights)
         if result[2] >= best[2]:
             break
@@ -298,7 +269,7 @@ def _fill_to_k(points: _Points, pal8: np.ndarray, k: int, cap: float, weights: W
     used, labels = np.unique(labels, return_inverse=True)
     pal = pal8[used]
     if len(pal) < k:
-        cand = _lattice_candidates(cap)
+        cand = lattice.colors_within(cap)
         cand = cand[~np.isin(pack_rgb(cand), pack_rgb(pal))]
         src = np.argsort(points.weights, kind="stable")[:_FILL_SOURCES]
         diff = points.colors[src, None, :] - cand[None]
@@ -411,9 +382,9 @@ def _search(hist, full, k, weights, *, seed, n_starts, coarse_bits, coarse_iter,
     cap = float(vertex_cost(pal8).max())
     if cap < lattice_cap:
         pal8, labels, score = _fill_to_k(full, pal8, k, cap, weights)
-        lattice, lattice_labels, lattice_score = _lattice_search(coarse, full, k, weights, lattice_cap)
-        if lattice_score < score:
-            pal8, labels, stage = lattice, lattice_labels, "lattice"
+        small, small_labels, small_score = _lattice_search(coarse, full, k, weights, lattice_cap)
+        if small_score < score:
+            pal8, labels, stage = small, small_labels, "lattice"
     else:
         labels, _ = _assign(full, pal8.astype(np.float64), weights)
     if not _is_exact_k(pal8, labels, k):

@@ -9,7 +9,8 @@ from cq import lattice
 from cq.finalize import finalize, pixel_costs
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.methods import Problem, get_method
-from cq.methods import direct as direct_module
+from cq.methods._points import Points
+from cq.methods._points import assign as assign_points
 from cq.objective import Weights, lower_bound, score, score_assignment, vertex_cost
 
 K = 37
@@ -117,8 +118,8 @@ def test_fast_assignment_matches_pixel_costs():
     hist = ColorHistogram.from_image(image)
     rng = np.random.default_rng(1)
     palette = rng.uniform(0, 255, size=(K, 3))
-    points = direct_module._Points(hist.colors.astype(float), hist.counts.astype(float))
-    labels, cost = direct_module._assign(points, palette, Weights())
+    points = Points(hist.colors.astype(float), hist.counts.astype(float))
+    labels, cost = assign_points(points, palette, Weights())
     reference = pixel_costs(hist.colors, palette, Weights(), "objective")
     assert np.allclose(cost, reference.min(1), rtol=1e-6, atol=1e-3)
     assert np.allclose(reference[np.arange(len(labels)), labels], reference.min(1), rtol=1e-6, atol=1e-3)

@@ -2,41 +2,43 @@
 
 ``cq.objective.lower_bound`` lets every pixel take its own real-valued colour, any number of
 them; on images whose best cap is small (graphics, near-white scans, dark photographs, images
-with fewer than k colours) it is far below anything reachable. Two facts about uint8 colours
-close most of that gap:
+with fewer than k colours) it is far below anything reachable. Three facts about uint8 colours
+(``cq.lattice``) close most of that gap:
 
-1. **The cap.** ``k`` distinct colours, each of cost <= max_cost, exist only if at least ``k``
-   uint8 colours have cost <= max_cost: ``max_cost >= c_k``, the k-th smallest cost among all
-   2**24 colours (for k = 37: 8 vertices at 0, 24 colours at 1, 24 at sqrt(2), so sqrt(2)).
-   A cost is the square root of an integer, so max_cost is one of the radii ``sqrt(m)``.
+1. **The cap.** ``k`` distinct colours of cost <= max_cost exist only if at least ``k`` uint8
+   colours have cost <= max_cost: ``max_cost >= c_k``, the k-th smallest cost of all 2**24
+   colours (k = 37: 8 vertices at 0, 24 colours at 1, 24 at sqrt(2), so sqrt(2)). A cost is the
+   square root of an integer, so max_cost is one of the radii ``sqrt(m)``.
 2. **The lattice.** Under a cap ``T`` a pixel can only take one of the few uint8 colours within
-   ``T`` of a vertex (1 at distance 0 per vertex, 3 more within 1, 3 more within sqrt(2), ...),
-   not the real point it would like, so for small ``T`` it pays its best lattice colour.
+   ``T`` of a vertex (1 at distance 0 per vertex, 3 more within 1, 3 more within sqrt(2), ...).
+3. **First use.** Each of the k colours is taken by at least one pixel, even if no pixel wants it.
 
 Proof. Take any output with exactly ``k`` distinct uint8 colours and any assignment (pixels of one
-input colour may split), and let ``T`` be its max cost; by fact 1, ``T = sqrt(m) >= c_k``. Every
-pixel ``p`` takes some uint8 colour ``q`` with ``cost(q) <= T``, so it pays at least
-``G_p(T) = min over such q of (w_mse/3)||p - q||^2 + w_mean*cost(q)``, and the score is at least
-``w_max*T + mean_p G_p(T)``. We lower-bound ``G_p`` per pixel, with ``D`` its distance to its
-nearest vertex ``v`` and ``E`` to the second nearest:
+input colour may split); let ``T`` be its max cost, so ``T = sqrt(m) >= c_k`` (fact 1). A pixel
+``p`` taking colour ``q`` (uint8, ``cost(q) <= T``) pays ``f_p(q) = (w_mse/3)||p - q||^2 +
+w_mean*cost(q) >= G_p(T)``, the least of ``f_p`` over such ``q``, so the score is at least
+``w_max*T + (sum_p G_p(T) + X)/n`` with the excess ``X = sum_p (f_p(q_p) - G_p(T)) >= 0``. With ``D``
+the pixel's distance to its nearest vertex ``v`` and ``E`` to the second nearest:
 
 * ``q`` nearest to another vertex ``v'``: ``||p - q|| >= ||p - v'|| - cost(q) >= E - cost(q)``, so
-  it pays at least ``g(E, T) = min over c in [0, T] of (w_mse/3)max(E - c, 0)^2 + w_mean*c``;
-* ``q`` nearest to ``v``: for ``T <= exact_radius`` the candidates are enumerated exactly (the
-  uint8 offsets ``x >= 0`` from ``v`` with ``|x| <= T``, mirrored into ``p``'s octant); above it
-  the same relaxation ``g(D, T)`` is used (the lattice is then fine enough not to matter);
-* a pixel with ``D <= pull = 3*w_mean/(2*w_mse)`` pays exactly ``(w_mse/3)*D^2`` (its vertex).
+  ``f_p(q) >= g(E, T) = min over c in [0, T] of (w_mse/3)max(E - c, 0)^2 + w_mean*c``;
+* ``q`` nearest to ``v``: for ``T <= exact_radius`` the candidates are enumerated (fact 2: the
+  offsets ``x >= 0`` from ``v`` with ``|x| <= T``, mirrored into ``p``'s octant); above it the
+  relaxation ``g(D, T)`` is used (there the lattice is fine enough not to matter);
+* a pixel with ``D <= pull = 3*w_mean/(2*w_mse)`` pays at least, and at ``v`` exactly,
+  ``(w_mse/3)*D^2``.
 
-Minimising over the admissible radii gives the bound. It is never below the any-k bound
-(``cq.objective.lower_bound``: every term is at least that bound's term at the same ``T``), and
-the result is also max'ed with that bound (computed here on the folded histogram, same value).
-The sum ``w_max*T + mean g(D, T)`` is convex in ``T``, which bounds which radii need the exact
-(costlier) lattice pass: only those where the convex part is below the best value found.
-For caps within the exact radius one more term is added: each of the k output colours ``q`` is
-taken by at least one pixel of its own, which pays at least ``eps(q) = min_p f_p(q) - G_p(T)``
-more than its ``G_p(T)``; so the k smallest ``eps`` over the colours within ``T`` add up to a
-lower bound on the excess (it matters on near-white or few-colour images, where fewer than k
-lattice colours are worth taking, and on small images).
+For ``T <= exact_radius``, fact 3 bounds ``X``: pick for each output colour ``q`` one pixel that
+takes it; these are distinct pixels, and each pays ``f_p(q) - G_p(T) >= eps(q) = min over the
+image's colours p of f_p(q) - G_p(T)``, so ``X`` is at least the sum of the k smallest ``eps``
+over the colours within ``T`` (it matters on near-white and few-colour images, where fewer than
+k lattice colours are worth taking, and on small images). Above it ``X >= 0`` is used.
+
+Minimising over the admissible radii gives the bound. Each term is at least the any-k bound's
+term at the same ``T`` (``g(D, T)``), so the result is never below it; it is also max'ed with
+it. ``w_max*T + mean g(D, T)`` is convex in ``T``, which limits the exact (costlier) pass to the
+radii where it is below the best value found. Sums are float64 over int64 counts (exact to
+2**53 pixels).
 """
 
 from __future__ import annotations

@@ -102,8 +102,9 @@ def big_bound_times() -> None:
         hist = ColorHistogram.from_image(big, with_inverse=False)
         start = time.process_time()
         bound = lower_bound(hist, K)
+        cpu = time.process_time() - start
         print(f"{name:18s} {hist.n_colors:8d} colours  bound {bound:9.2f}  any-k {any_k_lower_bound(hist):9.2f}  "
-              f"{time.process_time() - start:.2f} s cpu")
+              f"{cpu:.2f} s cpu")
 
 
 def main() -> None:

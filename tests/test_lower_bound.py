@@ -257,3 +257,28 @@ def test_other_k_and_weights():
     proposal = method.fn(Problem(image, hist, 8, weights), **method.defaults)
     q = finalize(hist, proposal.palette, proposal.labels, k=8, weights=weights, rule=proposal.rule)
     assert score(image, q.render(hist), weights).score >= bound
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_k_aware_bound_below_direct_for_random_k_and_weights(seed):
+    """Random k and weights on random, near-vertex and few-colour images (near vertices or not)."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 70))
+    weights = Weights(*rng.uniform(0.2, 50, 3))
+    if seed % 4 == 0:
+        image = rng.integers(0, 256, (12, 15, 3))
+    elif seed % 4 == 1:
+        image = rng.normal(rng.choice([0, 255], 3), rng.uniform(0.5, 6), (12, 15, 3))
+    else:
+        colours = rng.integers(0, 256, (int(rng.integers(1, 8)), 3))
+        if seed % 4 == 3:
+            colours = rng.choice([0, 255], colours.shape) + rng.integers(-3, 4, colours.shape)
+        image = colours[rng.integers(0, len(colours), (12, 15))]
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    hist = ColorHistogram.from_image(image)
+    bound = kbound.lower_bound(hist, k, weights)
+    assert bound >= lower_bound(hist, weights) * (1 - 1e-12)
+    method = get_method("direct")
+    proposal = method.fn(Problem(image, hist, k, weights), **method.defaults)
+    q = finalize(hist, proposal.palette, proposal.labels, k=k, weights=weights, rule=proposal.rule)
+    assert score(image, q.render(hist), weights).score >= bound * (1 - 1e-12)

@@ -311,6 +311,65 @@ def gif_256(width: int, height: int) -> np.ndarray:
     return np.asarray(im.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).convert("RGB"))
 
 
+def gradient_login(width: int, height: int) -> np.ndarray:
+    """A login screen: a two-colour gradient background (thousands of colours), a white card, text."""
+    x = np.linspace(0, 1, width)[None, :, None]
+    y = np.linspace(0, 1, height)[:, None, None]
+    a = (1 - x) * np.array([72, 118, 255]) + x * np.array([150, 80, 220]) * (0.7 + 0.3 * y)
+    im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    draw.rounded_rectangle((width // 6, height // 4, width * 5 // 6, height * 3 // 4), radius=20, fill="white")
+    draw.text((width // 6 + 30, height // 4 + 30), "Sign in to continue", fill=(20, 20, 20), font=_font(28))
+    return np.asarray(im)
+
+
+def dithered_16(width: int, height: int) -> np.ndarray:
+    """A photograph (astronaut) dithered to 16 colours by Floyd-Steinberg, as old GIFs were."""
+    from skimage import data
+
+    im = Image.fromarray(data.astronaut()).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(im.quantize(16, dither=Image.Dither.FLOYDSTEINBERG).convert("RGB"))
+
+
+def heatmap(width: int, height: int, seed: int = 13) -> np.ndarray:
+    """A heatmap: a grid of cells coloured from a 64-step hue ramp, hard edges."""
+    import colorsys
+
+    rng = np.random.default_rng(seed)
+    ramp = np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(0.7 * (1 - t), 0.8, 0.9)]
+                     for t in np.linspace(0, 1, 64)])
+    cell = 20
+    grid = ramp[(rng.uniform(0, 1, (-(-height // cell), -(-width // cell))) * 63).astype(int)]
+    return np.repeat(np.repeat(grid, cell, 0), cell, 1)[:height, :width].astype(np.uint8)
+
+
+def street_map(width: int, height: int, seed: int = 14) -> np.ndarray:
+    """A street map: pastel land-use polygons and white antialiased roads on a light ground."""
+    rng = np.random.default_rng(seed)
+    big = Image.new("RGB", (width * _SS, height * _SS), (242, 239, 233))
+    draw = ImageDraw.Draw(big)
+    fills = [(170, 211, 223), (200, 250, 204), (224, 223, 223), (255, 255, 255), (247, 250, 191),
+             (252, 214, 164), (230, 230, 230)]
+    for _ in range(60):
+        x, y, r = rng.uniform(0, width * _SS), rng.uniform(0, height * _SS), rng.uniform(40, 300)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, 7))
+        draw.polygon([(x + r * np.cos(a), y + r * np.sin(a)) for a in angles], fill=fills[int(rng.integers(7))])
+    for _ in range(25):
+        points = rng.uniform(0, 1, (3, 2)) * [width * _SS, height * _SS]
+        draw.line([tuple(p) for p in points.tolist()], fill=(255, 255, 255), width=int(rng.integers(8, 24)))
+    return _downsample(big, width, height)
+
+
+def photo_on_page(width: int, height: int) -> np.ndarray:
+    """A web page: a photograph (chelsea) beside black text on white."""
+    from skimage import data
+
+    page = Image.new("RGB", (width, height), "white")
+    page.paste(Image.fromarray(data.chelsea()).resize((width * 15 // 32, height // 2)), (20, 20))
+    ImageDraw.Draw(page).text((width // 2 + 20, 30), "The cat sat on the mat", fill="black", font=_font(20))
+    return np.asarray(page)
+
+
 GRAPHICS = {
     "text_on_white": text_on_white,
     "code_on_dark": code_on_dark,
@@ -330,4 +389,9 @@ GRAPHICS = {
     "blocks_300": blocks(300),
     "gif_256": gif_256,
     "discs_12": antialiased_palette(12),
+    "gradient_login": gradient_login,
+    "dithered_16": dithered_16,
+    "heatmap_64": heatmap,
+    "street_map": street_map,
+    "photo_on_page": photo_on_page,
 }

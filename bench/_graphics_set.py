@@ -175,7 +175,8 @@ def line_chart(width: int, height: int, seed: int = 5) -> np.ndarray:
         walk = np.cumsum(rng.normal(0, 1, 60))
         ys = y1 - (walk - walk.min()) / (np.ptp(walk) + 1e-9) * (y1 - y0) * 0.9
         draw.line(list(zip(xs.tolist(), ys.tolist())), fill=CHART_COLOURS[j], width=2 * _SS, joint="curve")
-        draw.rectangle((x1 - 90 * _SS, (30 + 16 * j) * _SS, x1 - 78 * _SS, (40 + 16 * j) * _SS), fill=CHART_COLOURS[j])
+        key = (x1 - 90 * _SS, (30 + 16 * j) * _SS, x1 - 78 * _SS, (40 + 16 * j) * _SS)
+        draw.rectangle(key, fill=CHART_COLOURS[j])
         draw.text((x1 - 72 * _SS, (28 + 16 * j) * _SS), f"series {j}", fill=(40, 40, 40), font=_font(11 * _SS))
     return _downsample(big, width, height)
 

@@ -130,7 +130,8 @@ def _first_use_excess(colors: np.ndarray, terms: np.ndarray, radii: np.ndarray, 
         rel = np.abs(c - vertex)
         if exact.any():
             o = rel[exact]
-            f = weights.pixel_mse * ((o * o).sum(1)[:, None] - 2.0 * (o @ cand.T) + cand_sq) + weights.mean_cost * cand_r
+            f = weights.pixel_mse * ((o * o).sum(1)[:, None] - 2.0 * (o @ cand.T) + cand_sq)
+            f += weights.mean_cost * cand_r
             for j in range(len(radii)):
                 eps[v, :, j] = (f - terms[exact, j, None]).min(0)
         if not exact.all():
@@ -144,6 +145,21 @@ def _first_use_excess(colors: np.ndarray, terms: np.ndarray, radii: np.ndarray, 
         within = eps[:, cand_sq <= np.rint(t * t), j].reshape(-1)
         out[j] = np.partition(np.maximum(within, 0.0), k - 1)[:k].sum()
     return out
+
+
+def _worth_a_pass(radii: np.ndarray, t_any: float, best: float, relaxed_total):
+    """The radii whose relaxed total (a lower bound of their exact value) is below ``best``, with
+    those totals, lowest first. The relaxed total is convex, so each side of ``t_any`` is walked
+    outward until it reaches ``best``."""
+    found = []
+    for side in (radii[radii >= t_any], radii[radii < t_any][::-1]):
+        for r in side:
+            value = relaxed_total(r)
+            if value >= best:
+                break
+            found.append((value, r))
+    found.sort()
+    return np.array([v for v, _ in found]), np.array([r for _, r in found])
 
 
 def lower_bound(hist: ColorHistogram, k: int = DEFAULT_K, weights: Weights = Weights(), *,
@@ -181,18 +197,8 @@ def _lower_bound(hist: ColorHistogram, k: int, weights: Weights, exact_radius: f
     around = np.arange(np.floor(t_sq) - 1, np.ceil(t_sq) + 2)  # convex: the discrete minimum is next to t
     best = float(relaxed_totals(np.sqrt(np.maximum(around, m0))).min())
     radii = lattice_radii(np.sqrt(exact_sq))
-    radii = radii[np.rint(radii**2) >= ck_sq]
-    # Only radii whose relaxed total is below ``best`` can win; convexity: walk out from t_any.
-    found = []
-    for side in (radii[radii >= t_any], radii[radii < t_any][::-1]):
-        for r in side:
-            value = float(relaxed_totals(np.array([r]))[0])
-            if value >= best:
-                break
-            found.append((value, r))
-    found.sort()
-    relaxed = np.array([v for v, _ in found])
-    radii = np.array([r for _, r in found])
+    relaxed, radii = _worth_a_pass(radii[np.rint(radii**2) >= ck_sq], t_any, best,
+                                   lambda r: float(relaxed_totals(np.array([r]))[0]))
     while radii.size and relaxed[0] < best:  # the relaxation bounds the exact value from below
         batch = radii[:4]
         terms = _pixel_terms(offsets, batch, weights)

@@ -119,6 +119,9 @@ def main() -> None:
     methods = [m for m in args.methods if m in all_methods() and not get_method(m).unavailable_reason()]
     width, height = (int(v) for v in args.size.split("x"))
     names = args.only or list(GRAPHICS)
+    unknown = sorted(set(names) - set(GRAPHICS))
+    if unknown:
+        parser.error(f"unknown graphics {', '.join(unknown)}; known: {', '.join(GRAPHICS)}")
     print_rows(f"graphics {width}x{height}, k={K}, methods {' '.join(methods)}",
                [row(n, GRAPHICS[n](width, height), methods) for n in names])
     if args.photos:

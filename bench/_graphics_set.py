@@ -371,6 +371,24 @@ def photo_on_page(width: int, height: int) -> np.ndarray:
     return np.asarray(page)
 
 
+def one_bit_text(width: int, height: int, seed: int = 15) -> np.ndarray:
+    """A 1-bit page (fax, line art): black text on white, no antialiasing, exactly 2 colours."""
+    rng = np.random.default_rng(seed)
+    im = Image.new("1", (width, height), 1)
+    draw = ImageDraw.Draw(im)
+    size = max(10, height // 20)
+    for i, line in enumerate(_lines(rng, height // (size + 6), 6)):
+        draw.text((10, 6 + i * (size + 6)), line, fill=0, font=_font(size))
+    return np.asarray(im.convert("RGB"))
+
+
+def qr_like(width: int, height: int, seed: int = 16) -> np.ndarray:
+    """A QR-code-like grid of black and white modules: 2 colours, all at cube vertices."""
+    modules = np.random.default_rng(seed).integers(0, 2, (-(-height // 16), -(-width // 16))) * 255
+    grid = np.repeat(np.repeat(modules, 16, 0), 16, 1)[:height, :width]
+    return np.repeat(grid[..., None], 3, axis=2).astype(np.uint8)
+
+
 GRAPHICS = {
     "text_on_white": text_on_white,
     "code_on_dark": code_on_dark,
@@ -395,4 +413,6 @@ GRAPHICS = {
     "heatmap_64": heatmap,
     "street_map": street_map,
     "photo_on_page": photo_on_page,
+    "one_bit_text": one_bit_text,
+    "qr_like": qr_like,
 }

@@ -156,7 +156,7 @@ GRAPHICS_TOLERANCE = 0.02  # direct within 2% of the k-aware bound (issue 10's t
 
 
 @pytest.mark.parametrize("name", ["text_on_white", "ui_light", "ui_dark", "bar_chart", "logo", "scan_faint",
-                                  "flat_shapes_5", "blocks_21", "blocks_36", "gif_256",
+                                  "flat_shapes_5", "blocks_21", "blocks_36", "gif_256", "one_bit_text", "qr_like",
                                   "slide_dark", "discs_12"])
 def test_graphics_within_tolerance_of_the_k_aware_bound(name):
     """Small generated graphics (200x125): exactly k colours, within 2% of the k-aware bound."""

@@ -282,3 +282,15 @@ def test_k_aware_bound_below_direct_for_random_k_and_weights(seed):
     proposal = method.fn(Problem(image, hist, k, weights), **method.defaults)
     q = finalize(hist, proposal.palette, proposal.labels, k=k, weights=weights, rule=proposal.rule)
     assert score(image, q.render(hist), weights).score >= bound * (1 - 1e-12)
+
+
+@pytest.mark.parametrize("rgb", [(255, 255, 255), (255, 0, 0), (3, 5, 1)])
+@pytest.mark.parametrize("shape", [(16, 16), (32, 32), (100, 100), (200, 320)])
+def test_single_colour_icons_reach_the_bound(rgb, shape):
+    """One colour at or near a vertex, icon to page sizes: direct plus the shared finalisation
+    reach the bound, which is the brute-force optimum there (so both are exact)."""
+    image = np.full((*shape, 3), rgb, dtype=np.uint8)
+    hist = ColorHistogram.from_image(image)
+    best = brute_force_single_colour(rgb, hist.n_pixels)
+    assert kbound.lower_bound(hist, K) == pytest.approx(best, rel=1e-9)
+    assert finalized_score(image, "direct") == pytest.approx(best, rel=1e-9)

@@ -15,7 +15,6 @@ Every failure raises :class:`ImageError` whose message names the file.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from cq.fsutil import atomic_path, atomic_write_bytes  # noqa: F401 (their home is cq.fsutil)
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
@@ -105,40 +106,6 @@ def _to_rgb(im: Image.Image, path: Path, background) -> LoadedImage:
     if pixels.size == 0:
         raise ImageError(f"{path}: image has no pixels")
     return LoadedImage(np.ascontiguousarray(pixels), tuple(notes), mode)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
-
-    A failure (an exception, a full disk) removes the temporary file, so ``path`` is either
-    its old content or the complete new one, never half-written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_indexed_png(path: str | os.PathLike, palette: np.ndarray, index: np.ndarray) -> None:

@@ -213,7 +213,9 @@ def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
     log.info("%s of %s: %d images, %d recomputed, %d kept, %d without a record, %.1f s",
              os.path.basename(listing), job.label, len(images), len(rows) - 1 - kept, kept, len(failed),
              time.perf_counter() - t0)
-    if not failed:
+    if failed:
+        log.error("%d record(s) could not be written, so no manifest; first: %s", len(failed), failed[0])
+    else:
         write_if_changed(copy, _tsv(rows))
         write_if_changed(manifest, _tsv(rows))  # the commit point
     return failed

@@ -18,9 +18,10 @@ def main(smk) -> None:
         # The method's runtime (minutes) bounds the work on each image, as in rule quantize.
         failed = run_shard(smk.input.listing, smk.output.manifest, smk.params.input_dir,
                            smk.params.spec, time_limit_s(smk.params.image_runtime))
-    if failed:
-        sys.exit(f"{len(failed)} record(s) of {smk.output.manifest} could not be written, "
-                 f"first: {failed[0]}")
+    if failed:  # the log says which; Snakemake's own stderr says where
+        print(f"{len(failed)} record(s) of {smk.output.manifest} could not be written, first: {failed[0]}",
+              file=sys.__stderr__)
+        sys.exit(1)
 
 
 main(snakemake)  # noqa: F821 (the object Snakemake passes to scripts)

@@ -165,3 +165,11 @@ def test_changed_read_options_recompute_every_record(runs):
     snakemake(sharded, *args)
     after = records(sharded)
     assert all(after[p] != before[p] for p in before if p.endswith(".json")), "a record was kept"
+
+
+def test_a_dry_run_writes_nothing(tmp_path):
+    workdir = make_workspace(tmp_path, "fresh", SHARD_SIZE)
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    assert planned(workdir)  # every shard job would run...
+    after = sorted(p.relative_to(workdir) for p in workdir.rglob("*") if ".snakemake" not in p.parts)
+    assert after == before  # ...and nothing was written, not even the shards' listings

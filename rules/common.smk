@@ -34,7 +34,7 @@ BENCHMARKS = os.path.normpath(config.get("benchmarks_dir") or f"{RESULTS}/benchm
 
 def _resolve():
     with open(os.path.join(workflow.basedir, "config/schema.yaml"), encoding="utf-8") as f:
-        settings = yaml.safe_load(f)["properties"]
+        settings = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["properties"]
     try:
         table = resolve(config, settings)
     except ConfigError as e:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from cq.fsutil import atomic_path, atomic_write_bytes  # noqa: F401 (their home is cq.fsutil)
+from cq.fsutil import atomic_path
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
@@ -106,6 +106,12 @@ def _to_rgb(im: Image.Image, path: Path, background) -> LoadedImage:
     if pixels.size == 0:
         raise ImageError(f"{path}: image has no pixels")
     return LoadedImage(np.ascontiguousarray(pixels), tuple(notes), mode)
+
+
+def read_back(path: str | os.PathLike) -> np.ndarray:
+    """The RGB pixels of a PNG this package wrote (no size limit: it is our own output)."""
+    with _bomb_guard(None), Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def write_indexed_png(path: str | os.PathLike, palette: np.ndarray, index: np.ndarray) -> None:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-import cq.imageio
+import cq.fsutil
 from conftest import NIGHTLY, command, env, jobs_of, snakemake, tiny_photo, write_tiny_photos
 from cq.history import load_history
 from cq.pipeline import Job, quantize_file
@@ -124,7 +124,7 @@ def tiny_disk(tmp_path):
 def _inject_enospc(monkeypatch):
     def fsync(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(cq.imageio.os, "fsync", fsync)
+    monkeypatch.setattr(cq.fsutil.os, "fsync", fsync)
 
 
 def noisy(path: Path, size=(300, 300)) -> Path:

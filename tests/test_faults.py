@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 import cq.fsutil
-from conftest import NIGHTLY, command, env, jobs_of, snakemake, tiny_photo, write_tiny_photos
+from conftest import NIGHTLY, command, env, jobs_of, snakemake, write_tiny_photos
 from cq.history import load_history
 from cq.pipeline import Job, quantize_file
 from cq.record import read_record

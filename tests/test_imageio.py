@@ -1,6 +1,5 @@
 """Reading odd and bad inputs, and writing indexed PNGs that read back identically."""
 
-import os
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ import skimage.data
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram
 from cq.methods import Problem, get_method
-from cq.objective import Weights, lower_bound, score, score_assignment, vertex_cost
+from cq.objective import Weights, score, score_assignment, vertex_cost
 
 
 # --- the tutorial's functions, transcribed literally: the oracle -------------------------------

@@ -1,8 +1,6 @@
 """cq.shards: shard assignment, listings, manifests, and the keep policy of a shard job."""
 
 import os
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest

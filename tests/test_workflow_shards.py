@@ -8,8 +8,6 @@ which shard jobs run and which records are rewritten.
 import csv
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -23,7 +23,7 @@ from cq.finalize import TooFewPixelsError, finalize, too_few_pixels
 from cq.histogram import ColorHistogram
 from cq.fsutil import atomic_path, file_sha256
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, write_indexed_png
-from cq.methods import Problem, UnknownMethodError, get_method
+from cq.methods import Problem, UnknownMethodError, get_method, job_spec
 from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, kth_vertex_distance, lower_bound, score
 from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
 
@@ -60,18 +60,11 @@ class Job:
         return self.name or self.method
 
     def to_spec(self) -> dict:
-        """The job as plain data (a workflow rule's parameter, so that a change of any part
-        reruns its jobs): method, label, code version, parameters with the method's defaults
-        filled in, k, weights, read options and the scoring code's version (a fix of the score
-        recomputes every record it touched). The time limit belongs to the run, not the job."""
-        method = get_method(self.method)
-        return {
-            "method": self.method, "name": self.label, "version": method.version,
-            "params": dict(sorted({**method.defaults, **self.params}.items())),
-            "k": self.k, "weights": self.weights.as_dict(), "scoring_version": SCORING_VERSION,
-            "read": {"background": list(self.read.background) if self.read.background else None,
-                     "max_pixels": self.read.max_pixels},
-        }
+        """The job as plain data (:func:`cq.methods.job_spec`); the time limit belongs to the
+        run, not the job."""
+        background = list(self.read.background) if self.read.background else None
+        return job_spec(self.method, self.label, self.params, self.k, self.weights.as_dict(),
+                        {"background": background, "max_pixels": self.read.max_pixels})
 
     @classmethod
     def from_spec(cls, spec: dict, time_limit_s: float | None = None) -> Job:

@@ -18,7 +18,14 @@ from cq.methods import ConfigError, resolve, scaled, unavailable
 from cq.shards import (SHARDS_FOLDER, assign_shards, listing_digest, listing_path, manifest_path,
                        resolve_shard_size, shard_runtime, write_listing)
 
-validate(config, "../config/schema.yaml")
+try:
+    validate(config, "../config/schema.yaml")
+except WorkflowError as e:  # one line naming the key, not the whole schema
+    cause = e.__context__  # the jsonschema.ValidationError
+    if not hasattr(cause, "absolute_path"):
+        raise
+    where = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
+    raise WorkflowError(f"config: {where}: {cause.message}") from None
 
 # Snakemake 9 expands "<name>" in every path as a path variable, so an image named
 # "<script>.png" would stop the run and one named "<logs>.png" would silently turn into

@@ -166,3 +166,22 @@ def test_records_name_the_input_file(run):
     for name in ("rocket.jpg", "rocket.png"):  # one stem, two files, two results
         data = json.loads((workdir / "results/median_cut" / f"{name}.json").read_text())
         assert data["image"]["path"] == f"images/{name}"
+
+
+@pytest.mark.parametrize("override, named", [
+    ({"k": 300}, "config: k: 300 is greater than the maximum of 256"),
+    ({"k": 0}, "config: k: 0 is less than the minimum of 1"),
+    ({"weights": {"mse": 2, "max_cost": float("nan"), "mean_cost": 42}}, "max_cost must be a finite number"),
+    ({"weights": {"mse": 2, "max_cost": 21, "mean_cost": -1}}, "mean_cost"),
+    ({"kmeans": {"n_inits": 2}}, "unknown parameter 'n_inits'"),
+    ({"kmean": {}}, "'kmean' is neither a setting nor a registered method"),
+])
+def test_bad_settings_in_a_config_file_stop_the_run_before_any_job(run, override, named):
+    workdir, _, _ = run
+    bad = workdir / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    done = snakemake(workdir, "--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"),
+                     str(bad), check=False)
+    assert done.returncode != 0 and named in done.stderr, done.stderr
+    assert "rule quantize" not in done.stderr  # stopped before any job
+    assert "$schema" not in done.stderr  # one line, not the whole schema

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from cq.histogram import ColorHistogram
-from cq.objective import Weights
+from cq.objective import SCORING_VERSION, Weights
 
 
 @dataclass(frozen=True)
@@ -184,8 +184,6 @@ def resolve(config: dict, settings=()) -> dict[str, dict]:
     is unknown, or a bad k or weight, before any work. A method that cannot run here (a
     missing package) is kept: its jobs write error records that say so.
     """
-    from cq.pipeline import Job, ReadOptions  # the pipeline imports this module
-
     registry = all_methods()
     variants = config.get("variants") or {}
     for key in config:
@@ -193,9 +191,9 @@ def resolve(config: dict, settings=()) -> dict[str, dict]:
             raise ConfigError(f"{key!r} is neither a setting nor a registered method "
                               f"({', '.join(registry)})")
     check_problem(config["k"], config["weights"])
-    weights = Weights(**config["weights"])
-    read = config["read"]
-    background = tuple(read["background"]) if read["background"] else None
+    weights = Weights(**config["weights"]).as_dict()
+    read = {"background": list(config["read"]["background"] or []) or None,
+            "max_pixels": config["read"]["max_pixels"]}
     table = {}
     for label in config["methods"]:
         base, spec = _section(label, config, registry, variants)
@@ -204,10 +202,19 @@ def resolve(config: dict, settings=()) -> dict[str, dict]:
         check_params(label, method, spec)
         if "threads" in method.defaults:  # one knob: the threads the job reserves and uses
             spec["threads"] = settings["threads"]
-        job = Job(method=base, params=spec, k=config["k"], weights=weights, name=label,
-                  read=ReadOptions(background, read["max_pixels"]))
-        table[label] = {"spec": job.to_spec(), **settings}
+        table[label] = {"spec": job_spec(base, label, spec, config["k"], weights, read), **settings}
     return table
+
+
+def job_spec(method: str, label: str, params: dict, k: int, weights: dict, read: dict) -> dict:
+    """A job as plain data, the one form of it (``cq.pipeline.Job.to_spec`` gives it too):
+    method, label, code version, parameters with the method's defaults filled in, k, weights,
+    read options and the scoring code's version. As a workflow rule's parameter, a change of
+    any of them reruns its jobs (a fix of the score recomputes every record it touched)."""
+    registered = get_method(method)
+    return {"method": method, "name": label, "version": registered.version,
+            "params": dict(sorted({**registered.defaults, **params}.items())), "k": k,
+            "weights": dict(weights), "read": dict(read), "scoring_version": SCORING_VERSION}
 
 
 def unavailable(table: dict) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cq.discover import result_path
 from cq.freshness import load_record
-from cq.imageio import atomic_write_bytes
+from cq.fsutil import atomic_write_bytes
 
 BEST = "best"
 INDEX = ".history/index.json"

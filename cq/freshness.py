@@ -54,42 +54,36 @@ def read_source(path: str | os.PathLike) -> tuple[bytes, dict, str]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from cq.fsutil import file_sha256 as sha
+
+    return sha(path)
 
 
 # --------------------------------------------------------------------------- the job
 
-def scoring_version() -> str | None:
-    from cq import objective
-
-    return getattr(objective, "SCORING_VERSION", None)
-
-
-def job_spec(job) -> dict:
-    """Everything that shapes a job's result, canonical: the same job gives the same dict in
-    the workflow's main process, in a job and in the CLI (the time limit is not part of it)."""
-    from cq.methods import UnknownMethodError, get_method
-
-    try:
-        method = get_method(job.method)
-        version, params = method.version, {**method.defaults, **job.params}
-    except UnknownMethodError:
-        version, params = "unknown", dict(job.params)
-    read = asdict(job.read)
-    if read.get("background") is not None:
-        read["background"] = list(read["background"])
-    return {"name": job.label, "method": job.method, "version": version, "params": params,
-            "k": int(job.k), "weights": {k: float(v) for k, v in job.weights.as_dict().items()}, "read": read,
-            "scoring_version": scoring_version()}
+def spec_fingerprint(spec: dict) -> str:
+    """A hash of a job's full spec (cq.methods.job_spec, ``Job.to_spec``: method, label, code
+    version, parameters with defaults, k, weights, read options, scoring version); numbers
+    canonical, so that weights 2 and 2.0 are one job. Needs no numpy: the workflow's main
+    process computes it for every column at every start."""
+    spec = {**spec, "k": int(spec["k"]), "weights": {k: float(v) for k, v in spec["weights"].items()}}
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def job_fingerprint(job) -> str:
-    text = json.dumps(job_spec(job), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    """:func:`spec_fingerprint` of a ``cq.pipeline.Job`` (an unknown method: its record is an
+    error, fingerprinted with version "unknown")."""
+    from cq.methods import UnknownMethodError
+
+    try:
+        spec = job.to_spec()
+    except UnknownMethodError:
+        read = asdict(job.read)
+        read["background"] = list(read["background"]) if read.get("background") else None
+        spec = {"method": job.method, "name": job.label, "version": "unknown", "params": dict(job.params),
+                "k": job.k, "weights": job.weights.as_dict(), "read": read, "scoring_version": None}
+    return spec_fingerprint(spec)
 
 
 # --------------------------------------------------------------------------- the record

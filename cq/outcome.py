@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from cq.discover import result_path
-from cq.imageio import atomic_write_bytes
+from cq.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

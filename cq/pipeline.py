@@ -7,7 +7,6 @@ PNG), and returns it, so a batch carries on and the report lists the failure.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import resource
@@ -23,8 +22,9 @@ import numpy as np
 from cq.finalize import TooFewPixelsError, finalize, too_few_pixels
 from cq.freshness import TRANSIENT_ERRNOS, check, job_fingerprint, read_source, refresh_stat
 from cq.histogram import ColorHistogram
-from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_path, load_image, read_back, write_indexed_png
-from cq.methods import Problem, UnknownMethodError, get_method
+from cq.fsutil import atomic_path
+from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, write_indexed_png
+from cq.methods import Problem, UnknownMethodError, get_method, job_spec
 from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, kth_vertex_distance, lower_bound, score
 from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
 
@@ -60,6 +60,22 @@ class Job:
     def label(self) -> str:
         return self.name or self.method
 
+    def to_spec(self) -> dict:
+        """The job as plain data (:func:`cq.methods.job_spec`); the time limit belongs to the
+        run, not the job."""
+        background = list(self.read.background) if self.read.background else None
+        return job_spec(self.method, self.label, self.params, self.k, self.weights.as_dict(),
+                        {"background": background, "max_pixels": self.read.max_pixels})
+
+    @classmethod
+    def from_spec(cls, spec: dict, time_limit_s: float | None = None) -> Job:
+        """The job that :meth:`to_spec` describes, with the run's time limit on one image."""
+        background = spec["read"]["background"]
+        return cls(method=spec["method"], params=dict(spec["params"]), k=spec["k"],
+                   weights=Weights(**spec["weights"]), name=spec["name"],
+                   read=ReadOptions(tuple(background) if background else None, spec["read"]["max_pixels"]),
+                   time_limit_s=time_limit_s)
+
 
 class TimeLimitExceeded(Exception):
     """The work on one image ran past the job's time limit."""
@@ -84,36 +100,30 @@ def _time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
-                  json_path: str | os.PathLike | None, job: Job, *, reuse: bool = False) -> dict:
+                  json_path: str | os.PathLike | None, job: Job, *, reuse: bool = False,
+                  reuse_errors: bool = False) -> dict:
     """Quantize one file, write the indexed PNG and the JSON record; return the record.
 
     Raises only when the record itself cannot be written (a full disk, say): any failure of
     reading or quantizing becomes the record's error.
 
-    With ``reuse``, a current record (cq.freshness: same job, same image content, not a
-    transient failure) is returned as it is, touched so that it is newer than its image, and
+    With ``reuse``, a current ok record (cq.freshness: :func:`same_job`, same image content,
+    its PNG present) is returned as it is, touched so that it is newer than its image, and
     nothing is recomputed: the records themselves are the content-addressed cache.
+    ``reuse_errors`` keeps a current error record too (a corrupt file), never a transient one
+    (a full disk, a time limit: retried).
     """
-    if reuse and json_path is not None:
-        cached = cached_record(image_path, png_path, json_path, job)
-        if cached is not None:
+    if (reuse or reuse_errors) and json_path is not None:
+        kept = _reusable(image_path, png_path, json_path, job, ok=reuse, error=reuse_errors)
+        if kept is not None:
             os.utime(json_path)
-            return cached
+            return kept
     t0 = time.perf_counter()
     record = _base_record(Path(image_path), job)
     if Path(png_path).resolve() == Path(image_path).resolve():
@@ -156,13 +166,22 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
     return record
 
 
-def cached_record(image_path, png_path, json_path, job: Job) -> dict | None:
-    """The record at ``json_path`` if it is current (cq.freshness): this very job's result on
-    this very image content, ok with its PNG or a permanent error; else None. A record whose
-    image was only touched gets its new stat, so that the next check is cheap again."""
+def same_job(record: dict, job: Job) -> bool:
+    """Whether ``record`` is a result of this very job: the fingerprint of its full spec
+    (label, method and code version, parameters with defaults, k, weights, read options,
+    scoring version; cq.freshness.job_fingerprint). The one answer to "may it be kept?"."""
+    return record.get("job_fingerprint") == job_fingerprint(job)
+
+
+def _reusable(image_path, png_path, json_path, job: Job, *, ok: bool, error: bool) -> dict | None:
+    """The record at ``json_path`` if it is current (cq.freshness.check: this job, this image
+    content, not a transient failure, its PNG present when ok) and of a status asked for; a
+    record whose image was only touched gets its new stat, so the next check is cheap again."""
     try:
         record = read_record(json_path)
     except (RecordError, OSError):
+        return None
+    if not (ok if record["status"] == "ok" else error):
         return None
     current, _, refreshed = check(record, image_path, png_path, job_fingerprint(job))
     if not current:

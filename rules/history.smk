@@ -15,7 +15,6 @@ import cq.lock as cq_lock
 from cq import freshness as cq_freshness
 from cq import guards as cq_guards
 from cq import outcome as cq_outcome
-from cq.pipeline import Job as _CqJob
 
 
 def _history_settings():
@@ -32,39 +31,20 @@ def _history_settings():
     }
 
 
-def _skipped():
-    """What discovery left out (a second walk: find_images keeps only the images)."""
-    return discover(INPUT_DIR, config["extensions"],
-                    exclude=[RESULTS, LOGS, BENCHMARKS, ".snakemake"]).warnings
-
-
-def _job_of(label):
-    spec = METHODS[label]["job"]
-    if hasattr(_CqJob, "from_spec"):
-        return _CqJob.from_spec(spec)
-    from cq.objective import Weights
-    from cq.pipeline import ReadOptions
-
-    read = spec["read"]
-    background = tuple(read["background"]) if read["background"] else None
-    return _CqJob(method=spec["method"], params=spec["params"], k=spec["k"], name=spec["name"],
-                  weights=Weights(**spec["weights"]), read=ReadOptions(background, read["max_pixels"]))
-
-
 def _shard_of():
     return {image: shard for shard, images in SHARDS.items() for image in images}
 
 
 def _output_of(label, image, shard_of):
     if SHARDS:
-        return f"{RESULTS}/shards/{label}/{shard_of[image]}.tsv"
+        return manifest_path(RESULTS, label, shard_of[image])
     return result_path(RESULTS, label, image, ".json")
 
 
 def _log_of(label, image, shard_of=None):
     if SHARDS:
         shard = (shard_of or _shard_of()).get(image)
-        return f"{LOGS}/shards/{label}/{shard}.log" if shard else None
+        return f"{LOGS}/{SHARDS_FOLDER}/{label}/{shard}.log" if shard else None
     return result_path(LOGS, label, image, ".log")
 
 
@@ -74,7 +54,7 @@ def _force_stale():
     forced = set()
     refresh = cq_lock.held_by_parent(RESULTS)  # a touched image's new stat is stored under the lock only
     for label in METHODS:
-        fp = cq_freshness.job_fingerprint(_job_of(label))
+        fp = cq_freshness.spec_fingerprint(METHODS[label]["spec"])
         pairs = [(f"{INPUT_DIR}/{image}", result_path(RESULTS, label, image, ".png"),
                   result_path(RESULTS, label, image, ".json"), fp) for image in IMAGES]
         for json_path, image_path, why in cq_freshness.stale_outputs(pairs, refresh=refresh):
@@ -117,7 +97,7 @@ onstart:
     cq_history.begin(RESULTS, INPUT_DIR, IMAGES, list(METHODS),
                      prune_deleted=bool(config.get("prune_deleted", False)),
                      other_dirs=(LOGS, BENCHMARKS), settings=_history_settings(),
-                     skipped=_skipped())
+                     skipped=DISCOVERY.warnings)
 
 
 def _conclude(status):

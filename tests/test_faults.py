@@ -4,7 +4,8 @@ directory refused, a job killed (the report is still built and lists it), a full
 (transient: retried next night, the history line kept), other content with the same or an
 older mtime and a changed k with no .snakemake metadata (redone), output folders inside the
 input folder (refused); and, without Snakemake, a full disk while writing, a GPU out of
-memory, a reader during a report write.
+memory (tests/test_cnn.py::test_cuda_out_of_memory_falls_back_to_cpu), a reader during a
+report write.
 """
 
 import errno
@@ -20,14 +21,13 @@ import pytest
 import yaml
 from PIL import Image
 
-import cq.imageio
-import cq.methods.cnn as cnn_module
-from conftest import tiny_photo, write_tiny_photos
-from cq.history import in_progress, load_history
+import cq.fsutil
+from conftest import env, jobs_of, tiny_photo, write_tiny_photos
 from cq.freshness import file_sha256
+from cq.history import in_progress, load_history
 from cq.pipeline import Job, quantize_file
 from cq.record import read_record
-from test_nightly import cq_nightly, cq_nightly_command, env, jobs_of, nightly
+from test_nightly import cq_nightly, cq_nightly_command, nightly
 
 SLOW = "slow.jpg"  # 24 megapixels: median_cut takes seconds on it, long enough to be killed in
 
@@ -88,7 +88,7 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
         nightly(workdir, "--unlock")
         assert cq_nightly(other, other / "abs.yaml", check=False).returncode == 75
         # Power cut: the whole process group, the running jobs included, killed mid-job.
-        slow_log = workdir / "logs/median_cut" / f"{SLOW}.log"
+        slow_log = results / "logs/median_cut" / f"{SLOW}.log"
         wait_for(slow_log.exists, what="the slow job to start")
         assert first.poll() is None, "the first run ended before it could be killed"
         os.killpg(first.pid, signal.SIGKILL)
@@ -193,7 +193,8 @@ def test_output_folders_inside_the_input_folder_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_night_is_retried_and_its_history_line_kept(tmp_path):
-    results = workspace(tmp_path, methods=["octree"])
+    # Logs and benchmarks off the full disk, so that the job's log can say why it failed.
+    results = workspace(tmp_path, methods=["octree"], logs_dir="logs", benchmarks_dir="benchmarks")
     results.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(results)],
                                            capture_output=True).returncode != 0:
@@ -246,7 +247,7 @@ def tiny_disk(tmp_path):
 def _inject_enospc(monkeypatch):
     def fsync(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(cq.imageio.os, "fsync", fsync)
+    monkeypatch.setattr(cq.fsutil.os, "fsync", fsync)
 
 
 def noisy(path: Path, size=(300, 300)) -> Path:
@@ -295,28 +296,6 @@ def test_disk_full_for_the_record_raises_and_leaves_no_file(tiny_disk, tmp_path,
     assert raised.value.errno == errno.ENOSPC
     # In the workflow the job fails, keep-going carries on, and the missing record reruns it.
     assert sorted(p.name for p in out.iterdir()) == ["filler"]
-
-
-# --- a GPU out of memory ----------------------------------------------------------------------
-
-def test_cuda_out_of_memory_is_retried_on_the_cpu_and_the_record_says_so(tmp_path, monkeypatch):
-    real_train = cnn_module._train
-
-    def train(problem, config, device):
-        if device == "cuda":
-            import torch
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real_train(problem, config, device)
-
-    monkeypatch.setattr(cnn_module, "_cuda_available", lambda: True)
-    monkeypatch.setattr(cnn_module, "_train", train)
-    source = tmp_path / "p.png"
-    Image.fromarray(np.ascontiguousarray(tiny_photo("chelsea", (100, 120)))).save(source)
-    job = Job(method="cnn", params={"device": "auto", "epochs": 1, "steps_per_epoch": 2})
-    record = quantize_file(source, tmp_path / "p.png.png", tmp_path / "p.png.json", job)
-    assert record["status"] == "ok" and record["device"] == "cpu"
-    assert record["extras"]["fallback"] == "cuda out of memory: retried on cpu"
-    assert read_record(tmp_path / "p.png.json")["extras"]["fallback"] == record["extras"]["fallback"]
 
 
 # --- a reader during a report write -----------------------------------------------------------

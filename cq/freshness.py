@@ -111,7 +111,8 @@ def same_content(record: dict, image_path: str | os.PathLike) -> tuple[bool, dic
         now = stat_of(os.stat(image_path))
     except OSError:
         return False, None
-    if recorded and not recorded.get("racy") and all(recorded.get(k) == now[k] for k in STAT_KEYS):
+    same_stat = bool(recorded) and all(recorded.get(k) == now[k] for k in STAT_KEYS)
+    if same_stat and not recorded.get("racy"):
         return True, None
     sha = image.get("sha256")
     if not sha or recorded.get("size") not in (None, now["size"]):
@@ -121,7 +122,7 @@ def same_content(record: dict, image_path: str | os.PathLike) -> tuple[bool, dic
             return False, None
     except OSError:
         return False, None
-    return True, now
+    return True, (None if same_stat else now)  # a racy stat stays: the record is not rewritten
 
 
 def check(record: dict | None, image_path, png_path, fingerprint: str) -> tuple[bool, str, dict | None]:

@@ -114,15 +114,14 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
     reading or quantizing becomes the record's error.
 
     With ``reuse``, a current ok record (cq.freshness: :func:`same_job`, same image content,
-    its PNG present) is returned as it is, touched so that it is newer than its image, and
-    nothing is recomputed: the records themselves are the content-addressed cache.
+    its PNG present) is returned as it is and nothing is recomputed: the records themselves
+    are the content-addressed cache.
     ``reuse_errors`` keeps a current error record too (a corrupt file), never a transient one
     (a full disk, a time limit: retried).
     """
     if (reuse or reuse_errors) and json_path is not None:
         kept = _reusable(image_path, png_path, json_path, job, ok=reuse, error=reuse_errors)
         if kept is not None:
-            os.utime(json_path)
             return kept
     t0 = time.perf_counter()
     record = _base_record(Path(image_path), job)

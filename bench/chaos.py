@@ -232,20 +232,24 @@ class Chaos:
         else:
             self.durations.append(time.monotonic() - t0)
         if filler is not None:
-            filler.unlink()
+            filler.unlink(missing_ok=True)
         return {"rc": rc, "killed": killed, "full_disk": filler is not None, "during": bool(during),
                 "concurrent_rc": concurrent_rc, "output": "".join(output)}
 
     def _fill(self) -> Path:
         filler = self.results / "chaos.filler"
-        with open(filler, "wb") as f:
-            try:
+        try:
+            with open(filler, "wb") as f:
                 while True:
                     f.write(b"\0" * (1 << 16))
                     f.flush()
-            except OSError:
-                pass
+        except OSError:
+            pass  # full (already full, even: then there is no filler to remove)
         return filler
+
+    def used(self) -> str:
+        st = os.statvfs(self.results)
+        return f"{(st.f_blocks - st.f_bfree) * st.f_frsize / 2**20:.1f} MiB used"
 
     @staticmethod
     def _children(pid: int) -> list[int]:
@@ -347,7 +351,8 @@ class Chaos:
             if len(self.violations) > before and self.verbose:
                 print(night["output"][-3000:])
             print(f"night {self.night_no:3d}: rc {night['rc']:3d}  during {','.join(during) or '-':<28} "
-                  f"faults so far {sum(self.faults.values()):4d}  violations {len(self.violations)}", flush=True)
+                  f"faults so far {sum(self.faults.values()):4d}  violations {len(self.violations)}  "
+                  f"{self.used()}", flush=True)
         # One calm night at the end: everything must then be current and listed.
         self.night_no = nights + 1
         self.check(self.night([]))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cq.finalize import TooFewPixelsError, finalize, too_few_pixels
-from cq.freshness import TRANSIENT_ERRNOS, check, job_fingerprint, read_source, refresh_stat
+from cq.freshness import TRANSIENT_ERRNOS, check, job_fingerprint, read_source
 from cq.histogram import ColorHistogram
 from cq.fsutil import atomic_path
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, write_indexed_png
@@ -174,21 +174,17 @@ def same_job(record: dict, job: Job) -> bool:
 
 def _reusable(image_path, png_path, json_path, job: Job, *, ok: bool, error: bool) -> dict | None:
     """The record at ``json_path`` if it is current (cq.freshness.check: this job, this image
-    content, not a transient failure, its PNG present when ok) and of a status asked for; a
-    record whose image was only touched gets its new stat, so the next check is cheap again."""
+    content, not a transient failure, its PNG present when ok) and of a status asked for. It
+    is kept byte for byte: a touched image's new stat is stored by `cq nightly`'s check at
+    start (cq.freshness.stale_outputs, under the lock), not here."""
     try:
         record = read_record(json_path)
     except (RecordError, OSError):
         return None
     if not (ok if record["status"] == "ok" else error):
         return None
-    current, _, refreshed = check(record, image_path, png_path, job_fingerprint(job))
-    if not current:
-        return None
-    if refreshed is not None:
-        refresh_stat(json_path, record, refreshed)
-        record = read_record(json_path)
-    return record
+    current = check(record, image_path, png_path, job_fingerprint(job))[0]
+    return record if current else None
 
 
 def quantize_array(image: np.ndarray, job: Job):

@@ -83,8 +83,12 @@ def test_a_touch_alone_is_current_and_its_new_stat_is_stored(tmp_path):
     ok, _, refreshed = current(tmp_path, image)
     assert ok and refreshed["mtime_ns"] == 2_000_000_000 * 10**9
     out = tmp_path / "results/octree"
+    before = (out / "a.png.json").read_bytes()
     again = quantize_file(image, out / "a.png.png", out / "a.png.json", JOB, reuse=True)
-    assert again["image"]["stat"]["mtime_ns"] == refreshed["mtime_ns"]
+    assert (out / "a.png.json").read_bytes() == before and again["image"]["sha256"]  # a job keeps it as it is
+    pairs = [(image, out / "a.png.png", out / "a.png.json", freshness.job_fingerprint(JOB))]
+    assert freshness.stale_outputs(pairs, refresh=True) == []  # the nightly check stores the new stat
+    assert freshness.load_record(out / "a.png.json")["image"]["stat"]["mtime_ns"] == refreshed["mtime_ns"]
 
 
 def test_a_file_overwritten_during_its_job_is_redone_next_time(tmp_path, monkeypatch):

@@ -1,24 +1,6 @@
-"""The headline method: a fresh convolutional network per image whose output is the palette.
+"""The headline method: a small convolutional network per image whose output is the palette.
 
-The network (the tutorial's: three 3x3 convolutions with ReLU and 2x2 max-pooling, then fully
-connected layers with dropout and a sigmoid) sees the image resized with antialiasing to its
-square input, and outputs ``k`` RGB colours. It is trained on a differentiable surrogate of the
-exact score, evaluated on the full image's colour histogram (merged into weighted bin centroids
-when it has more than ``max_points`` colours):
-
-- every colour takes a soft assignment, ``-tau * logsumexp(-E / tau)`` over the palette, of its
-  per-pixel objective ``E = (w_mse/3)||p - c||^2 + w_mean * cost(c)`` (the cost-aware
-  assignment of OBJECTIVE.md); ``tau`` is annealed geometrically, so the surrogate tends to the
-  exact per-pixel terms;
-- the max-cost term is a smooth maximum (``logsumexp`` at temperature ``tau / 10``) of the
-  palette's costs.
-
-For fast convergence the output layer's bias starts at the logit of a data-driven palette, a
-weighted k-means++ seeding of every colour's ideal output (the colour moved toward its nearest
-cube vertex as in the lower bound); its weights and every other layer keep their fresh, seeded
-initialisation, so the first palette already depends on the image's features, and every layer is
-trained. After each epoch the network's palette
-(dropout off) is finalised to exactly ``k`` colours and scored exactly; the best epoch is kept.
+DOCSTRING-PLACEHOLDER
 """
 
 from __future__ import annotations
@@ -26,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass, field, fields
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cq.finalize import finalize
-from cq.histogram import ColorHistogram
+from cq.histogram import coarsen
 from cq.methods import Problem, Proposal, register
 from cq.objective import Weights, best_cap, ideal_colors, score_assignment, vertex_cost
 
@@ -39,6 +23,7 @@ log = logging.getLogger(__name__)
 
 OOM_FALLBACK = "cuda out of memory: retried on cpu"
 DEVICES = ("auto", "cpu", "cuda")
+STARTS = ("ideal", "colors")
 
 
 @dataclass(frozen=True)
@@ -46,75 +31,99 @@ class Config:
     """Everything that shapes one training run (see :func:`cnn` for the meaning of each)."""
 
     seed: int = 0
-    epochs: int = 25
-    steps_per_epoch: int = 6
-    lr: float = 0.05
-    lr_body: float = 1e-4
-    lr_final: float = 0.05
-    tau_start: float = 50.0
-    tau_end: float = 2.0
-    input_size: int = 128
-    channels: tuple[int, ...] = (32, 64, 128)
-    hidden: tuple[int, ...] = (512, 256)
-    dropout: float = 0.0
-    max_points: int = 24576
+    epochs: int = 30
+    steps_per_epoch: int = 8
+    patience: int = 6
+    lr: float = 1.0
+    lr_final: float = 1.0
+    lr_body: float = 1e-3
+    lr_cap: float = 0.02
+    tau_start: float = 20.0
+    tau_end: float = 0.5
+    start: str = "colors"
+    head_init: float = 2.0
+    input_size: int = 32
+    channels: tuple[int, ...] = (8, 16, 32)
+    hidden: int = 64
+    bits: int = 5
+    finish: int = 4
     threads: int = 1
 
 
 def _defaults() -> dict:
     """Config's defaults as plain JSON values (lists, not tuples), as records store them."""
-    return {name: list(v) if isinstance(v, tuple) else v for name, v in asdict(Config()).items()}
+    return {f.name: list(getattr(Config(), f.name)) if isinstance(getattr(Config(), f.name), tuple)
+            else getattr(Config(), f.name) for f in fields(Config)}
 
 
-@register("cnn", version="2", device="auto", **_defaults())
-def cnn(problem: Problem, *, device: str = "auto", **params) -> Proposal:
+@register("cnn", version="3", device="auto", **_defaults())
+def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 30, steps_per_epoch: int = 8,
+        patience: int = 6, lr: float = 1.0, lr_final: float = 1.0, lr_body: float = 1e-3, lr_cap: float = 0.02,
+        tau_start: float = 20.0, tau_end: float = 0.5, start: str = "colors", head_init: float = 2.0,
+        input_size: int = 32, channels=(8, 16, 32), hidden: int = 64, bits: int = 5, finish: int = 4,
+        threads: int = 1) -> Proposal:
     """Train a fresh network on this image's objective and return its best epoch's palette.
 
     Parameters
     ----------
     device : ``auto`` (CUDA when available), ``cpu`` or ``cuda``. Out of GPU memory, the
         run is retried on the CPU and ``extras["fallback"]`` says so.
-    seed : seeds the network, dropout and the initial palette; CPU runs are deterministic.
-    epochs, steps_per_epoch : the exact score is taken after each epoch of full-batch steps.
-    lr, lr_body : Adam learning rates of the output layer and of all other layers.
-    lr_final : the output layer's rate decays to ``lr * lr_final`` on a cosine schedule.
-    tau_start, tau_end : soft-assignment temperature (score units), annealed geometrically.
-    input_size, channels, hidden, dropout : the network; ``input_size`` must be divisible
-        by ``2 ** len(channels)``. Dropout defaults to 0: the network fits one image, so
-        there is nothing to generalise to, and its noise on the palette only slows training.
-    max_points : the loss runs on at most this many weighted colours (histogram bins).
+    seed : seeds the network and the starting palette; CPU runs are deterministic.
+    epochs : at most this many epochs of ``steps_per_epoch`` full-batch steps, each followed by
+        an exact score; 0 returns the untrained network's palette.
+    patience : stop after this many epochs without a better exact score.
+    lr, lr_final : step of the output bias (the palette), as a fraction of the way to each colour's
+        best position (1: a Lloyd-like step), decayed on a cosine to ``lr * lr_final``.
+    lr_body, lr_cap : Adam rates of every other layer and of the log of the max-cost cap.
+    tau_start, tau_end : soft-assignment temperature (score units per pixel), annealed geometrically.
+    start : the output bias starts at a k-means++ seeding of each colour's ``ideal`` output or
+        of the plain ``colors``.
+    head_init : typical size, in colour units, of the features' initial share of the palette.
+    input_size, channels, hidden : the network (thumbnail side, conv widths, dense width);
+        ``input_size`` must be divisible by ``2 ** len(channels)``.
+    bits : the surrogate runs on the histogram binned to ``bits`` per channel.
+    finish : steps of uint8-lattice placement of the best epoch's palette (0: plain rounding).
     threads : CPU threads for torch during the run (restored afterwards).
     """
-    config = _config(params)
+    config = make_config(seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch, patience=patience, lr=lr,
+                         lr_final=lr_final, lr_body=lr_body, lr_cap=lr_cap, tau_start=tau_start, tau_end=tau_end,
+                         start=start, head_init=head_init, input_size=input_size, channels=channels,
+                         hidden=hidden, bits=bits, finish=finish, threads=threads)
+    return train_many([problem], config, device)[0]
+
+
+def make_config(**params) -> Config:
+    """A checked Config; a bad value is a one-line ValueError naming the parameter."""
+    unknown = sorted(set(params) - {f.name for f in fields(Config)})
+    if unknown:
+        raise TypeError(f"cnn: unknown parameter(s) {unknown}")
+    if "channels" in params:
+        params["channels"] = tuple(int(v) for v in params["channels"])
+    config = Config(**params)
+    for name in ("epochs", "steps_per_epoch", "patience", "bits", "threads", "input_size", "hidden"):
+        if getattr(config, name) < (0 if name == "epochs" else 1):
+            raise ValueError(f"cnn: {name} must be >= {0 if name == 'epochs' else 1}, got {getattr(config, name)}")
+    if not 1 <= config.bits <= 8:
+        raise ValueError(f"cnn: bits must be in 1..8, got {config.bits}")
+    for name in ("lr_body", "lr_cap", "finish"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"cnn: {name} must be >= 0, got {getattr(config, name)}")
+    for name in ("lr", "tau_start", "tau_end", "lr_final"):
+        if not getattr(config, name) > 0:
+            raise ValueError(f"cnn: {name} must be > 0, got {getattr(config, name)}")
+    if config.start not in STARTS:
+        raise ValueError(f"cnn: start must be one of {STARTS}, got {config.start!r}")
+    depth = len(config.channels)
+    if not config.channels or config.input_size % (1 << depth):
+        raise ValueError(f"cnn: input_size {config.input_size} is not divisible by 2**{depth} (channels)")
+    return config
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for a requested ``auto``/``cpu``/``cuda``."""
     if device not in DEVICES:
         raise ValueError(f"cnn: unknown device {device!r}; expected one of {DEVICES}")
-    if device == "auto":
-        device = "cuda" if _cuda_available() else "cpu"
-    import torch
-
-    try:
-        return _train(problem, config, device)
-    except torch.cuda.OutOfMemoryError:
-        if device != "cuda":
-            raise
-        log.warning("cnn: %s", OOM_FALLBACK)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        proposal = _train(problem, config, "cpu")
-        proposal.extras["fallback"] = OOM_FALLBACK
-        return proposal
-
-
-def _config(params: dict) -> Config:
-    """A Config from keyword parameters; unknown names are an error naming the known ones."""
-    known = Config.__dataclass_fields__
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise TypeError(f"cnn: unknown parameter(s) {unknown}; known: {sorted(known) + ['device']}")
-    for name in ("channels", "hidden"):
-        if name in params:
-            params = {**params, name: tuple(int(v) for v in params[name])}
-    return Config(**params)
+    return ("cuda" if _cuda_available() else "cpu") if device == "auto" else device
 
 
 def _cuda_available() -> bool:
@@ -124,12 +133,34 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _train(problem: Problem, config: Config, device: str) -> Proposal:
-    """Train one network on ``device``; the best epoch's finalised palette and its curve."""
+def train_many(problems, config: Config = Config(), device: str = "auto", names=None) -> list[Proposal]:
+    """Train one network per problem, all in one batch (batched weights), and return their proposals.
+
+    The shard mode's entry point: on a GPU one call trains many images' networks at once. Every
+    problem must share ``k`` and the weights. Each image gets the same result as alone, up to
+    float rounding (its network, seed and early stopping are its own). ``names`` label the
+    progress lines. Out of GPU memory, the batch is retried on the CPU.
+    """
     import torch
 
-    with _torch_state(config, device):
-        return _fit(problem, config, torch.device(device))
+    problems = list(problems)
+    if not problems:
+        return []
+    device = resolve_device(device)
+    names = list(names) if names is not None else [f"image {i + 1}/{len(problems)}" for i in range(len(problems))]
+    try:
+        with _torch_state(config, device), threadpool_limits(limits=1, user_api="blas"):
+            return _fit(problems, config, torch.device(device), names)
+    except torch.cuda.OutOfMemoryError:
+        if device != "cuda":
+            raise
+        log.warning("cnn: %s", OOM_FALLBACK)
+        torch.cuda.empty_cache()
+        with _torch_state(config, "cpu"):
+            proposals = _fit(problems, config, torch.device("cpu"), names)
+        for proposal in proposals:
+            proposal.extras["fallback"] = OOM_FALLBACK
+        return proposals
 
 
 @contextlib.contextmanager
@@ -152,193 +183,377 @@ def _torch_state(config: Config, device: str):
             torch.use_deterministic_algorithms(deterministic)
 
 
-def _fit(problem: Problem, config: Config, device) -> Proposal:
-    """The training loop: full-batch steps on the surrogate, exact score after every epoch."""
+@dataclass
+class _Image:
+    """One image's training state: binned colours, their pixel shares, its exact curve and best epoch."""
+
+    problem: Problem
+    name: str
+    points: np.ndarray  # (n, 3) float64 bin centroids
+    mass: np.ndarray  # (n,) float64, sums to 1
+    patience: int
+    curve: list = field(default_factory=list)
+    best: tuple = (math.inf, 0, None, None)  # (exact score, epoch, Quantization, float palette)
+    stale: int = 0
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Still improving: fewer than ``patience`` epochs since its best."""
+        return self.stale < self.patience
+
+
+def _fit(problems, config: Config, device, names) -> list[Proposal]:
+    """The training loop, for a batch of images: full-batch steps, exact score after every epoch."""
     import torch
 
-    hist, k, weights = problem.hist, problem.k, problem.weights
-    colors, mass = _points(hist, config.max_points)
-    x = torch.as_tensor(colors, dtype=torch.float32, device=device)
-    w = torch.as_tensor(mass / mass.sum(), dtype=torch.float32, device=device)
-    image = _thumbnail(problem.image, config.input_size).to(device)
-
-    net = build_network(k, config).to(device)
-    _init_head(net, _initial_palette(colors, mass, k, weights, config.seed))
-    optimizer, head = _optimizer(net, config, device)
-
-    total = config.epochs * config.steps_per_epoch
-    curve, best, cache = [], None, {}
-    for epoch in range(config.epochs):
-        net.train()
+    k, weights = problems[0].k, problems[0].weights
+    if any(p.k != k or p.weights != weights for p in problems):
+        raise ValueError("cnn: train_many needs one k and one set of weights for every problem")
+    t0 = time.perf_counter()
+    images = []
+    for problem, name in zip(problems, names):
+        points, mass, _ = coarsen(problem.hist, config.bits)
+        images.append(_Image(problem, name, points, mass / mass.sum(), config.patience))
+    x, w = _pad(images, device)
+    starts = np.stack([_start_palette(im.points, im.mass, k, weights, config) for im in images])
+    caps = np.array([best_cap(vertex_cost(im.points), im.mass, weights) for im in images])
+    net = _Net(len(images), k, config, _thumbnails(problems, config.input_size), starts, caps, device)
+    optimizer = _Optimiser(net, config, weights)
+    _score_epoch(images, net, 0, weights)
+    total = max(config.epochs * config.steps_per_epoch - 1, 1)
+    for epoch in range(1, config.epochs + 1):
+        if not any(im.active for im in images):
+            break
         for step in range(config.steps_per_epoch):
-            progress = (epoch * config.steps_per_epoch + step) / max(total - 1, 1)
+            progress = ((epoch - 1) * config.steps_per_epoch + step) / total
             tau = config.tau_start * (config.tau_end / config.tau_start) ** progress
-            head["lr"] = config.lr * _cosine(progress, config.lr_final)
-            loss = surrogate_loss(_palette(net, image, k), x, w, weights, tau)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        net.eval()
-        with torch.no_grad():
-            palette = _palette(net, image, k).double().cpu().numpy()
-        quant, exact = _exact(hist, palette, k, weights, cache)
-        curve.append(exact)
-        if best is None or exact < best[0]:
-            best = (exact, epoch, quant)
-        log.info("cnn epoch %d/%d: exact score %.2f, best %.2f (epoch %d)",
-                 epoch + 1, config.epochs, exact, best[0], best[1] + 1)
-    exact, epoch, quant = best
-    extras = {"device": device.type, "curve": curve, "best_epoch": epoch, "best_score": exact,
-              "n_points": len(colors), "notes": list(quant.notes)}
+            share = backward(net, x, w, weights, tau)
+            optimizer.step(share, config.lr * _cosine(progress, config.lr_final))
+        _score_epoch(images, net, epoch, weights)
+    seconds = time.perf_counter() - t0
+    return [_proposal(im, device, seconds / len(images), weights, config.finish) for im in images]
+
+
+def _score_epoch(images, net, epoch: int, weights: Weights) -> None:
+    """Exact score of every still-active image's current palette; keeps each image's best."""
+    import torch
+
+    with torch.no_grad():
+        palette, cap = net()
+        palette = _capped(palette, cap)[0].double().cpu().numpy()
+        cap = cap.double().cpu().numpy()
+    for b, im in enumerate(images):
+        if not im.active:
+            continue
+        quant, exact = _exact(im, _round(palette[b], float(cap[b])), weights)
+        im.curve.append(exact)
+        if exact < im.best[0]:
+            im.best, im.stale = (exact, epoch, quant, palette[b]), 0
+        else:
+            im.stale += 1
+        log.info("cnn %s: epoch %d, exact score %.2f, best %.2f (epoch %d), start %.2f",
+                 im.name, epoch, exact, im.best[0], im.best[1], im.curve[0])
+
+
+def _proposal(im: _Image, device, seconds: float, weights: Weights, finish: int) -> Proposal:
+    """The best epoch's exactly-k palette, finished on the uint8 lattice, and the record's training facts."""
+    exact, epoch = im.best[:2]
+    quant, final, placed = _finish(im, weights, finish)
+    extras = {"device": device.type, "init_score": im.curve[0], "curve": im.curve, "best_score": exact,
+              "best_epoch": epoch, "gain": 1.0 - exact / im.curve[0], "epochs_run": len(im.curve) - 1,
+              "final_score": final, "finish": placed, "n_points": len(im.points), "train_s": seconds,
+              "notes": list(quant.notes)}
     return Proposal(quant.palette, quant.labels, rule="objective", extras=extras)
 
 
-def build_network(k: int, config: Config = Config()):
-    """The tutorial's palette network: conv-ReLU-pool blocks, then dense layers with dropout.
+def _pad(images, device):
+    """Every image's points and masses as (B, N, 3) and (B, N) tensors, padded with zero mass."""
+    import torch
 
-    Returns an ``nn.Sequential`` mapping a (B, 3, S, S) image in [0, 1] to (B, 3k) values in
-    (0, 1), where S is ``config.input_size``.
+    n = max(len(im.points) for im in images)
+    x = np.zeros((len(images), n, 3), dtype=np.float32)
+    w = np.zeros((len(images), n), dtype=np.float32)
+    for b, im in enumerate(images):
+        x[b, : len(im.points)] = im.points
+        w[b, : len(im.points)] = im.mass
+    return torch.from_numpy(x).to(device), torch.from_numpy(w).to(device)
+
+
+def _start_palette(points: np.ndarray, mass: np.ndarray, k: int, weights: Weights, config: Config) -> np.ndarray:
+    """The output bias's start: weighted k-means++ seeds of the ideal outputs or of the plain colours.
+
+    A colour's ideal output is the lower bound's: moved toward its nearest vertex to radius
+    ``clip(D - pull, 0, T)``, with ``T`` the bound's best cap.
     """
-    from torch import nn
+    from sklearn.cluster import kmeans_plusplus
 
-    depth = len(config.channels)
-    side = config.input_size >> depth
-    if side < 1 or side << depth != config.input_size:
-        raise ValueError(f"cnn: input_size {config.input_size} is not divisible by 2**{depth}")
-    layers, width = [], 3
-    for out in config.channels:
-        layers += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-        width = out
-    layers.append(nn.Flatten())
-    width *= side * side
-    for out in config.hidden:
-        layers += [nn.Linear(width, out), nn.ReLU(), nn.Dropout(config.dropout)]
-        width = out
-    layers += [nn.Linear(width, 3 * k), nn.Sigmoid()]
-    return nn.Sequential(*layers)
+    data = points
+    if config.start == "ideal":
+        data = ideal_colors(points, best_cap(vertex_cost(points), mass, weights), weights)
+    n_seeds = min(k, len(data))
+    centers, _ = kmeans_plusplus(data, n_seeds, sample_weight=mass, random_state=config.seed)
+    return centers[np.arange(k) % n_seeds]  # fewer points than colours: repeats, finalisation separates
 
 
-def surrogate_loss(palette, colors, mass, weights: Weights, tau: float):
-    """Differentiable score of ``palette`` (k, 3) for weighted ``colors`` (n, 3), 0..255 units.
+class _Net:
+    """A batch of the tutorial's palette network, one independent set of weights per image.
 
-    ``mass`` sums to 1. The per-pixel terms use a soft-min over the palette of the cost-aware
-    objective at temperature ``tau`` (exact as ``tau -> 0``); the max-cost term is a smooth
-    maximum of the palette's vertex costs at temperature ``tau / 10``.
+    Per image: 3x3 convolutions with ReLU and 2x2 max-pooling on the image's thumbnail, a dense
+    ReLU layer, then a linear head to ``3k`` colour values (0..255 units) and the log of the
+    max-cost cap. The images' convolutions run as one grouped convolution and their dense layers
+    as batched matrix products, so B networks cost one network's kernel launches.
+    """
+
+    def __init__(self, batch: int, k: int, config: Config, thumbs, starts: np.ndarray, caps: np.ndarray, device):
+        import torch
+
+        self.k, self.batch = k, batch
+        gen = torch.Generator().manual_seed(config.seed)
+        self.convs, width = [], 3
+        for out in config.channels:
+            self.convs.append(self._uniform(gen, batch, (out, width, 3, 3), width * 9)
+                              + self._uniform(gen, batch, (out,), width * 9))
+            width = out
+        side = config.input_size >> len(config.channels)
+        flat = width * side * side
+        self.dense = self._uniform(gen, batch, (flat, config.hidden), flat) + self._uniform(gen, batch, (config.hidden,), flat)
+        self.thumbs = thumbs
+        self.head_w = self._uniform(gen, batch, (config.hidden, 3 * k), 3.0)[0]
+        self.head_b = torch.as_tensor(starts.reshape(batch, -1), dtype=torch.float32)
+        self.log_cap = torch.as_tensor(np.log(np.maximum(caps, 1.0)), dtype=torch.float32)
+        with torch.no_grad():  # the features' share of the start: about ``head_init`` colour units
+            scale = config.head_init / self._features().norm(dim=1).clamp_min(1e-6)
+            self.head_w *= scale[:, None, None]
+        tensors = [*(t for pair in self.convs for t in pair), *self.dense, self.head_w, self.head_b, self.log_cap,
+                   self.thumbs]
+        moved = [t.to(device).requires_grad_(t is not self.thumbs) for t in tensors]
+        n = 2 * len(self.convs)
+        self.convs = [tuple(moved[i:i + 2]) for i in range(0, n, 2)]
+        self.dense, (self.head_w, self.head_b, self.log_cap, self.thumbs) = tuple(moved[n:n + 2]), moved[n + 2:]
+
+    @staticmethod
+    def _uniform(gen, batch: int, shape: tuple, fan_in: int):
+        """One PyTorch-default (Kaiming-uniform) draw, the same for every image of the batch, as a 1-tuple."""
+        import torch
+
+        bound = 1.0 / math.sqrt(fan_in)
+        one = (torch.rand(shape, generator=gen) * 2.0 - 1.0) * bound
+        return (one.expand(batch, *shape).clone(),)
+
+    def head_bias(self) -> list:
+        return [self.head_b]
+
+    def cap(self) -> list:
+        return [self.log_cap]
+
+    def body(self) -> list:
+        return [*(t for pair in self.convs for t in pair), *self.dense, self.head_w]
+
+    def _features(self):
+        """(B, hidden) features of every image's thumbnail."""
+        import torch
+        import torch.nn.functional as F
+
+        b = self.batch
+        h = self.thumbs.reshape(1, -1, *self.thumbs.shape[-2:])
+        for weight, bias in self.convs:
+            h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), bias.reshape(-1), padding=1, groups=b)
+            h = F.max_pool2d(F.relu(h), 2)
+        h = h.reshape(b, 1, -1)
+        weight, bias = self.dense
+        return F.relu(torch.baddbmm(bias.unsqueeze(1), h, weight)).squeeze(1)
+
+    def __call__(self):
+        """Every image's raw palette (B, k, 3) and max-cost cap (B,)."""
+        import torch
+
+        out = torch.baddbmm(self.head_b.unsqueeze(1), self._features().unsqueeze(1), self.head_w)
+        return out.reshape(self.batch, self.k, 3), self.log_cap.exp()
+
+
+class _Optimiser:
+    """Preconditioned steps for the output bias, Adam for every other weight.
+
+    The surrogate's gradient for palette colour j is about ``2 (w_mse/3) m_j (c_j - t_j)``, where
+    ``m_j`` is the pixel share it softly holds and ``t_j`` its best position for that share. Divided
+    by ``2 (w_mse/3) m_j`` (a diagonal Gauss-Newton step), a step of ``lr`` moves the colour that
+    fraction of the way to ``t_j``: at ``lr = 1`` and low temperature, exactly a Lloyd step on the
+    score. Adam (written out: ``torch.optim`` costs 1.7 s of imports per process) trains the
+    convolutions, dense layers, head weights and the cap.
+    """
+
+    def __init__(self, net, config: Config, weights: Weights):
+        import torch
+
+        self.net, self.config, self.curvature = net, config, 2.0 * weights.pixel_mse
+        self.groups = [(net.body(), config.lr_body), (net.cap(), config.lr_cap)]
+        self.moments = [[(torch.zeros_like(p), torch.zeros_like(p)) for p in params] for params, _ in self.groups]
+        self.t = 0
+
+    def step(self, share, lr: float) -> None:
+        """One step from the gradients in place; ``share`` (B, k) is each colour's soft pixel share."""
+        import torch
+
+        self.t += 1
+        with torch.no_grad():
+            bias = self.net.head_b
+            scale = (self.curvature * share).clamp_min(1e-6).repeat_interleave(3, dim=1)
+            bias -= lr * bias.grad / scale
+            bias.grad = None
+            for (params, rate), moments in zip(self.groups, self.moments):
+                for p, (m, v) in zip(params, moments):
+                    if p.grad is None or rate == 0:
+                        continue
+                    m.mul_(0.9).add_(p.grad, alpha=0.1)
+                    v.mul_(0.999).addcmul_(p.grad, p.grad, value=0.001)
+                    denom = (v / (1 - 0.999 ** self.t)).sqrt_().add_(1e-8)
+                    p.addcdiv_(m, denom, value=-rate / (1 - 0.9 ** self.t))
+                    p.grad = None
+
+
+def _capped(palette, cap):
+    """Clamp the palette to the cube (gradient passed straight through) and pull every colour
+    farther than ``cap`` from its nearest vertex in to that radius; also returns the costs."""
+    import torch
+
+    c = palette + (palette.clamp(0.0, 255.0) - palette).detach()
+    vertex = (c.detach() > 127.5).to(c.dtype) * 255.0
+    out = c - vertex
+    radius = (out * out).sum(-1).add(1e-6).sqrt()
+    scale = torch.clamp(cap.unsqueeze(-1) / radius, max=1.0)
+    return vertex + out * scale.unsqueeze(-1), radius * scale
+
+
+def backward(net, colors, mass, weights: Weights, tau: float):
+    """Forward the networks, and back-propagate the surrogate's gradient into their weights.
+
+    The gradient with respect to the capped palette and its costs has a closed form
+    (``surrogate_terms``), so autograd only runs through the networks and the cap projection,
+    not through the (n, k) soft assignment: several times faster than ``surrogate_loss``'s
+    backward, with the same result. Returns each colour's soft pixel share (B, k).
     """
     import torch
 
-    cost = _vertex_cost(palette)
-    d2 = (colors * colors).sum(1, keepdim=True) - 2.0 * colors @ palette.T + (palette * palette).sum(1)
-    per = weights.pixel_mse * d2.clamp_min(0.0) + weights.mean_cost * cost
-    soft_min = -tau * torch.logsumexp(per / -tau, dim=1)
-    tau_max = max(tau / 10.0, 0.25)
-    soft_max = tau_max * torch.logsumexp(cost / tau_max, dim=0)
-    return mass @ soft_min + weights.max_cost * soft_max
+    palette, cap = net()
+    capped, cost = _capped(palette, cap)
+    with torch.no_grad():
+        _, grad_c, grad_cost, share = surrogate_terms(capped, cost, colors, mass, weights, tau)
+    torch.autograd.backward([capped, cost], [grad_c, grad_cost])
+    return share
 
 
-def _vertex_cost(palette):
-    """Distance of each colour to its nearest cube vertex, smoothed at the vertex itself."""
+def surrogate_terms(capped, cost, colors, mass, weights: Weights, tau: float):
+    """The surrogate per image, its gradient with respect to the capped palette and to the costs,
+    and each colour's soft pixel share (B, k); see :func:`surrogate_loss`."""
     import torch
 
-    near = torch.minimum(palette, 255.0 - palette)
-    return (near * near).sum(1).add(1e-4).sqrt()
+    d2 = (colors * colors).sum(-1, keepdim=True) - 2.0 * colors @ capped.transpose(1, 2)
+    d2 = (d2 + (capped * capped).sum(-1).unsqueeze(1)).clamp_min_(0.0)
+    z = (weights.pixel_mse * d2 + weights.mean_cost * cost.unsqueeze(1)).div_(-tau)
+    lse = torch.logsumexp(z, dim=2)
+    resp = z.sub_(lse.unsqueeze(-1)).exp_().mul_(mass.unsqueeze(-1))  # m_i * p_ij
+    share = resp.sum(1)
+    top = cost.max(1)
+    grad_c = 2.0 * weights.pixel_mse * (share.unsqueeze(-1) * capped - resp.transpose(1, 2) @ colors)
+    grad_cost = weights.mean_cost * share
+    grad_cost[torch.arange(len(cost)), top.indices] += weights.max_cost
+    loss = -tau * (mass * lse).sum(1) + weights.max_cost * top.values
+    return loss, grad_c, grad_cost, share
 
 
-def _palette(net, image, k: int):
-    """The network's palette, (k, 3) in 0..255."""
-    return 255.0 * net(image).view(k, 3)
+def surrogate_loss(palette, cap, colors, mass, weights: Weights, tau: float):
+    """Differentiable score, per image, of raw palettes (B, k, 3) with caps (B,) on weighted colours.
+
+    ``colors`` (B, n, 3) in 0..255 with ``mass`` (B, n) summing to 1 per image. Each colour pays a
+    soft minimum over the (capped) palette of its per-pixel objective
+    ``(w_mse/3)||p - c||^2 + w_mean*cost(c)`` at temperature ``tau`` (exact as ``tau -> 0``);
+    the max-cost term is ``w_max`` times the largest capped cost, so the cap itself is trained.
+    """
+    import torch
+
+    c, cost = _capped(palette, cap)
+    d2 = (colors * colors).sum(-1, keepdim=True) - 2.0 * colors @ c.transpose(1, 2) + (c * c).sum(-1).unsqueeze(1)
+    per = weights.pixel_mse * d2.clamp_min(0.0) + weights.mean_cost * cost.unsqueeze(1)
+    soft_min = -tau * torch.logsumexp(per / -tau, dim=2)
+    with torch.no_grad():
+        share = torch.einsum("bn,bnk->bk", mass, torch.softmax(per / -tau, dim=2))
+    return (mass * soft_min).sum(1) + weights.max_cost * cost.max(1).values, share
+
+
+def _round(palette: np.ndarray, cap: float) -> np.ndarray:
+    """uint8 colours: nearest, except that a colour which rounding would push past the cap is
+    rounded toward its vertex (never farther from it), so the max cost stays within the cap."""
+    near = np.clip(np.rint(palette), 0, 255)
+    vertex = palette > 127.5
+    inward = np.where(vertex, np.ceil(palette), np.floor(palette)).clip(0, 255)
+    over = vertex_cost(near) > max(cap, float(vertex_cost(palette).max(initial=0.0))) + 1e-9
+    return np.where(over[:, None], inward, near).astype(np.uint8)
+
+
+def _exact(im: "_Image", pal: np.ndarray, weights: Weights):
+    """A uint8 palette finalised to exactly ``k`` colours (cost-aware assignment), and its exact score.
+
+    ``im.cache`` maps uint8 palettes to their result: late epochs often repeat one.
+    """
+    problem, cache = im.problem, im.cache
+    key = pal.tobytes()
+    if key not in cache:
+        labels = _assign(problem.hist.colors, pal, weights)
+        quant = finalize(problem.hist, pal, labels, k=problem.k, weights=weights, rule="objective")
+        cache[key] = quant, score_assignment(problem.hist, quant.palette, quant.labels, weights).score
+    return cache[key]
+
+
+def _finish(im: "_Image", weights: Weights, steps: int):
+    """The best epoch's palette placed on the uint8 lattice: ``steps`` of the integer-aware descent
+    shared with ``direct`` (each cluster's best lattice point under the best common cap), kept
+    only if its exact score beats the plainly rounded one."""
+    from cq.methods.direct import _integer_lloyd, _Points
+
+    exact, _, quant, palette = im.best
+    if steps:
+        pal = _integer_lloyd(_Points(im.points, im.mass), palette, weights, steps)[0]
+        if pal is not None:
+            finished, score = _exact(im, pal, weights)
+            if score < exact:
+                return finished, score, "lattice"
+    return quant, exact, "rounded"
+
+
+def _assign(colors: np.ndarray, palette: np.ndarray, weights: Weights, chunk: int = 1 << 14) -> np.ndarray:
+    """Cost-aware assignment (``argmin_j (w_mse/3)||p - c_j||^2 + w_mean*cost(c_j)``), float32 products.
+
+    The per-colour constant ``||p||^2`` is left out of the comparison; a few times faster than
+    finalize's float64 assignment, which dominated the time of an exact score.
+    """
+    pal = palette.astype(np.float64)
+    bias = (weights.pixel_mse * (pal * pal).sum(1) + weights.mean_cost * vertex_cost(pal)).astype(np.float32)
+    scaled = (-2.0 * weights.pixel_mse * pal.T).astype(np.float32)
+    labels = np.empty(len(colors), dtype=np.int64)
+    for s in range(0, len(colors), chunk):
+        block = colors[s:s + chunk].astype(np.float32) @ scaled
+        block += bias
+        labels[s:s + chunk] = block.argmin(1)
+    return labels
+
+
+def _thumbnails(problems, size: int):
+    """Every image resized with antialiasing to (B, 3, size, size), values in [0, 1]."""
+    import torch
+    from PIL import Image
+
+    arrays = []
+    for problem in problems:
+        pixels = np.asarray(problem.image)
+        if pixels.ndim == 2:
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+        small = Image.fromarray(np.ascontiguousarray(pixels[:, :, :3])).resize(
+            (size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        arrays.append(np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+    return torch.from_numpy(np.stack(arrays))
 
 
 def _cosine(progress: float, final: float) -> float:
     """Cosine decay from 1 to ``final`` as ``progress`` goes from 0 to 1."""
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _optimizer(net, config: Config, device):
-    """Adam over every layer; the output layer gets its own (larger, scheduled) learning rate.
-
-    The output layer sets the colours directly and needs steps of a few units; the layers
-    below only reshape its input features. Fused Adam is several times faster on 17M weights.
-    """
-    import torch
-
-    head = net[-2]
-    head_ids = {id(p) for p in head.parameters()}
-    body = [p for p in net.parameters() if id(p) not in head_ids]
-    groups = [{"params": list(head.parameters()), "lr": config.lr}, {"params": body, "lr": config.lr_body}]
-    optimizer = torch.optim.Adam(groups, fused=True)
-    return optimizer, optimizer.param_groups[0]
-
-
-def _init_head(net, palette: np.ndarray) -> None:
-    """Centre the output layer on ``palette``: its bias becomes logit(palette / 255)."""
-    import torch
-
-    head = net[-2]
-    p = np.clip(palette / 255.0, 0.5 / 255.0, 254.5 / 255.0).reshape(-1)
-    with torch.no_grad():
-        head.bias.copy_(torch.as_tensor(np.log(p / (1.0 - p)), dtype=head.bias.dtype))
-
-
-def _thumbnail(image: np.ndarray, size: int):
-    """The image resized with antialiasing to (1, 3, size, size), values in [0, 1]."""
-    import torch
-    from PIL import Image
-
-    pixels = np.asarray(image)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    small = Image.fromarray(np.ascontiguousarray(pixels[:, :, :3])).resize(
-        (size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    array = np.asarray(small, dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def _points(hist: ColorHistogram, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """The histogram's colours and counts, or the finest bins that give at most ``max_points``.
-
-    A bin is its colours' count-weighted centroid with their total count, so the surrogate
-    still weighs every pixel of the full image.
-    """
-    colors = hist.colors.astype(np.float64)
-    counts = hist.counts.astype(np.float64)
-    for bits in range(7, 0, -1):
-        if len(colors) <= max_points:
-            break
-        shift = 8 - bits
-        q = hist.colors.astype(np.int64) >> shift
-        keys = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
-        _, inverse = np.unique(keys, return_inverse=True)
-        counts = np.bincount(inverse, weights=hist.counts).astype(np.float64)
-        sums = np.stack([np.bincount(inverse, weights=hist.counts * hist.colors[:, c]) for c in range(3)], 1)
-        colors = sums / counts[:, None]
-    return colors, counts
-
-
-def _initial_palette(colors: np.ndarray, mass: np.ndarray, k: int, weights: Weights, seed: int) -> np.ndarray:
-    """A data-driven starting palette: weighted k-means++ seeding of every colour's ideal output.
-
-    The ideal output is the lower bound's: the colour moved toward its nearest vertex to
-    radius ``clip(D - pull, 0, T)``, with ``T`` the bound's best cap.
-    """
-    from sklearn.cluster import kmeans_plusplus
-
-    ideal = ideal_colors(colors, best_cap(vertex_cost(colors), mass, weights), weights)
-    n_seeds = min(k, len(ideal))
-    centers, _ = kmeans_plusplus(ideal, n_seeds, sample_weight=mass, random_state=seed)
-    if n_seeds < k:  # fewer points than colours: repeat, finalisation separates them
-        centers = centers[np.arange(k) % n_seeds]
-    return centers
-
-
-def _exact(hist: ColorHistogram, palette: np.ndarray, k: int, weights: Weights, cache: dict):
-    """Finalise ``palette`` to exactly ``k`` colours (cost-aware assignment) and score it exactly.
-
-    ``cache`` maps rounded palettes to their result: late epochs often repeat one, and
-    finalising a palette with merged colours is the slowest step of an epoch.
-    """
-    key = np.clip(np.rint(palette), 0, 255).astype(np.uint8).tobytes()
-    if key not in cache:
-        quant = finalize(hist, palette, k=k, weights=weights, rule="objective")
-        cache[key] = quant, score_assignment(hist, quant.palette, quant.labels, weights).score
-    return cache[key]

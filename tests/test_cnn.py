@@ -74,9 +74,9 @@ def test_closed_form_gradient_is_the_surrogates_autograd_gradient():
     loss, _ = cnn_module.surrogate_loss(palette, cap, colors, mass, Weights(), 4.0)
     expected = torch.autograd.grad(loss.sum(), [palette, cap])
     capped, cost = cnn_module._capped(palette, cap)
-    value, grad_c, grad_cost, _ = cnn_module.surrogate_terms(capped.detach(), cost.detach(), colors, mass,
-                                                             Weights(), 4.0)
-    got = torch.autograd.grad([capped, cost], [palette, cap], [grad_c, grad_cost])
+    value, grad_c, grad_cost, _ = cnn_module.surrogate_terms(capped.detach(), cost.detach(), cap.detach(), colors,
+                                                             mass, Weights(), 4.0)
+    got = torch.autograd.grad([capped, cost, cap], [palette, cap], [grad_c, grad_cost, torch.full_like(cap, 21.0)])
     torch.testing.assert_close(value, loss.detach())
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b)

@@ -15,7 +15,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cq.finalize import finalize
-from cq.histogram import coarsen
+from cq.histogram import coarsen, pack_rgb
 from cq.methods import Problem, Proposal, register
 from cq.objective import Weights, best_cap, ideal_colors, score_assignment, vertex_cost
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 OOM_FALLBACK = "cuda out of memory: retried on cpu"
 DEVICES = ("auto", "cpu", "cuda")
-STARTS = ("ideal", "colors")
+STARTS = ("colors", "capped", "ideal")
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,9 @@ class Config:
     steps_per_epoch: int = 8
     patience: int = 6
     lr: float = 1.0
-    lr_final: float = 1.0
+    lr_final: float = 0.05
     lr_body: float = 1e-3
-    lr_cap: float = 0.02
+    lr_cap: float = 0.03
     tau_start: float = 20.0
     tau_end: float = 0.5
     start: str = "colors"
@@ -47,6 +47,7 @@ class Config:
     hidden: int = 64
     bits: int = 5
     finish: int = 4
+    lattice_cap: float = 4.0
     threads: int = 1
 
 
@@ -58,10 +59,10 @@ def _defaults() -> dict:
 
 @register("cnn", version="3", device="auto", **_defaults())
 def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 30, steps_per_epoch: int = 8,
-        patience: int = 6, lr: float = 1.0, lr_final: float = 1.0, lr_body: float = 1e-3, lr_cap: float = 0.02,
+        patience: int = 6, lr: float = 1.0, lr_final: float = 0.05, lr_body: float = 1e-3, lr_cap: float = 0.03,
         tau_start: float = 20.0, tau_end: float = 0.5, start: str = "colors", head_init: float = 2.0,
         input_size: int = 32, channels=(8, 16, 32), hidden: int = 64, bits: int = 5, finish: int = 4,
-        threads: int = 1) -> Proposal:
+        lattice_cap: float = 4.0, threads: int = 1) -> Proposal:
     """Train a fresh network on this image's objective and return its best epoch's palette.
 
     Parameters
@@ -72,23 +73,27 @@ def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 
     epochs : at most this many epochs of ``steps_per_epoch`` full-batch steps, each followed by
         an exact score; 0 returns the untrained network's palette.
     patience : stop after this many epochs without a better exact score.
-    lr, lr_final : step of the output bias (the palette), as a fraction of the way to each colour's
-        best position (1: a Lloyd-like step), decayed on a cosine to ``lr * lr_final``.
-    lr_body, lr_cap : Adam rates of every other layer and of the log of the max-cost cap.
+    lr : step of the output bias (the palette), as a fraction of the way to each colour's best
+        position for its current pixels (1: a Lloyd-like step).
+    lr_body, lr_cap, lr_final : Adam rates of every other layer and of the log of the max-cost
+        cap, decayed on a cosine to ``lr_final`` times their start.
     tau_start, tau_end : soft-assignment temperature (score units per pixel), annealed geometrically.
-    start : the output bias starts at a k-means++ seeding of each colour's ``ideal`` output or
-        of the plain ``colors``.
+    start : ``colors``: the output bias starts at a weighted k-means++ seeding of the image's
+        colours (K-means's start) and the cap at their max cost, so training must find the pull
+        toward the vertices and the cap; ``capped``: the same seeds under the lower bound's cap;
+        ``ideal``: seeds of each colour's ideal output under that cap (a start that is nearly done).
     head_init : typical size, in colour units, of the features' initial share of the palette.
     input_size, channels, hidden : the network (thumbnail side, conv widths, dense width);
         ``input_size`` must be divisible by ``2 ** len(channels)``.
     bits : the surrogate runs on the histogram binned to ``bits`` per channel.
     finish : steps of uint8-lattice placement of the best epoch's palette (0: plain rounding).
+    lattice_cap : below this max cost the finish also tries direct's lattice k-median search.
     threads : CPU threads for torch during the run (restored afterwards).
     """
     config = make_config(seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch, patience=patience, lr=lr,
                          lr_final=lr_final, lr_body=lr_body, lr_cap=lr_cap, tau_start=tau_start, tau_end=tau_end,
                          start=start, head_init=head_init, input_size=input_size, channels=channels,
-                         hidden=hidden, bits=bits, finish=finish, threads=threads)
+                         hidden=hidden, bits=bits, finish=finish, lattice_cap=lattice_cap, threads=threads)
     return train_many([problem], config, device)[0]
 
 
@@ -105,7 +110,7 @@ def make_config(**params) -> Config:
             raise ValueError(f"cnn: {name} must be >= {0 if name == 'epochs' else 1}, got {getattr(config, name)}")
     if not 1 <= config.bits <= 8:
         raise ValueError(f"cnn: bits must be in 1..8, got {config.bits}")
-    for name in ("lr_body", "lr_cap", "finish"):
+    for name in ("lr_body", "lr_cap", "finish", "lattice_cap"):
         if getattr(config, name) < 0:
             raise ValueError(f"cnn: {name} must be >= 0, got {getattr(config, name)}")
     for name in ("lr", "tau_start", "tau_end", "lr_final"):
@@ -217,7 +222,8 @@ def _fit(problems, config: Config, device, names) -> list[Proposal]:
         images.append(_Image(problem, name, points, mass / mass.sum(), config.patience))
     x, w = _pad(images, device)
     starts = np.stack([_start_palette(im.points, im.mass, k, weights, config) for im in images])
-    caps = np.array([best_cap(vertex_cost(im.points), im.mass, weights) for im in images])
+    caps = np.array([best_cap(vertex_cost(im.points), im.mass, weights) if config.start != "colors"
+                     else vertex_cost(start).max() for im, start in zip(images, starts)])
     net = _Net(len(images), k, config, _thumbnails(problems, config.input_size), starts, caps, device)
     optimizer = _Optimiser(net, config, weights)
     _score_epoch(images, net, 0, weights)
@@ -229,10 +235,10 @@ def _fit(problems, config: Config, device, names) -> list[Proposal]:
             progress = ((epoch - 1) * config.steps_per_epoch + step) / total
             tau = config.tau_start * (config.tau_end / config.tau_start) ** progress
             share = backward(net, x, w, weights, tau)
-            optimizer.step(share, config.lr * _cosine(progress, config.lr_final))
+            optimizer.step(share, config.lr, _cosine(progress, config.lr_final))
         _score_epoch(images, net, epoch, weights)
     seconds = time.perf_counter() - t0
-    return [_proposal(im, device, seconds / len(images), weights, config.finish) for im in images]
+    return [_proposal(im, device, seconds / len(images), weights, config.finish, config.lattice_cap) for im in images]
 
 
 def _score_epoch(images, net, epoch: int, weights: Weights) -> None:
@@ -256,10 +262,10 @@ def _score_epoch(images, net, epoch: int, weights: Weights) -> None:
                  im.name, epoch, exact, im.best[0], im.best[1], im.curve[0])
 
 
-def _proposal(im: _Image, device, seconds: float, weights: Weights, finish: int) -> Proposal:
+def _proposal(im: _Image, device, seconds: float, weights: Weights, finish: int, lattice_cap: float) -> Proposal:
     """The best epoch's exactly-k palette, finished on the uint8 lattice, and the record's training facts."""
     exact, epoch = im.best[:2]
-    quant, final, placed = _finish(im, weights, finish)
+    quant, final, placed = _finish(im, weights, finish, lattice_cap)
     extras = {"device": device.type, "init_score": im.curve[0], "curve": im.curve, "best_score": exact,
               "best_epoch": epoch, "gain": 1.0 - exact / im.curve[0], "epochs_run": len(im.curve) - 1,
               "final_score": final, "finish": placed, "n_points": len(im.points), "train_s": seconds,
@@ -391,8 +397,9 @@ class _Optimiser:
         self.moments = [[(torch.zeros_like(p), torch.zeros_like(p)) for p in params] for params, _ in self.groups]
         self.t = 0
 
-    def step(self, share, lr: float) -> None:
-        """One step from the gradients in place; ``share`` (B, k) is each colour's soft pixel share."""
+    def step(self, share, lr: float, decay: float) -> None:
+        """One step from the gradients in place; ``share`` (B, k) is each colour's soft pixel share,
+        ``decay`` the schedule's factor on the Adam rates."""
         import torch
 
         self.t += 1
@@ -408,7 +415,7 @@ class _Optimiser:
                     m.mul_(0.9).add_(p.grad, alpha=0.1)
                     v.mul_(0.999).addcmul_(p.grad, p.grad, value=0.001)
                     denom = (v / (1 - 0.999 ** self.t)).sqrt_().add_(1e-8)
-                    p.addcdiv_(m, denom, value=-rate / (1 - 0.9 ** self.t))
+                    p.addcdiv_(m, denom, value=-rate * decay / (1 - 0.9 ** self.t))
                     p.grad = None
 
 
@@ -438,14 +445,15 @@ def backward(net, colors, mass, weights: Weights, tau: float):
     palette, cap = net()
     capped, cost = _capped(palette, cap)
     with torch.no_grad():
-        _, grad_c, grad_cost, share = surrogate_terms(capped, cost, colors, mass, weights, tau)
-    torch.autograd.backward([capped, cost], [grad_c, grad_cost])
+        _, grad_c, grad_cost, share = surrogate_terms(capped, cost, cap, colors, mass, weights, tau)
+    torch.autograd.backward([capped, cost, cap], [grad_c, grad_cost, torch.full_like(cap, weights.max_cost)])
     return share
 
 
-def surrogate_terms(capped, cost, colors, mass, weights: Weights, tau: float):
-    """The surrogate per image, its gradient with respect to the capped palette and to the costs,
-    and each colour's soft pixel share (B, k); see :func:`surrogate_loss`."""
+def surrogate_terms(capped, cost, cap, colors, mass, weights: Weights, tau: float):
+    """The surrogate per image, its gradient with respect to the capped palette and to the costs
+    (the cap's own term has gradient ``w_max``), and each colour's soft pixel share (B, k); see
+    :func:`surrogate_loss`."""
     import torch
 
     d2 = (colors * colors).sum(-1, keepdim=True) - 2.0 * colors @ capped.transpose(1, 2)
@@ -454,11 +462,9 @@ def surrogate_terms(capped, cost, colors, mass, weights: Weights, tau: float):
     lse = torch.logsumexp(z, dim=2)
     resp = z.sub_(lse.unsqueeze(-1)).exp_().mul_(mass.unsqueeze(-1))  # m_i * p_ij
     share = resp.sum(1)
-    top = cost.max(1)
     grad_c = 2.0 * weights.pixel_mse * (share.unsqueeze(-1) * capped - resp.transpose(1, 2) @ colors)
     grad_cost = weights.mean_cost * share
-    grad_cost[torch.arange(len(cost)), top.indices] += weights.max_cost
-    loss = -tau * (mass * lse).sum(1) + weights.max_cost * top.values
+    loss = -tau * (mass * lse).sum(1) + weights.max_cost * cap
     return loss, grad_c, grad_cost, share
 
 
@@ -467,8 +473,9 @@ def surrogate_loss(palette, cap, colors, mass, weights: Weights, tau: float):
 
     ``colors`` (B, n, 3) in 0..255 with ``mass`` (B, n) summing to 1 per image. Each colour pays a
     soft minimum over the (capped) palette of its per-pixel objective
-    ``(w_mse/3)||p - c||^2 + w_mean*cost(c)`` at temperature ``tau`` (exact as ``tau -> 0``);
-    the max-cost term is ``w_max`` times the largest capped cost, so the cap itself is trained.
+    ``(w_mse/3)||p - c||^2 + w_mean*cost(c)`` at temperature ``tau`` (exact as ``tau -> 0``).
+    The max-cost term is ``w_max * cap``: every colour is held within the cap, so the cap bounds
+    the max cost and equals it at the optimum; the cap is trained like a weight.
     """
     import torch
 
@@ -478,7 +485,7 @@ def surrogate_loss(palette, cap, colors, mass, weights: Weights, tau: float):
     soft_min = -tau * torch.logsumexp(per / -tau, dim=2)
     with torch.no_grad():
         share = torch.einsum("bn,bnk->bk", mass, torch.softmax(per / -tau, dim=2))
-    return (mass * soft_min).sum(1) + weights.max_cost * cost.max(1).values, share
+    return (mass * soft_min).sum(1) + weights.max_cost * cap, share
 
 
 def _round(palette: np.ndarray, cap: float) -> np.ndarray:
@@ -499,26 +506,67 @@ def _exact(im: "_Image", pal: np.ndarray, weights: Weights):
     problem, cache = im.problem, im.cache
     key = pal.tobytes()
     if key not in cache:
-        labels = _assign(problem.hist.colors, pal, weights)
+        pal, labels = _fill(problem.hist, pal, weights)
         quant = finalize(problem.hist, pal, labels, k=problem.k, weights=weights, rule="objective")
         cache[key] = quant, score_assignment(problem.hist, quant.palette, quant.labels, weights).score
     return cache[key]
 
 
-def _finish(im: "_Image", weights: Weights, steps: int):
-    """The best epoch's palette placed on the uint8 lattice: ``steps`` of the integer-aware descent
-    shared with ``direct`` (each cluster's best lattice point under the best common cap), kept
-    only if its exact score beats the plainly rounded one."""
-    from cq.methods.direct import _integer_lloyd, _Points
+def _finish(im: "_Image", weights: Weights, steps: int, lattice_cap: float):
+    """The best epoch's palette placed on the uint8 lattice, kept only if it beats plain rounding.
+
+    ``steps`` of the integer-aware descent shared with ``direct`` (each cluster's best lattice
+    point under the best common cap). Where the max cost is below ``lattice_cap`` (very dark or
+    flat images, whose optimum is 37 distinct lattice points next to the vertices), rounding, not
+    the palette's geometry, decides: direct's k-median search over those lattice points is tried
+    too. Returns (quantization, exact score, which finish won).
+    """
+    from cq.methods.direct import _integer_lloyd, _lattice_search, _Points
 
     exact, _, quant, palette = im.best
-    if steps:
-        pal = _integer_lloyd(_Points(im.points, im.mass), palette, weights, steps)[0]
+    best = (quant, exact, "rounded")
+    if not steps:
+        return best
+    points = _Points(im.points, im.mass)
+    pal = _integer_lloyd(points, palette, weights, steps)[0]
+    candidates = [(pal, "lattice placement")]
+    if vertex_cost(quant.palette).max() < lattice_cap or (pal is not None and vertex_cost(pal).max() < lattice_cap):
+        candidates.append((_lattice_search(points, im.problem.k, weights, lattice_cap)[0], "lattice search"))
+    for pal, name in candidates:
         if pal is not None:
             finished, score = _exact(im, pal, weights)
-            if score < exact:
-                return finished, score, "lattice"
-    return quant, exact, "rounded"
+            if score < best[1]:
+                best = (finished, score, name)
+    return best
+
+
+def _fill(hist, pal: np.ndarray, weights: Weights):
+    """Give every unused or repeated palette colour a new place, where the image loses most.
+
+    A new colour is a histogram colour's own ideal output under the palette's max cost, taken
+    from the colours that pay most over their ideal, heaviest first. All in one vectorised pass,
+    so that ``finalize`` seldom has to add colours one at a time (its careful search took most
+    of an exact score's time on palettes with unused colours). Returns the palette and labels.
+    """
+    labels = _assign(hist.colors, pal, weights)
+    k = len(pal)
+    keys = pack_rgb(pal)
+    dead = np.bincount(labels, minlength=k) == 0
+    dead[np.setdiff1d(np.arange(k), np.unique(keys, return_index=True)[1])] = True
+    if not dead.any() or dead.all():
+        return pal, labels
+    cap = float(vertex_cost(pal[~dead]).max())
+    colors = hist.colors.astype(np.float64)
+    ideal = _round(ideal_colors(colors, cap, weights), cap)
+    own = weights.pixel_mse * ((colors - pal[labels]) ** 2).sum(1) + weights.mean_cost * vertex_cost(pal[labels])
+    best = weights.pixel_mse * ((colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
+    order = np.argsort(-(own - best) * hist.counts, kind="stable")
+    candidates = pack_rgb(ideal[order[: 64 * k]])
+    _, first = np.unique(candidates, return_index=True)
+    fresh = np.sort(first)[~np.isin(candidates[np.sort(first)], keys[~dead])][: int(dead.sum())]
+    pal = pal.copy()
+    pal[np.flatnonzero(dead)[: len(fresh)]] = ideal[order[fresh]]
+    return pal, _assign(hist.colors, pal, weights)
 
 
 def _assign(colors: np.ndarray, palette: np.ndarray, weights: Weights, chunk: int = 1 << 14) -> np.ndarray:

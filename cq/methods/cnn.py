@@ -1,8 +1,45 @@
 """The headline method: a small convolutional network per image whose output is the palette.
 
-DOCSTRING-PLACEHOLDER
-"""
+Network (the tutorial's shape, kept small): the image's 32x32 antialiased thumbnail goes through
+three 3x3 convolutions (8, 16, 32 channels) with ReLU and 2x2 max-pooling, a dense ReLU layer
+(64) and a linear head to ``3k`` colour values in 0..255 units; beside it, one trained scalar,
+the log of the max-cost cap ``T``. Every colour is projected into the ball of radius ``T``
+around its nearest cube vertex, so ``T`` bounds the max cost.
 
+Start (``init_score``, the curve's first point): the head's bias is a weighted k-means++ seeding
+of the image's colours (K-means's own start), its weights give the features a share of about
+2 colour units, and ``T`` is the seeds' max cost. This palette ignores the objective's pull
+toward the vertices and its max-cost term (1.18-1.36x the lower bound on the photographs, 4.4x
+on a dark one); finding both is the training's job.
+
+Surrogate of the exact score, on the histogram binned to 5 bits per channel (a few thousand
+weighted centroids that still count every pixel): each colour pays a soft minimum, at
+temperature ``tau`` annealed from 20 to 0.5, over the projected palette of its per-pixel
+objective ``(w_mse/3)||p - c||^2 + w_mean*cost(c)``, plus ``w_max * T``. Its gradient with
+respect to the palette and the costs has a closed form, so autograd runs only through the
+network and the projection (same gradient as autograd on the whole surrogate, checked by a test,
+several times cheaper).
+
+Optimiser: the output bias takes diagonal Gauss-Newton steps (its gradient divided by
+``2 (w_mse/3)`` times each colour's soft pixel share), which at low temperature and ``lr = 1``
+are exactly Lloyd steps on the score; Adam trains the other layers and the cap, with a cosine
+decay. After every epoch (8 steps) the palette is rounded (toward its vertex where rounding
+would exceed the cap), unused colours are refilled where the image loses most, it is finalised
+to exactly ``k`` colours and scored exactly (``curve``); training stops after 6 epochs without a
+better exact score; the best epoch is kept (``best_score``, ``best_epoch``). Last, the best
+palette is placed on the uint8 lattice by direct's integer-aware descent (4 steps) and, where the
+max cost is under 4 (dark images, whose optimum is a set of lattice points next to the
+vertices), direct's lattice k-median search is tried too; a finish is kept only if its exact
+score is lower (``finish``, ``final_score``, the record's score).
+
+``train_many`` trains a batch of images' networks at once (grouped convolutions and batched
+products, one set of weights per image): the shard mode's entry point for a GPU. ``cnn`` is a
+batch of one.
+
+Measured with ``bench/cnn.py`` on the 8 bundled photographs at 640x480 (2-core machine, load 8-10),
+score / any-k lower bound, geometric means: start 1.486, best epoch 1.0057 ... see bench output
+ABLATIONS
+"""
 from __future__ import annotations
 
 import contextlib
@@ -152,7 +189,10 @@ def train_many(problems, config: Config = Config(), device: str = "auto", names=
     if not problems:
         return []
     device = resolve_device(device)
-    names = list(names) if names is not None else [f"image {i + 1}/{len(problems)}" for i in range(len(problems))]
+    if names is None:
+        names = [f"{p.image.shape[1]}x{p.image.shape[0]} image ({p.hist.n_colors} colours)" for p in problems]
+        if len(problems) > 1:
+            names = [f"{name}, {i + 1}/{len(problems)}" for i, name in enumerate(names)]
     try:
         with _torch_state(config, device), threadpool_limits(limits=1, user_api="blas"):
             return _fit(problems, config, torch.device(device), names)
@@ -231,10 +271,12 @@ def _fit(problems, config: Config, device, names) -> list[Proposal]:
     for epoch in range(1, config.epochs + 1):
         if not any(im.active for im in images):
             break
+        rows = torch.tensor([b for b, im in enumerate(images) if im.active], device=device)
         for step in range(config.steps_per_epoch):
             progress = ((epoch - 1) * config.steps_per_epoch + step) / total
             tau = config.tau_start * (config.tau_end / config.tau_start) ** progress
-            share = backward(net, x, w, weights, tau)
+            share = torch.ones(len(images), k, device=device)
+            share[rows] = backward(net, x[rows], w[rows], weights, tau, rows)
             optimizer.step(share, config.lr, _cosine(progress, config.lr_final))
         _score_epoch(images, net, epoch, weights)
     seconds = time.perf_counter() - t0
@@ -356,26 +398,34 @@ class _Net:
     def body(self) -> list:
         return [*(t for pair in self.convs for t in pair), *self.dense, self.head_w]
 
-    def _features(self):
-        """(B, hidden) features of every image's thumbnail."""
+    def _features(self, rows=None):
+        """(B, hidden) features of every image's thumbnail (of the images ``rows`` only, if given)."""
         import torch
         import torch.nn.functional as F
 
-        b = self.batch
-        h = self.thumbs.reshape(1, -1, *self.thumbs.shape[-2:])
+        take = (lambda t: t) if rows is None else (lambda t: t[rows])
+        thumbs = take(self.thumbs)
+        b = len(thumbs)
+        h = thumbs.reshape(1, -1, *thumbs.shape[-2:])
         for weight, bias in self.convs:
-            h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), bias.reshape(-1), padding=1, groups=b)
+            weight = take(weight)
+            h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), take(bias).reshape(-1), padding=1, groups=b)
             h = F.max_pool2d(F.relu(h), 2)
         h = h.reshape(b, 1, -1)
-        weight, bias = self.dense
+        weight, bias = (take(t) for t in self.dense)
         return F.relu(torch.baddbmm(bias.unsqueeze(1), h, weight)).squeeze(1)
 
-    def __call__(self):
-        """Every image's raw palette (B, k, 3) and max-cost cap (B,)."""
+    def __call__(self, rows=None):
+        """Every image's raw palette (B, k, 3) and max-cost cap (B,); or those of the images ``rows``.
+
+        Taking rows keeps the gradient flowing to the full weights: images that stopped early
+        cost nothing more in a batch.
+        """
         import torch
 
-        out = torch.baddbmm(self.head_b.unsqueeze(1), self._features().unsqueeze(1), self.head_w)
-        return out.reshape(self.batch, self.k, 3), self.log_cap.exp()
+        take = (lambda t: t) if rows is None else (lambda t: t[rows])
+        out = torch.baddbmm(take(self.head_b).unsqueeze(1), self._features(rows).unsqueeze(1), take(self.head_w))
+        return out.reshape(len(out), self.k, 3), take(self.log_cap).exp()
 
 
 class _Optimiser:
@@ -432,17 +482,18 @@ def _capped(palette, cap):
     return vertex + out * scale.unsqueeze(-1), radius * scale
 
 
-def backward(net, colors, mass, weights: Weights, tau: float):
+def backward(net, colors, mass, weights: Weights, tau: float, rows=None):
     """Forward the networks, and back-propagate the surrogate's gradient into their weights.
 
     The gradient with respect to the capped palette and its costs has a closed form
     (``surrogate_terms``), so autograd only runs through the networks and the cap projection,
     not through the (n, k) soft assignment: several times faster than ``surrogate_loss``'s
-    backward, with the same result. Returns each colour's soft pixel share (B, k).
+    backward, with the same result. ``rows`` selects the images to train (all if None); ``colors``
+    and ``mass`` are theirs. Returns each of their colours' soft pixel share (rows, k).
     """
     import torch
 
-    palette, cap = net()
+    palette, cap = net(rows)
     capped, cost = _capped(palette, cap)
     with torch.no_grad():
         _, grad_c, grad_cost, share = surrogate_terms(capped, cost, cap, colors, mass, weights, tau)
@@ -459,8 +510,11 @@ def surrogate_terms(capped, cost, cap, colors, mass, weights: Weights, tau: floa
     d2 = (colors * colors).sum(-1, keepdim=True) - 2.0 * colors @ capped.transpose(1, 2)
     d2 = (d2 + (capped * capped).sum(-1).unsqueeze(1)).clamp_min_(0.0)
     z = (weights.pixel_mse * d2 + weights.mean_cost * cost.unsqueeze(1)).div_(-tau)
-    lse = torch.logsumexp(z, dim=2)
-    resp = z.sub_(lse.unsqueeze(-1)).exp_().mul_(mass.unsqueeze(-1))  # m_i * p_ij
+    top = z.max(dim=2, keepdim=True).values
+    resp = z.sub_(top).exp_()
+    total = resp.sum(2)
+    lse = top.squeeze(-1) + total.log()
+    resp.mul_((mass / total).unsqueeze(-1))  # m_i * p_ij, one exp over the (n, k) block
     share = resp.sum(1)
     grad_c = 2.0 * weights.pixel_mse * (share.unsqueeze(-1) * capped - resp.transpose(1, 2) @ colors)
     grad_cost = weights.mean_cost * share
@@ -525,7 +579,7 @@ def _finish(im: "_Image", weights: Weights, steps: int, lattice_cap: float):
 
     exact, _, quant, palette = im.best
     best = (quant, exact, "rounded")
-    if not steps:
+    if not steps or len(im.points) < im.problem.k:  # direct's descent needs at least k points to reseed
         return best
     points = _Points(im.points, im.mass)
     pal = _integer_lloyd(points, palette, weights, steps)[0]

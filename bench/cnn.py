@@ -36,7 +36,7 @@ from _photos import PHOTOS  # noqa: E402
 from cq.finalize import finalize  # noqa: E402
 from cq.histogram import ColorHistogram  # noqa: E402
 from cq.methods import Problem, get_method  # noqa: E402
-from cq.objective import lower_bound, score_assignment  # noqa: E402
+from cq.objective import lower_bound  # noqa: E402
 
 K = 37
 
@@ -56,7 +56,7 @@ def timed(fn, *args, **kwargs):
 
 def exact_score(problem: Problem, proposal) -> float:
     quant = finalize(problem.hist, proposal.palette, proposal.labels, k=problem.k, rule=proposal.rule)
-    return score_assignment(problem.hist, quant.palette, quant.labels).score
+    return quant.score(problem.hist).score
 
 
 def geomean(values) -> float:

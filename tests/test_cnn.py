@@ -14,7 +14,7 @@ import cq.methods.cnn as cnn_module
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram, coarsen, pack_rgb
 from cq.methods import Problem, get_method
-from cq.objective import Weights, score_assignment
+from cq.objective import Weights
 
 K = 37
 FAST = {"epochs": 6, "steps_per_epoch": 4, "patience": 6, "device": "cpu"}
@@ -93,7 +93,7 @@ def test_training_improves_on_the_networks_own_start(photo, caplog):
     assert extras["final_score"] <= extras["best_score"] and extras["device"] == "cpu"
     hist = ColorHistogram.from_image(np.ascontiguousarray(photo))
     quant = exactly_k(photo, proposal)
-    assert score_assignment(hist, quant.palette, quant.labels).score == pytest.approx(extras["final_score"])
+    assert quant.score(hist).score == pytest.approx(extras["final_score"])
     progress = [r.getMessage() for r in caplog.records if r.name == "cq.methods.cnn"]
     assert len(progress) == len(curve) and "epoch 0, exact score" in progress[0]
 
@@ -105,7 +105,7 @@ def test_init_score_is_the_untrained_networks_exact_score(photo):
     assert untrained.extras["init_score"] == trained.extras["init_score"]
     hist = ColorHistogram.from_image(np.ascontiguousarray(photo))
     quant = exactly_k(photo, untrained)
-    assert score_assignment(hist, quant.palette, quant.labels).score == untrained.extras["init_score"]
+    assert quant.score(hist).score == untrained.extras["init_score"]
 
 
 def test_same_seed_same_output_on_cpu(photo):
@@ -124,6 +124,22 @@ def test_a_batch_trains_each_image_as_alone(photo):
         assert batched.extras["init_score"] == alone.extras["init_score"]
         np.testing.assert_allclose(batched.extras["curve"], alone.extras["curve"], rtol=2e-3)
         exactly_k(image, batched)
+
+
+def test_fewer_colours_than_k_through_the_pipeline(tmp_path):
+    from PIL import Image
+
+    from cq.pipeline import Job, quantize_file
+
+    rng = np.random.default_rng(1)
+    image = rng.choice(np.array([[0, 0, 0], [250, 10, 10], [30, 200, 90], [255, 255, 255], [90, 90, 90]],
+                                dtype=np.uint8), size=(12, 10))
+    path = tmp_path / "five.png"
+    Image.fromarray(image).save(path)
+    job = Job(method="cnn", params={"epochs": 2, "steps_per_epoch": 2, "device": "cpu"})
+    record = quantize_file(path, tmp_path / "q.png", tmp_path / "q.json", job)
+    assert record["status"] == "ok", record["error"]
+    assert record["n_colors"] == K
 
 
 @pytest.mark.parametrize("name", ["tiny_random", "grayscale", "wide"])

@@ -54,7 +54,7 @@ from threadpoolctl import threadpool_limits
 from cq.finalize import finalize
 from cq.histogram import coarsen, pack_rgb
 from cq.methods import Problem, Proposal, register
-from cq.objective import Weights, best_cap, ideal_colors, score_assignment, vertex_cost
+from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
 
 log = logging.getLogger(__name__)
 
@@ -562,7 +562,7 @@ def _exact(im: "_Image", pal: np.ndarray, weights: Weights):
     if key not in cache:
         pal, labels = _fill(problem.hist, pal, weights)
         quant = finalize(problem.hist, pal, labels, k=problem.k, weights=weights, rule="objective")
-        cache[key] = quant, score_assignment(problem.hist, quant.palette, quant.labels, weights).score
+        cache[key] = quant, quant.score(problem.hist, weights).score
     return cache[key]
 
 

@@ -173,29 +173,22 @@ def test_bad_values_are_one_line_errors_naming_the_parameter(photo, params, mess
 
 
 def test_cuda_out_of_memory_falls_back_to_cpu(photo, monkeypatch):
-    real_fit = cnn_module._fit
+    real_train = cnn_module._train
     devices = []
 
-    def fit(problems, config, device, names):
-        devices.append(device.type)
-        if device.type == "cuda":
+    def train(named, config, device):
+        devices.append(device)
+        if device == "cuda":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real_fit(problems, config, device, names)
+        return real_train(named, config, device)
 
     monkeypatch.setattr(cnn_module, "_cuda_available", lambda: True)
-    monkeypatch.setattr(cnn_module, "_fit", fit)
-    monkeypatch.setattr(cnn_module, "_torch_state", lambda config, device: _nothing())
+    monkeypatch.setattr(cnn_module, "_train", train)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     proposal = run(photo, device="auto", epochs=1)
     assert devices == ["cuda", "cpu"]
     assert proposal.extras["device"] == "cpu"
     assert proposal.extras["fallback"] == "cuda out of memory: retried on cpu"
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def test_auto_device_is_cpu_without_cuda(photo, monkeypatch):

@@ -193,19 +193,27 @@ def train_many(problems, config: Config = Config(), device: str = "auto", names=
         names = [f"{p.image.shape[1]}x{p.image.shape[0]} image ({p.hist.n_colors} colours)" for p in problems]
         if len(problems) > 1:
             names = [f"{name}, {i + 1}/{len(problems)}" for i, name in enumerate(names)]
+    named = list(zip(names, problems))
     try:
-        with _torch_state(config, device), threadpool_limits(limits=1, user_api="blas"):
-            return _fit(problems, config, torch.device(device), names)
+        return _train(named, config, device)
     except torch.cuda.OutOfMemoryError:
         if device != "cuda":
             raise
         log.warning("cnn: %s", OOM_FALLBACK)
         torch.cuda.empty_cache()
-        with _torch_state(config, "cpu"):
-            proposals = _fit(problems, config, torch.device("cpu"), names)
+        proposals = _train(named, config, "cpu")
         for proposal in proposals:
             proposal.extras["fallback"] = OOM_FALLBACK
         return proposals
+
+
+def _train(named, config: Config, device: str) -> list[Proposal]:
+    """Train the (name, problem) pairs' networks on ``device`` (``cpu`` or ``cuda``)."""
+    import torch
+
+    names, problems = zip(*named)
+    with _torch_state(config, device), threadpool_limits(limits=1, user_api="blas"):
+        return _fit(list(problems), config, torch.device(device), list(names))
 
 
 @contextlib.contextmanager

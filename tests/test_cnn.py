@@ -11,6 +11,7 @@ import skimage.data
 import torch
 
 import cq.methods.cnn as cnn_module
+import cq.palette_net as net_module
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram, coarsen, pack_rgb
 from cq.methods import Problem, get_method
@@ -48,7 +49,7 @@ def networks(photo, batch=1):
     p = problem(photo)
     points, mass, _ = coarsen(p.hist, config.bits)
     start = cnn_module._start_palette(points, mass / mass.sum(), K, Weights(), config)
-    net = cnn_module._Net(batch, K, config, cnn_module._thumbnails([p] * batch, config.input_size),
+    net = net_module.PaletteNets(batch, K, config, net_module.thumbnails([p] * batch, config.input_size),
                           np.stack([start] * batch), np.full(batch, 40.0), torch.device("cpu"))
     x = torch.as_tensor(np.stack([points] * batch), dtype=torch.float32)
     w = torch.as_tensor(np.stack([mass / mass.sum()] * batch), dtype=torch.float32)
@@ -57,7 +58,7 @@ def networks(photo, batch=1):
 
 def test_every_weight_receives_a_gradient(photo):
     net, x, w = networks(photo)
-    cnn_module.backward(net, x, w, Weights(), tau=5.0)
+    net_module.backward(net, x, w, Weights(), tau=5.0)
     params = net.body() + net.head_bias() + net.cap()
     assert len(params) == 2 * 3 + 2 + 3
     for param in params:
@@ -71,10 +72,10 @@ def test_closed_form_gradient_is_the_surrogates_autograd_gradient():
     mass /= mass.sum(1, keepdim=True)
     palette = (torch.rand(2, K, 3, generator=gen, dtype=torch.float64) * 300 - 20).requires_grad_()
     cap = torch.tensor([50.0, 90.0], dtype=torch.float64, requires_grad=True)
-    loss, _ = cnn_module.surrogate_loss(palette, cap, colors, mass, Weights(), 4.0)
+    loss, _ = net_module.surrogate_loss(palette, cap, colors, mass, Weights(), 4.0)
     expected = torch.autograd.grad(loss.sum(), [palette, cap])
-    capped, cost = cnn_module._capped(palette, cap)
-    value, grad_c, grad_cost, _ = cnn_module.surrogate_terms(capped.detach(), cost.detach(), cap.detach(), colors,
+    capped, cost = net_module.capped(palette, cap)
+    value, grad_c, grad_cost, _ = net_module.surrogate_terms(capped.detach(), cost.detach(), cap.detach(), colors,
                                                              mass, Weights(), 4.0)
     got = torch.autograd.grad([capped, cost, cap], [palette, cap], [grad_c, grad_cost, torch.full_like(cap, 21.0)])
     torch.testing.assert_close(value, loss.detach())
@@ -115,10 +116,14 @@ def test_same_seed_same_output_on_cpu(photo):
     assert a.extras["curve"] == b.extras["curve"]
 
 
-def test_a_batch_trains_each_image_as_alone(photo):
+def test_a_batch_trains_each_image_as_alone(photo, caplog):
     config = cnn_module.make_config(epochs=3, steps_per_epoch=3)
     rocket = skimage.data.rocket()[::12, ::12]
-    both = cnn_module.train_many([problem(photo), problem(rocket)], config, "cpu", names=["chelsea", "rocket"])
+    with caplog.at_level(logging.INFO, logger="cq"):
+        both = cnn_module.train_many([problem(photo), problem(rocket)], config, "cpu", names=["chelsea", "rocket"])
+    progress = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and r.name == "cq.methods.cnn"]
+    assert len(progress) == 1 + max(p.extras["epochs_run"] for p in both)
+    assert all(line.startswith("cnn batch of 2: epoch") for line in progress)
     for image, batched in zip((photo, rocket), both):
         alone = cnn_module.train_many([problem(image)], config, "cpu")[0]
         assert batched.extras["init_score"] == alone.extras["init_score"]

@@ -36,7 +36,8 @@ class PaletteNets:
             width = out
         side = config.input_size >> len(config.channels)
         flat = width * side * side
-        self.dense = self._uniform(gen, batch, (flat, config.hidden), flat) + self._uniform(gen, batch, (config.hidden,), flat)
+        self.dense = (self._uniform(gen, batch, (flat, config.hidden), flat)
+                      + self._uniform(gen, batch, (config.hidden,), flat))
         self.thumbs = thumbs
         self.head_w = self._uniform(gen, batch, (config.hidden, 3 * k), 3.0)[0]
         self.head_b = torch.as_tensor(starts.reshape(batch, -1), dtype=torch.float32)
@@ -44,12 +45,13 @@ class PaletteNets:
         with torch.no_grad():  # the features' share of the start: about ``head_init`` colour units
             scale = config.head_init / self._features().norm(dim=1).clamp_min(1e-6)
             self.head_w *= scale[:, None, None]
-        tensors = [*(t for pair in self.convs for t in pair), *self.dense, self.head_w, self.head_b, self.log_cap,
-                   self.thumbs]
+        tensors = [*(t for pair in self.convs for t in pair), *self.dense,
+                   self.head_w, self.head_b, self.log_cap, self.thumbs]
         moved = [t.to(device).requires_grad_(t is not self.thumbs) for t in tensors]
         n = 2 * len(self.convs)
         self.convs = [tuple(moved[i:i + 2]) for i in range(0, n, 2)]
-        self.dense, (self.head_w, self.head_b, self.log_cap, self.thumbs) = tuple(moved[n:n + 2]), moved[n + 2:]
+        self.dense = tuple(moved[n:n + 2])
+        self.head_w, self.head_b, self.log_cap, self.thumbs = moved[n + 2:]
 
     @staticmethod
     def _uniform(gen, batch: int, shape: tuple, fan_in: int):
@@ -80,7 +82,8 @@ class PaletteNets:
         h = thumbs.reshape(1, -1, *thumbs.shape[-2:])
         for weight, bias in self.convs:
             weight = take(weight)
-            h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), take(bias).reshape(-1), padding=1, groups=b)
+            h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), take(bias).reshape(-1),
+                         padding=1, groups=b)
             h = F.max_pool2d(F.relu(h), 2)
         h = h.reshape(b, 1, -1)
         weight, bias = (take(t) for t in self.dense)
@@ -95,7 +98,8 @@ class PaletteNets:
         import torch
 
         take = (lambda t: t) if rows is None else (lambda t: t[rows])
-        out = torch.baddbmm(take(self.head_b).unsqueeze(1), self._features(rows).unsqueeze(1), take(self.head_w))
+        features = self._features(rows).unsqueeze(1)
+        out = torch.baddbmm(take(self.head_b).unsqueeze(1), features, take(self.head_w))
         return out.reshape(len(out), self.k, 3), take(self.log_cap).exp()
 
 
@@ -115,7 +119,8 @@ class Optimiser:
 
         self.net, self.config, self.curvature = net, config, 2.0 * weights.pixel_mse
         self.groups = [(net.body(), config.lr_body), (net.cap(), config.lr_cap)]
-        self.moments = [[(torch.zeros_like(p), torch.zeros_like(p)) for p in params] for params, _ in self.groups]
+        self.moments = [[(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+                        for params, _ in self.groups]
         self.t = 0
 
     def step(self, share, lr: float, decay: float) -> None:
@@ -205,7 +210,8 @@ def surrogate_loss(palette, cap, colors, mass, weights: Weights, tau: float):
     import torch
 
     c, cost = capped(palette, cap)
-    d2 = (colors * colors).sum(-1, keepdim=True) - 2.0 * colors @ c.transpose(1, 2) + (c * c).sum(-1).unsqueeze(1)
+    d2 = (colors * colors).sum(-1, keepdim=True) - 2.0 * colors @ c.transpose(1, 2)
+    d2 = d2 + (c * c).sum(-1).unsqueeze(1)
     per = weights.pixel_mse * d2.clamp_min(0.0) + weights.mean_cost * cost.unsqueeze(1)
     soft_min = -tau * torch.logsumexp(per / -tau, dim=2)
     with torch.no_grad():

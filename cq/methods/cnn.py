@@ -103,9 +103,9 @@ def _defaults() -> dict:
 
 
 @register("cnn", version="3", device="auto", **_defaults())
-def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 30, steps_per_epoch: int = 8,
-        patience: int = 6, lr: float = 1.0, lr_final: float = 0.05, lr_body: float = 1e-3, lr_cap: float = 0.03,
-        tau_start: float = 20.0, tau_end: float = 0.5, start: str = "colors", head_init: float = 2.0,
+def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 30,
+        steps_per_epoch: int = 8, patience: int = 6, lr: float = 1.0, lr_final: float = 0.05,
+        lr_body: float = 1e-3, lr_cap: float = 0.03, tau_start: float = 20.0, tau_end: float = 0.5, start: str = "colors", head_init: float = 2.0,
         input_size: int = 32, channels=(8, 16, 32), hidden: int = 64, bits: int = 5, finish: int = 4,
         lattice_cap: float = 4.0, threads: int = 1) -> Proposal:
     """Train a fresh network on this image's objective and return its best epoch's palette.
@@ -135,8 +135,9 @@ def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 
     lattice_cap : below this max cost the finish also tries direct's lattice k-median search.
     threads : CPU threads for torch during the run (restored afterwards).
     """
-    config = make_config(seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch, patience=patience, lr=lr,
-                         lr_final=lr_final, lr_body=lr_body, lr_cap=lr_cap, tau_start=tau_start, tau_end=tau_end,
+    config = make_config(seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch, patience=patience,
+                         lr=lr, lr_final=lr_final, lr_body=lr_body, lr_cap=lr_cap, tau_start=tau_start,
+                         tau_end=tau_end,
                          start=start, head_init=head_init, input_size=input_size, channels=channels,
                          hidden=hidden, bits=bits, finish=finish, lattice_cap=lattice_cap, threads=threads)
     return train_many([problem], config, device)[0]
@@ -152,7 +153,8 @@ def make_config(**params) -> Config:
     config = Config(**params)
     for name in ("epochs", "steps_per_epoch", "patience", "bits", "threads", "input_size", "hidden"):
         if getattr(config, name) < (0 if name == "epochs" else 1):
-            raise ValueError(f"cnn: {name} must be >= {0 if name == 'epochs' else 1}, got {getattr(config, name)}")
+            least = 0 if name == "epochs" else 1
+            raise ValueError(f"cnn: {name} must be >= {least}, got {getattr(config, name)}")
     if not 1 <= config.bits <= 8:
         raise ValueError(f"cnn: bits must be in 1..8, got {config.bits}")
     for name in ("lr_body", "lr_cap", "finish", "lattice_cap"):
@@ -296,7 +298,7 @@ def _fit(problems, config: Config, device, names) -> list[Proposal]:
             optimizer.step(share, config.lr, cosine(progress, config.lr_final))
         _score_epoch(images, net, epoch, weights)
     seconds = time.perf_counter() - t0
-    return [_proposal(im, device, seconds / len(images), weights, config.finish, config.lattice_cap) for im in images]
+    return [_proposal(im, device, seconds / len(images), weights, config) for im in images]
 
 
 def _score_epoch(images, net, epoch: int, weights: Weights) -> None:
@@ -325,10 +327,10 @@ def _score_epoch(images, net, epoch: int, weights: Weights) -> None:
                  len(images), epoch, sum(im.active for im in images), 100 * float(np.median(gains)))
 
 
-def _proposal(im: _Image, device, seconds: float, weights: Weights, finish: int, lattice_cap: float) -> Proposal:
+def _proposal(im: _Image, device, seconds: float, weights: Weights, config: Config) -> Proposal:
     """The best epoch's exactly-k palette, finished on the uint8 lattice, and the record's training facts."""
     exact, epoch = im.best[:2]
-    quant, final, placed = _finish(im, weights, finish, lattice_cap)
+    quant, final, placed = _finish(im, weights, config.finish, config.lattice_cap)
     extras = {"device": device.type, "init_score": im.curve[0], "curve": im.curve, "best_score": exact,
               "best_epoch": epoch, "gain": 1.0 - exact / im.curve[0], "epochs_run": len(im.curve) - 1,
               "final_score": final, "finish": placed, "n_points": len(im.points), "train_s": seconds,
@@ -349,7 +351,8 @@ def _pad(images, device):
     return torch.from_numpy(x).to(device), torch.from_numpy(w).to(device)
 
 
-def _start_palette(points: np.ndarray, mass: np.ndarray, k: int, weights: Weights, config: Config) -> np.ndarray:
+def _start_palette(points: np.ndarray, mass: np.ndarray, k: int, weights: Weights,
+                   config: Config) -> np.ndarray:
     """The output bias's start: weighted k-means++ seeds of the ideal outputs or of the plain colours.
 
     A colour's ideal output is the lower bound's: moved toward its nearest vertex to radius
@@ -407,7 +410,8 @@ def _finish(im: "_Image", weights: Weights, steps: int, lattice_cap: float):
     points = _Points(im.points, im.mass)
     pal = _integer_lloyd(points, palette, weights, steps)[0]
     candidates = [(pal, "lattice placement")]
-    if vertex_cost(quant.palette).max() < lattice_cap or (pal is not None and vertex_cost(pal).max() < lattice_cap):
+    low = [vertex_cost(p).max() < lattice_cap for p in (quant.palette, pal) if p is not None]
+    if any(low):
         candidates.append((_lattice_search(points, im.problem.k, weights, lattice_cap)[0], "lattice search"))
     for pal, name in candidates:
         if pal is not None:
@@ -435,7 +439,8 @@ def _fill(hist, pal: np.ndarray, weights: Weights):
     cap = float(vertex_cost(pal[~dead]).max())
     colors = hist.colors.astype(np.float64)
     ideal = _round(ideal_colors(colors, cap, weights), cap)
-    own = weights.pixel_mse * ((colors - pal[labels]) ** 2).sum(1) + weights.mean_cost * vertex_cost(pal[labels])
+    taken = pal[labels]
+    own = weights.pixel_mse * ((colors - taken) ** 2).sum(1) + weights.mean_cost * vertex_cost(taken)
     best = weights.pixel_mse * ((colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
     order = np.argsort(-(own - best) * hist.counts, kind="stable")
     candidates = pack_rgb(ideal[order[: 64 * k]])

@@ -105,9 +105,10 @@ def _defaults() -> dict:
 @register("cnn", version="3", device="auto", **_defaults())
 def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 30,
         steps_per_epoch: int = 8, patience: int = 6, lr: float = 1.0, lr_final: float = 0.05,
-        lr_body: float = 1e-3, lr_cap: float = 0.03, tau_start: float = 20.0, tau_end: float = 0.5, start: str = "colors", head_init: float = 2.0,
-        input_size: int = 32, channels=(8, 16, 32), hidden: int = 64, bits: int = 5, finish: int = 4,
-        lattice_cap: float = 4.0, threads: int = 1) -> Proposal:
+        lr_body: float = 1e-3, lr_cap: float = 0.03, tau_start: float = 20.0, tau_end: float = 0.5,
+        start: str = "colors", head_init: float = 2.0, input_size: int = 32, channels=(8, 16, 32),
+        hidden: int = 64, bits: int = 5, finish: int = 4, lattice_cap: float = 4.0,
+        threads: int = 1) -> Proposal:
     """Train a fresh network on this image's objective and return its best epoch's palette.
 
     Parameters

@@ -100,9 +100,10 @@ def test_training_improves_on_the_networks_own_start(photo, caplog):
 
 
 def test_init_score_is_the_untrained_networks_exact_score(photo):
-    untrained = run(photo, epochs=0, finish=0)
-    trained = run(photo, finish=0)
-    assert untrained.extras["curve"] == [untrained.extras["init_score"]] and untrained.extras["best_epoch"] == 0
+    untrained = run(photo, epochs=0)
+    trained = run(photo)
+    extras = untrained.extras
+    assert extras["curve"] == [extras["init_score"]] == [extras["final_score"]] and extras["best_epoch"] == 0
     assert untrained.extras["init_score"] == trained.extras["init_score"]
     hist = ColorHistogram.from_image(np.ascontiguousarray(photo))
     quant = exactly_k(photo, untrained)

@@ -117,7 +117,7 @@ def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 
         run is retried on the CPU and ``extras["fallback"]`` says so.
     seed : seeds the network and the starting palette; CPU runs are deterministic.
     epochs : at most this many epochs of ``steps_per_epoch`` full-batch steps, each followed by
-        an exact score; 0 returns the untrained network's palette.
+        an exact score; 0 returns the untrained network's palette (no finish either).
     patience : stop after this many epochs without a better exact score.
     lr : step of the output bias (the palette), as a fraction of the way to each colour's best
         position for its current pixels (1: a Lloyd-like step).
@@ -331,7 +331,8 @@ def _score_epoch(images, net, epoch: int, weights: Weights) -> None:
 def _proposal(im: _Image, device, seconds: float, weights: Weights, config: Config) -> Proposal:
     """The best epoch's exactly-k palette, finished on the uint8 lattice, and the record's training facts."""
     exact, epoch = im.best[:2]
-    quant, final, placed = _finish(im, weights, config.finish, config.lattice_cap)
+    steps = config.finish if config.epochs > 0 else 0  # epochs=0: the untrained network's own palette
+    quant, final, placed = _finish(im, weights, steps, config.lattice_cap)
     extras = {"device": device.type, "init_score": im.curve[0], "curve": im.curve, "best_score": exact,
               "best_epoch": epoch, "gain": 1.0 - exact / im.curve[0], "epochs_run": len(im.curve) - 1,
               "final_score": final, "finish": placed, "n_points": len(im.points), "train_s": seconds,

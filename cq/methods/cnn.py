@@ -37,9 +37,9 @@ products, one set of weights per image): the shard mode's entry point for a GPU.
 batch of one.
 
 Measured on scikit-image's 8 photographs at 640x480 (``bench/cnn.py``; score / any-k lower bound,
-geometric means; CPU s on a 2-core machine at load 8-12): start 1.486, best epoch 1.037 (1.0065
-without the dark hubble_deep_field, whose network reaches only 1.278), after the finish 1.0057
-(direct: 1.0054); gain from the start 15-71% per photo; median 2.4 CPU s per photo. Ablations
+geometric means; CPU s on a 2-core machine at load 8-12): start 1.486, best epoch 1.036 (1.0060
+without the dark hubble_deep_field, whose network reaches only 1.276), after the finish 1.0056
+(direct: 1.0054); gain from the start 15-71% per photo; median 2.9 CPU s per photo. Ablations
 (same set, final score): the features ablated (``lr_body=0, head_init=0``) 1.0056, i.e. the
 per-image fit lives in the output bias and the features do not matter; no finish 1.037 (the
 uint8 placement is worth 0.1-0.4% per photo, and on hubble_deep_field the lattice search does
@@ -47,6 +47,7 @@ all the work); no annealing (``tau_start=0.5``) 1.0057; ``lr=0.5`` 1.0059; start
 know the objective, ``capped`` 1.0059 and ``ideal`` 1.0055, leave the training a gain of only
 0-0.3% (the best epoch equals the start on several photos).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/quantize.smk"
+include: "rules/shards.smk"
 include: "rules/report.smk"
 include: "rules/history.smk"
 

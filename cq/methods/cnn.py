@@ -404,18 +404,20 @@ def _finish(im: "_Image", weights: Weights, steps: int, lattice_cap: float):
     the palette's geometry, decides: direct's k-median search over those lattice points is tried
     too. Returns (quantization, exact score, which finish won).
     """
-    from cq.methods.direct import _integer_lloyd, _lattice_search, _Points
+    from cq.methods._points import Points, fine_points
+    from cq.methods.direct import _integer_lloyd, _lattice_search
 
     exact, _, quant, palette = im.best
     best = (quant, exact, "rounded")
     if not steps or len(im.points) < im.problem.k:  # direct's descent needs at least k points to reseed
         return best
-    points = _Points(im.points, im.mass)
+    points = Points(im.points, im.mass)
     pal = _integer_lloyd(points, palette, weights, steps)[0]
     candidates = [(pal, "lattice placement")]
     low = [vertex_cost(p).max() < lattice_cap for p in (quant.palette, pal) if p is not None]
     if any(low):
-        candidates.append((_lattice_search(points, im.problem.k, weights, lattice_cap)[0], "lattice search"))
+        full = fine_points(im.problem.hist, im.problem.k, 400_000)
+        candidates.append((_lattice_search(points, full, im.problem.k, weights, lattice_cap)[0], "lattice search"))
     for pal, name in candidates:
         if pal is not None:
             finished, score = _exact(im, pal, weights)

@@ -417,7 +417,8 @@ def _finish(im: "_Image", weights: Weights, steps: int, lattice_cap: float):
     low = [vertex_cost(p).max() < lattice_cap for p in (quant.palette, pal) if p is not None]
     if any(low):
         full = fine_points(im.problem.hist, im.problem.k, 400_000)
-        candidates.append((_lattice_search(points, full, im.problem.k, weights, lattice_cap)[0], "lattice search"))
+        search = _lattice_search(points, full, im.problem.k, weights, lattice_cap)[0]
+        candidates.append((search, "lattice search"))
     for pal, name in candidates:
         if pal is not None:
             finished, score = _exact(im, pal, weights)

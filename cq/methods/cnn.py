@@ -33,13 +33,15 @@ vertices), direct's lattice k-median search is tried too; a finish is kept only 
 score is lower (``finish``, ``final_score``, the record's score).
 
 ``train_many`` trains a batch of images' networks at once (grouped convolutions and batched
-products, one set of weights per image): the shard mode's entry point for a GPU. ``cnn`` is a
-batch of one.
+products, one set of weights per image; an image that stopped early drops out of the steps): the
+shard mode's entry point for a GPU. ``cnn`` is a batch of one. On the CPU a batch of the 8
+photographs ran at 0.16 images/s against 0.19 one at a time (2.6 against 2.4 CPU s each): the
+batch pays on a GPU, where it has not been measured yet (``bench/gpu.py``).
 
 Measured on scikit-image's 8 photographs at 640x480 (``bench/cnn.py``; score / any-k lower bound,
 geometric means; CPU s on a 2-core machine at load 8-12): start 1.486, best epoch 1.036 (1.0060
 without the dark hubble_deep_field, whose network reaches only 1.276), after the finish 1.0056
-(direct: 1.0054); gain from the start 15-71% per photo; median 2.9 CPU s per photo. Ablations
+(direct: 1.0054); gain from the start 15-71% per photo; median 2.9-3.1 CPU s per photo. Ablations
 (same set, final score): the features ablated (``lr_body=0, head_init=0``) 1.0056, i.e. the
 per-image fit lives in the output bias and the features do not matter; no finish 1.037 (the
 uint8 placement is worth 0.1-0.4% per photo, and on hubble_deep_field the lattice search does

@@ -33,6 +33,8 @@ rule report:
     params:
         input_dir=INPUT_DIR,
         methods=list(METHODS),
+        # What discovery left out (symlink loops, links out of the folder): listed on the page.
+        skipped=lambda wildcards: _skipped(),
     threads: 1
     resources:
         mem_mb=4000,

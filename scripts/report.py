@@ -48,7 +48,8 @@ def main(smk) -> None:
         # The history file is a declared input: {results_dir}/history.jsonl (cq.history's format).
         history = load_history(os.path.dirname(smk.input.history)) if smk.input.history else []
         build_report(records, results_dir, input_dir, smk.output.csv, smk.output.html,
-                     summary_path=smk.output.summary, history=history, method_order=list(smk.params.methods))
+                     summary_path=smk.output.summary, history=history, skipped=list(smk.params.skipped),
+                     method_order=list(smk.params.methods))
         logging.getLogger("cq").info("report of %d records, %d runs of history", len(records), len(history))
 
 

@@ -16,7 +16,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import zipfile
 from datetime import datetime, timezone
 from html import unescape
 from html.parser import HTMLParser
@@ -39,7 +41,8 @@ EVIL = "<script>alert(1)</script> \"quoted\" 'single' café ✓.png"
 BUILT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 HISTORY = [{"start": "2025-01-01T10:00:00", "end": "2025-01-01T10:04:00", "status": "ok",
             "counts": {"new": 9, "failed": 3}, "time_per_method": {"kmeans": 3.0, "octree": 0.4},
-            "skipped": ["loop/: a symlink loop <b>x</b>"]}]
+            "skipped": ["an earlier run's skip"]}]
+SKIPPED = ["loop/: a symlink loop <b>x</b>"]
 
 
 def _transparent() -> np.ndarray:
@@ -99,7 +102,7 @@ def run(tmp_path_factory):
     records.append(stub)
     out = root / "out"
     build_report(records, results, inputs, out / "report.csv", out / "report.html",
-                 summary_path=out / "summary.tsv", history=HISTORY, built=BUILT)
+                 summary_path=out / "summary.tsv", history=HISTORY, skipped=SKIPPED, built=BUILT)
     return {"root": root, "inputs": inputs, "results": results, "out": out, "records": records,
             "html": (out / "report.html").read_text(encoding="utf-8")}
 
@@ -138,6 +141,7 @@ def test_html_escapes_names_and_runs_only_its_own_script(run):
     assert "<img src=x>" not in page and "<b>bad</b>" not in page and "<b>x</b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &#34;quoted&#34; &#39;single&#39; café ✓.png" in page
     assert "&lt;b&gt;bad&lt;/b&gt;" in page and "a symlink loop &lt;b&gt;x&lt;/b&gt;" in page
+    assert "an earlier run's skip" not in page  # this run's skips are passed in, not an old run's
     assert "http://" not in page and "https://" not in page  # offline: nothing fetched
 
 
@@ -494,3 +498,45 @@ def test_chromium_lays_the_page_out_without_overflow_or_error(run, width):
         im.crop((0, 0, width, height)).save(shot)
     with Image.open(shot) as im:
         assert len(im.convert("RGB").getcolors(1 << 24)) > 2000  # photographs, not blank boxes
+
+
+# --- the workflow's report rule: declared history, final history state, snakemake --report -----
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    from conftest import REPO
+
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "--cores", "2", "--configfile", str(REPO / "config/config.yaml"),
+           str(workdir / "test.yaml"), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.mark.slow
+def test_workflow_report_reads_declared_history_and_feeds_snakemake_report(tmp_path):
+    """The report rule takes history.jsonl as an input: a second run has nothing to do, a
+    rebuilt page lists the first run as finished (never "running"), and `snakemake --report`
+    carries cq's summary and table."""
+    from conftest import write_tiny_photos
+
+    write_tiny_photos(tmp_path / "images")
+    (tmp_path / "test.yaml").write_text("input_dir: images\nresults_dir: results\nmethods: [median_cut, octree]\n")
+    _snakemake(tmp_path)
+    results = tmp_path / "results"
+    (first,) = [json.loads(line) for line in (results / "history.jsonl").read_text().splitlines()]
+    assert "Nothing to be done" in _snakemake(tmp_path, "--dry-run").stdout
+    page = (results / "report.html").read_text(encoding="utf-8")
+    assert 'id="history"' not in page  # built before any run had finished
+    _snakemake(tmp_path, "--forcerun", "report")
+    page = (results / "report.html").read_text(encoding="utf-8")
+    history = page[page.index('<h2 id="history">'):page.index("<footer>")]
+    assert first["start"] in history and first["end"] in history and "running" not in history
+    assert "Nothing to be done" in _snakemake(tmp_path, "--dry-run").stdout
+    _snakemake(tmp_path, "--report", str(tmp_path / "smk.zip"))
+    with zipfile.ZipFile(tmp_path / "smk.zip") as z:
+        names = z.namelist()
+        summary = [n for n in names if n.endswith("/summary.tsv")]
+        assert summary and any(n.endswith("/report.csv") for n in names)
+        assert z.read(summary[0]).decode().splitlines()[1].startswith("median_cut\t4\t4\t0\t")
+        assert "cq quantized every image" in z.read([n for n in names if n.endswith("report.html")][0]).decode()

@@ -33,7 +33,8 @@ MAX_CARDS = 500  # images with cards on the page; the CSV and summary cover all
 
 
 def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_path: Path,
-                 html_path: Path, *, history: list[dict] = (), summary_path: Path | None = None,
+                 html_path: Path, *, history: list[dict] = (), skipped: list[str] = (),
+                 summary_path: Path | None = None,
                  method_order: list[str] | None = None, title: str = "Colour quantization report",
                  max_cards: int = MAX_CARDS, built: datetime | None = None) -> None:
     """Write ``csv_path`` (one row per image x method), ``html_path`` (the page) and, when
@@ -46,7 +47,9 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
     results_dir : where the quantized PNGs are (``cq.discover.result_path``).
     input_dir : the folder the image paths are relative to (for display and PNG lookup).
     history : finished runs as ``cq.history.load_history`` gives them (start, end, status,
-        counts, time_per_method, skipped), oldest first; empty: no history section.
+        counts, time_per_method), oldest first; empty: no history section.
+    skipped : what this run's discovery left out (symlink loops, links out of the folder...),
+        one line each, listed under the failures.
     method_order : optional column order (e.g. the config's); else kmeans first, then alphabetical.
     max_cards : the page shows cards, rows and chart dots for at most this many images (in
         name order), so that it stays light for huge folders; the CSV, the summary and the
@@ -70,7 +73,7 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
         write_csv(summary, Path(summary_path), index=True, sep="\t")
     order_note = ("Methods in the configured order." if method_order is not None
                   else f"Methods: {REFERENCE} first as the reference, then alphabetical.")
-    page = render_page(table, summary, methods, details, assets, history=list(history),
+    page = render_page(table, summary, methods, details, assets, history=list(history), skipped=list(skipped),
                        built=built or datetime.now(timezone.utc), title=title, order_note=order_note,
                        shown=shown)
     with atomic_path(html_path) as tmp:

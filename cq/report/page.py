@@ -26,7 +26,8 @@ PART_NAMES = (("part_mse", "MSE"), ("part_max_cost", "max cost"), ("part_mean_co
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.PackageLoader("cq.report", "templates"), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
 
 
 def _static(name: str) -> Markup:
@@ -35,7 +36,8 @@ def _static(name: str) -> Markup:
 
 
 def render_page(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], details: dict,
-                assets: dict, *, history: list[dict], built: datetime, title: str, order_note: str,
+                assets: dict, *, history: list[dict], skipped: list[str], built: datetime, title: str,
+                order_note: str,
                 shown: pd.DataFrame) -> str:
     """The whole page as one string. ``shown`` (a part of ``table``) gets cards, rows and chart dots."""
     colours = method_colours(methods)
@@ -59,7 +61,7 @@ def render_page(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], 
         "cards": [_card(image, rows, methods, assets, details) for image, rows in rows_by_image.items()],
         "failures": [{"image": r.image, "method": r.method, "error": r.error}
                      for r in table[table["status"] != "ok"].itertuples()],
-        "skipped": list((history or [{}])[-1].get("skipped") or []),
+        "skipped": skipped,
         "history": _history(history, colours) if history else None,
         "css": _static("report.css"), "script": _static("report.js"),
     }

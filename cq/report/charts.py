@@ -208,7 +208,7 @@ def curve_chart(curve: list[float], best_epoch: int, *, fmt, width: int = 420, h
     xs = Axis([0, len(curve) - 1], left, width - right)
     ys = Axis(curve, height - bottom, top)
     parts = _frame(left, width - right, top, height - bottom, xs, ys, lambda t: f"{t:g}", fmt)
-    step = max(1, len(curve) // 200)  # at most ~200 points: light even for long trainings
+    step = max(1, len(curve) // 100)  # at most ~100 points: light even for long trainings
     line = " ".join(f"{xs(i):.1f},{ys(v):.1f}" for i, v in list(enumerate(curve))[::step] + [(len(curve) - 1, curve[-1])])
     parts.append(Markup('<polyline class="curve" points="{}"/>').format(line))
     for i, cls in ((0, "init"), (best_epoch, "best")):
@@ -220,7 +220,7 @@ def curve_chart(curve: list[float], best_epoch: int, *, fmt, width: int = 420, h
 
 
 def parts_bar(parts: list[tuple[str, float]], *, fmt, width: int = 150, height: int = 10) -> Markup:
-    """A stacked bar of the score's parts (their shares of the score), each part titled."""
+    """A stacked bar of the score's parts (their shares of the score), named in its label."""
     values = [(i, name, v) for i, (name, v) in enumerate(parts) if finite(v) and v > 0]
     total = sum(v for _, _, v in values)
     if not values:
@@ -228,8 +228,7 @@ def parts_bar(parts: list[tuple[str, float]], *, fmt, width: int = 150, height: 
     out, x = [], 0.0
     for i, name, v in values:  # the class (p0, p1, p2) colours a part the same on every bar
         w = v / total * width
-        out.append(Markup('<rect x="{:.1f}" y="0" width="{:.1f}" height="{}" class="p{}"><title>{}: {} ({:.0f}%)</title></rect>'
-                          ).format(x, w, height, i, name, fmt(v), 100 * v / total))
+        out.append(Markup('<rect x="{:.1f}" y="0" width="{:.1f}" height="{}" class="p{}"/>').format(x, w, height, i))
         x += w
     label = "score parts: " + ", ".join(f"{n} {fmt(v)}" for _, n, v in values)
     return (Markup('<svg class="parts" viewBox="0 0 {0} {1}" width="{0}" height="{1}" preserveAspectRatio="none" '

@@ -126,14 +126,19 @@ def _gap_text(row: dict) -> str:
     return "bound loose" if row["bound_loose"] else fmt_pct(row["gap"])
 
 
+def _sort_key(value) -> str:
+    """A cell's sort value: 8 significant digits (orders the table, keeps the page light)."""
+    return f"{value:.8g}" if finite(value) else ""
+
+
 def _result_row(row: dict) -> dict:
     """One line of the sortable results table: (text, sort value) per cell."""
     ok = row["status"] == "ok"
 
     def cell(value, fmt):
-        return {"text": fmt(value) if ok else "–", "v": value if ok and finite(value) else ""}
+        return {"text": fmt(value) if ok else "–", "v": _sort_key(value) if ok else ""}
 
-    gap = row["gap"] if ok and finite(row["gap"]) and not row["bound_loose"] else ""
+    gap = _sort_key(row["gap"]) if ok and not row["bound_loose"] else ""
     return {"image": row["image"], "method": row["method"], "status": row["status"],
             "standing": "tie" if row["tie"] else "best" if row["best"] else "",
             "score": cell(row["score"], fmt_num),

@@ -4,7 +4,9 @@ A method proposes a palette (floats, any count up to k or a little over) and opt
 assignment of the histogram colours to it. Rounding to uint8 can merge colours and a colour
 can end up with no pixel, so this module turns any proposal into a palette of exactly ``k``
 distinct uint8 colours, each used by at least one pixel, repairing where the objective says
-it costs least. Images with fewer than ``k`` distinct colours are returned unchanged.
+it costs least. An image with fewer than ``k`` distinct colours still gets ``k``: pixels of
+one input colour may then take different output colours (a *split*). Only an image with
+fewer than ``k`` pixels cannot have ``k`` colours; it is refused.
 """
 
 from __future__ import annotations
@@ -14,24 +16,73 @@ from dataclasses import dataclass
 import numpy as np
 
 from cq.histogram import ColorHistogram, pack_rgb
-from cq.objective import Weights, vertex_cost
+from cq.objective import Score, Weights, score_entries, vertex_cost
 
 ASSIGN_RULES = ("nearest", "objective")
 _CHUNK = 1 << 16
 _STEPS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+# Where a split may send pixels: every lattice offset within 3 units per channel (342 of them,
+# enough distinct colours around even a single-colour image's one colour).
+_BALL = np.array([(r, g, b) for r in range(-3, 4) for g in range(-3, 4) for b in range(-3, 4)
+                  if (r, g, b) != (0, 0, 0)])
+_SPLIT_SOURCES = 64  # a split is sought among the entries of most pixels only
+
+
+class TooFewPixelsError(ValueError):
+    """The image has fewer pixels than the k distinct colours asked for."""
+
+
+def too_few_pixels(n_pixels: int, k: int) -> str:
+    return f"the image has {n_pixels} pixel{'' if n_pixels == 1 else 's'}, fewer than the k={k} colours asked for"
 
 
 @dataclass(frozen=True)
 class Quantization:
-    """A final palette of distinct uint8 colours and the palette index of each histogram colour."""
+    """A final palette of distinct uint8 colours and where each histogram colour's pixels go.
+
+    ``labels[i]`` is the palette index of histogram colour i. ``splits`` lists the exceptions,
+    ``(i, label, n)``: n pixels of colour i (the first n in raster order) take ``label``
+    instead; only images with few colours need them.
+    """
 
     palette: np.ndarray
     labels: np.ndarray
     notes: tuple[str, ...] = ()
+    splits: tuple[tuple[int, int, int], ...] = ()
+
+    def entries(self, hist: ColorHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(colour index, pixel count, palette index) of every group of pixels sharing both."""
+        index = np.arange(hist.n_colors)
+        counts = hist.counts.astype(np.int64).copy()
+        if not self.splits:
+            return index, counts, np.asarray(self.labels)
+        moved = np.array(self.splits, dtype=np.int64).reshape(-1, 3)
+        np.subtract.at(counts, moved[:, 0], moved[:, 2])
+        return (np.concatenate([index, moved[:, 0]]), np.concatenate([counts, moved[:, 2]]),
+                np.concatenate([self.labels, moved[:, 1]]))
+
+    def score(self, hist: ColorHistogram, weights: Weights = Weights()) -> Score:
+        """The exact score of this quantization, without rendering it."""
+        index, counts, labels = self.entries(hist)
+        keep = counts > 0
+        return score_entries(hist.colors[index[keep]], counts[keep], self.palette, labels[keep], weights)
+
+    def index_image(self, hist: ColorHistogram) -> np.ndarray:
+        """The (H, W) palette index of every pixel."""
+        if hist.inverse is None or hist.shape is None:
+            raise ValueError("this histogram was built without its inverse")
+        index = np.asarray(self.labels)[hist.inverse]
+        done: dict[int, int] = {}
+        for i, label, n in self.splits:
+            where = np.flatnonzero(hist.inverse == i)
+            start = done.get(i, 0)
+            index[where[start : start + n]] = label
+            done[i] = start + n
+        return index.reshape(hist.shape)
 
     def render(self, hist: ColorHistogram) -> np.ndarray:
         """The quantized (H, W, 3) uint8 image."""
-        return hist.render(self.palette[self.labels])
+        return self.palette[self.index_image(hist)]
 
 
 def pixel_costs(colors: np.ndarray, palette: np.ndarray, weights: Weights, rule: str) -> np.ndarray:
@@ -72,21 +123,24 @@ def finalize(hist: ColorHistogram, palette: np.ndarray, labels: np.ndarray | Non
     k : the number of colours wanted.
     rule : how to assign when ``labels`` is None: ``nearest`` or ``objective``.
     """
-    if hist.n_colors < k:
-        return Quantization(hist.colors.copy(), np.arange(hist.n_colors), (f"fewer than k={k} colours: original kept",))
+    if hist.n_pixels < k:
+        raise TooFewPixelsError(too_few_pixels(hist.n_pixels, k))
     pal = np.clip(np.rint(np.asarray(palette, dtype=np.float64)), 0, 255).astype(np.uint8)
     if labels is None:
         labels = assign(hist, pal, weights, rule)
     pal, labels = _compact(pal, np.asarray(labels))
-    notes = []
+    notes, splits = [], ()
     if len(pal) > k:
         notes.append(f"merged {len(pal) - k} colours")
         pal, labels = _merge_down(hist, pal, labels, k, weights)
     if len(pal) < k:
         notes.append(f"added {k - len(pal)} colours")
-        pal, labels = _split_up(hist, pal, labels, k, weights)
-    _check(pal, labels, k)
-    return Quantization(pal, labels, tuple(notes))
+        pal, labels, splits = _split_up(hist, pal, labels, k, weights)
+        if splits:
+            notes.append(f"split {len(splits)} groups of pixels off their colour")
+    q = Quantization(pal, labels, tuple(notes), splits)
+    _check(q, hist, k)
+    return q
 
 
 def _compact(pal: np.ndarray, labels: np.ndarray):
@@ -126,34 +180,98 @@ def _merge_down(hist, pal, labels, k, weights):
 def _split_up(hist, pal, labels, k, weights):
     """Add colours one at a time where it costs least, until there are k.
 
-    A candidate moves one histogram colour, whose palette colour keeps other pixels, either to
-    its own exact colour or to a one-unit neighbour of its current palette colour. Each
-    candidate's change of the score (per-pixel terms and the max-cost term) is exact.
+    The pixels are held as entries (colour, palette index, count). A candidate move sends a
+    whole entry, whose palette colour keeps other pixels, to its own exact colour or to a
+    one-unit neighbour of its palette colour; where no such move exists (few colours), it
+    sends one pixel, or all but one, of an entry to a lattice colour near its palette colour.
+    Each candidate's change of the score (per-pixel terms and the max-cost term) is exact.
+    A move changes no other entry's per-pixel change, so the table of whole-entry moves is
+    built once and only patched, until a move raises the max cost.
     """
-    n = hist.n_pixels
-    colors = hist.colors
+    colour = np.arange(hist.n_colors)
+    count = hist.counts.astype(np.int64).copy()
+    label = np.asarray(labels, dtype=np.int64).copy()
+    table = None
     while len(pal) < k:
-        size = np.bincount(labels, minlength=len(pal))
-        movable = np.flatnonzero(size[labels] >= 2)
-        q = pal[labels[movable]].astype(np.int64)
-        cands = np.concatenate([colors[movable][None].astype(np.int64), q[None] + _STEPS[:, None, :]])
+        size = np.bincount(label, weights=count, minlength=len(pal))
+        if table is None:
+            table = _Moves(hist, pal, colour, count, label, np.flatnonzero(size[label] > count), weights)
+        move = table.best()
+        if move is None:  # few colours: split pixels off an entry instead
+            table = None
+            sources = np.flatnonzero(size[label] >= 2)
+            sources = sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
+            move = _Moves(hist, pal, colour, count, label, sources, weights, split=True).best()
+        if move is None:
+            raise AssertionError("no colour can be added: every palette colour holds one pixel")
+        e, m, target = move
+        source, raised = label[e], vertex_cost(target) > vertex_cost(pal).max()
+        pal = np.vstack([pal, target.astype(np.uint8)])
+        if m == count[e]:
+            label[e] = len(pal) - 1
+        else:
+            colour, count, label = (np.append(colour, colour[e]), np.append(count, m),
+                                    np.append(label, len(pal) - 1))
+            count[e] -= m
+        if table is not None:
+            table = None if raised else table.patch(e, target, np.flatnonzero(label == source))
+    return pal, *_main_and_splits(hist.n_colors, colour, count, label)
+
+
+class _Moves:
+    """The exact score change of every candidate move of pixels of ``entries`` to a new colour."""
+
+    def __init__(self, hist, pal, colour, count, label, entries, weights, *, split=False):
+        self.entries = entries
+        p = hist.colors[colour[entries]].astype(np.int64)
+        q = pal[label[entries]].astype(np.int64)
+        offsets = _BALL if split else _STEPS
+        cands = q[None] + offsets[:, None, :]
+        if not split:
+            cands = np.concatenate([p[None], cands])
         valid = np.all((cands >= 0) & (cands <= 255), axis=2)
-        valid &= ~np.isin(pack_rgb(np.clip(cands, 0, 255)), pack_rgb(pal))
-        max_cost = vertex_cost(pal).max()
-        before = pixel_costs_rows(colors[movable], q, weights)
-        delta = np.stack([pixel_costs_rows(colors[movable], c, weights) - before for c in cands])
-        delta *= hist.counts[movable][None] / n
-        delta += weights.max_cost * np.maximum(vertex_cost(cands) - max_cost, 0.0)
-        delta[~valid] = np.inf
-        which, pos = np.unravel_index(np.argmin(delta), delta.shape)
-        pal = np.vstack([pal, cands[which, pos].astype(np.uint8)])
-        labels = labels.copy()
-        labels[movable[pos]] = len(pal) - 1
-    return pal, labels
+        self.cands, self.keys = cands, pack_rgb(np.clip(cands, 0, 255))
+        valid &= ~np.isin(self.keys, pack_rgb(pal))
+        per_pixel = np.stack([pixel_costs_rows(p, c, weights) for c in cands]) - pixel_costs_rows(p, q, weights)
+        if split:  # one pixel if moving costs, else all the pixels its palette colour can spare
+            spare = np.minimum(count[entries], np.bincount(label, weights=count)[label[entries]] - 1)
+            self.moved = np.where(per_pixel < 0, spare[None], 1.0)
+        else:
+            self.moved = np.broadcast_to(count[entries][None].astype(np.float64), per_pixel.shape)
+        self.delta = per_pixel * self.moved / hist.n_pixels
+        self.delta += weights.max_cost * np.maximum(vertex_cost(cands) - vertex_cost(pal).max(), 0.0)
+        self.delta[~valid] = np.inf
+
+    def best(self):
+        """(entry, pixels moved, new colour) of the cheapest valid move, or None."""
+        if self.delta.size == 0:
+            return None
+        which, pos = np.unravel_index(np.argmin(self.delta), self.delta.shape)
+        if not np.isfinite(self.delta[which, pos]):
+            return None
+        return int(self.entries[pos]), int(self.moved[which, pos]), self.cands[which, pos]
+
+    def patch(self, moved_entry, new_colour, left_in_source):
+        """After a whole-entry move: that entry, and the source's last entry, can no longer
+        move, and no candidate may take the new colour."""
+        fixed = [moved_entry] + ([int(left_in_source[0])] if len(left_in_source) == 1 else [])
+        self.delta[:, np.isin(self.entries, fixed)] = np.inf
+        self.delta[self.keys == pack_rgb(new_colour)] = np.inf
+        return self
 
 
-def _check(pal: np.ndarray, labels: np.ndarray, k: int) -> None:
-    n_distinct = len(np.unique(pack_rgb(pal)))
-    n_used = len(np.unique(labels))
-    if not (len(pal) == n_distinct == n_used == k):
+def _main_and_splits(n_colors, colour, count, label):
+    """Labels per histogram colour (its first entry) and the other entries as splits."""
+    main = label[:n_colors].copy()
+    extra = [(int(c), int(lab), int(m)) for c, lab, m in
+             zip(colour[n_colors:], label[n_colors:], count[n_colors:])]
+    return main, tuple(extra)
+
+
+def _check(q: Quantization, hist: ColorHistogram, k: int) -> None:
+    """Exactly k distinct palette colours, each used by at least one pixel."""
+    _, counts, labels = q.entries(hist)
+    n_distinct = len(np.unique(pack_rgb(q.palette)))
+    n_used = len(np.unique(labels[counts > 0]))
+    if not (len(q.palette) == n_distinct == n_used == k) or counts.min() < 0:
         raise AssertionError(f"finalisation produced {n_distinct} distinct / {n_used} used colours, not {k}")

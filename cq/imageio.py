@@ -107,6 +107,12 @@ def _to_rgb(im: Image.Image, path: Path, background) -> LoadedImage:
     return LoadedImage(np.ascontiguousarray(pixels), tuple(notes), mode)
 
 
+def read_back(path: str | os.PathLike) -> np.ndarray:
+    """The RGB pixels of a PNG this package wrote (no size limit: it is our own output)."""
+    with _bomb_guard(None), Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     with atomic_path(path) as tmp:

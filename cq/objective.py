@@ -17,6 +17,12 @@ from cq.histogram import ColorHistogram, pack_rgb, unpack_rgb
 
 DEFAULT_K = 37
 
+# The version of the scoring code. It is part of every job's specification and of every record,
+# so a change here (a fix of the arithmetic, a new bound) recomputes every result it affects.
+# 2: exact integer MSE (int32 wrapped above ~1 MP), exactly-k finalisation for few-colour
+#    images, a lower bound that knows k.
+SCORING_VERSION = "2"
+
 
 @dataclass(frozen=True)
 class Weights:
@@ -74,13 +80,18 @@ class Score:
 
 
 def _mse(original: np.ndarray, quantized: np.ndarray, chunk: int = 1 << 22) -> float:
-    """Mean of squared differences over all H*W*3 values, in chunks to bound memory."""
+    """Mean of squared differences over all H*W*3 values, exact at any size.
+
+    Each chunk's squares (at most 255**2) are summed in int64 and the chunks in a Python int,
+    so nothing wraps or rounds before the one final division; chunks bound the memory.
+    """
     a = original.reshape(-1)
     b = quantized.reshape(-1)
     total = 0
     for start in range(0, a.size, chunk):
         d = a[start : start + chunk].astype(np.int32) - b[start : start + chunk].astype(np.int32)
-        total += int(np.dot(d, d))
+        d *= d
+        total += int(d.sum(dtype=np.int64))
     return total / a.size
 
 
@@ -117,16 +128,27 @@ def score_assignment(
 
     Exact and cheap: never renders the image. Unused palette entries are ignored.
     """
+    return score_entries(hist.colors, hist.counts, palette, labels, weights)
+
+
+def score_entries(colors: np.ndarray, counts: np.ndarray, palette: np.ndarray, labels: np.ndarray,
+                  weights: Weights = Weights()) -> Score:
+    """Score the image in which ``counts[i]`` pixels of colour ``colors[i]`` take
+    ``palette[labels[i]]``; a colour may appear in several entries (split between outputs).
+
+    The squared error is summed in int64 (exact: at most 3*255**2 per pixel), so the MSE is
+    exact at any image size.
+    """
     pal = np.asarray(palette)
     if pal.dtype != np.uint8:
         raise ValueError(f"palette must be uint8, got {pal.dtype}")
-    diff = hist.colors.astype(np.int32) - pal[labels].astype(np.int32)
-    sq = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
-    mse = float(np.dot(sq, hist.counts)) / (3.0 * hist.n_pixels)
+    counts = np.asarray(counts, dtype=np.int64)
+    diff = colors.astype(np.int64) - pal[labels].astype(np.int64)
+    sq = np.einsum("ij,ij->i", diff, diff)
+    mse = int(np.dot(sq, counts)) / (3.0 * int(counts.sum()))
     # Distinct colours of the rendered image: equal palette entries merge.
     uniq, inv = np.unique(pack_rgb(pal)[labels], return_inverse=True)
-    counts = np.bincount(inv, weights=hist.counts)
-    return score_parts(mse, unpack_rgb(uniq), counts, weights)
+    return score_parts(mse, unpack_rgb(uniq), np.bincount(inv, weights=counts), weights)
 
 
 def best_cap(dist: np.ndarray, mass: np.ndarray, weights: Weights = Weights(),
@@ -165,16 +187,32 @@ def ideal_colors(colors: np.ndarray, cap: float, weights: Weights = Weights()) -
     return vertex + (np.asarray(colors, dtype=np.float64) - vertex) * scale[:, None]
 
 
-def lower_bound(hist: ColorHistogram, weights: Weights = Weights()) -> float:
+def lower_bound(hist: ColorHistogram, weights: Weights = Weights(), *, min_cap: float = 0.0) -> float:
     """The best score any quantization of this histogram can reach, with any number of colours.
 
     Every pixel takes its own best colour on the segment toward its nearest vertex, at
     distance ``r = clip(D - pull, 0, T)`` from it, under a common max-cost cap ``T``; the
-    bound is the minimum over ``T`` (:func:`best_cap`).
+    bound is the minimum over ``T >= min_cap`` (:func:`best_cap`). A result whose max cost is
+    known to be at least ``min_cap`` (see :func:`kth_vertex_distance`) scores at least this.
     """
     dist = vertex_cost(hist.colors)
     counts = hist.counts.astype(np.float64)
-    cap = best_cap(dist, counts, weights)
+    cap = max(best_cap(dist, counts, weights), min_cap)
     r = np.clip(dist - weights.vertex_pull, 0.0, cap)
     per = weights.pixel_mse * (dist - r) ** 2 + weights.mean_cost * r
-    return weights.max_cost * cap + float(np.dot(per, counts)) / counts.sum()
+    return float(weights.max_cost * cap + np.dot(per, counts) / counts.sum())
+
+
+def kth_vertex_distance(k: int) -> float:
+    """The k-th smallest vertex distance among all uint8 colours.
+
+    k distinct colours cannot all lie closer to the cube's vertices than this, so it is a
+    floor of the max cost of any k-colour result: sqrt(2) for k = 37 (8 colours at 0, 24 at
+    1, 24 at sqrt(2)). Counted in one vertex's octant, which holds every colour of distance
+    up to 15 from it, and repeated for the 8 vertices (valid for k <= 8 * 16**3).
+    """
+    if not 1 <= k <= 8 * 16**3:
+        raise ValueError(f"k must be in 1..{8 * 16**3}, got {k}")
+    a = np.arange(16)
+    d2 = np.sort((a[:, None, None] ** 2 + a[None, :, None] ** 2 + a[None, None, :] ** 2).ravel())
+    return float(np.sqrt(d2[(k - 1) // 8]))

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cq.finalize import finalize
+from cq.finalize import TooFewPixelsError, finalize, too_few_pixels
 from cq.histogram import ColorHistogram
-from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, write_indexed_png
+from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_path, load_image, read_back, write_indexed_png
 from cq.methods import Problem, UnknownMethodError, get_method
-from cq.objective import DEFAULT_K, Weights, lower_bound, score
-from cq.record import SCHEMA_ID, RecordError, now, read_record, versions, write_record
+from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, kth_vertex_distance, lower_bound, score
+from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,11 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
         _fail(record, f"{image_path}: {job.label} exceeded its time limit of {job.time_limit_s:g} s", png_path)
     except ImageError as e:
         _fail(record, str(e), png_path)
+    except TooFewPixelsError as e:
+        _fail(record, f"{image_path}: {e}", png_path)
+    except InvariantError as e:
+        log.error("%s on %s: %s", job.label, image_path, e)
+        _fail(record, f"{image_path}: {job.label}: {e}", png_path)
     except OSError as e:
         _fail(record, f"{image_path}: {e.strerror or e}", png_path)
     except Exception as e:  # a method's bug must not stop the batch; the record carries it
@@ -151,50 +156,71 @@ def cached_record(image_path, png_path, json_path, job: Job) -> dict | None:
             return None
         method = get_method(job.method)
         same_job = (record["method"], record["base_method"], record["method_version"], record["params"],
-                    record["k"], record["weights"]) == (job.label, job.method, method.version,
-                                                         {**method.defaults, **job.params}, job.k,
-                                                         job.weights.as_dict())
+                    record["k"], record["weights"], record["scoring_version"]) == (
+                        job.label, job.method, method.version, {**method.defaults, **job.params}, job.k,
+                        job.weights.as_dict(), SCORING_VERSION)
         return record if same_job and record["image"]["sha256"] == file_sha256(image_path) else None
     except (RecordError, OSError, KeyError):
         return None
 
 
 def quantize_array(image: np.ndarray, job: Job):
-    """Run the job's method on an RGB uint8 array; return (palette, index image, parts dict)."""
+    """Run the job's method on an RGB uint8 array; return (quantization, histogram, parts dict)."""
     method = get_method(job.method)
     reason = method.unavailable_reason()
     if reason:
         raise RuntimeError(reason)
     hist = ColorHistogram.from_image(image)
+    if hist.n_pixels < job.k:
+        raise TooFewPixelsError(too_few_pixels(hist.n_pixels, job.k))
     params = {**method.defaults, **job.params}
-    extras, notes = {}, []
+    proposal = method.fn(Problem(image, hist, job.k, job.weights), **params)
+    q = finalize(hist, proposal.palette, proposal.labels, k=job.k, weights=job.weights, rule=proposal.rule)
+    notes = list(q.notes)
     if hist.n_colors < job.k:
-        palette, labels = hist.colors, np.arange(hist.n_colors)
-        notes.append(f"n_colors < k: the image has {hist.n_colors} colours and is kept as it is")
-    else:
-        proposal = method.fn(Problem(image, hist, job.k, job.weights), **params)
-        q = finalize(hist, proposal.palette, proposal.labels, k=job.k, weights=job.weights, rule=proposal.rule)
-        palette, labels, extras = q.palette, q.labels, proposal.extras
-        notes.extend(q.notes)
-    index = labels[hist.inverse].reshape(hist.shape)
-    parts = {"params": params, "method_version": method.version, "extras": extras, "notes": notes,
-             "lower_bound": lower_bound(hist, job.weights), "device": str(extras.get("device", "cpu"))}
-    return palette, index, parts
+        notes.insert(0, f"the image has {hist.n_colors} distinct colours, fewer than k={job.k}: "
+                        "pixels of one colour were split between outputs")
+    parts = {"params": params, "method_version": method.version, "extras": proposal.extras, "notes": notes,
+             "device": str(proposal.extras.get("device", "cpu"))}
+    return q, hist, parts
 
 
 def _quantize(image: np.ndarray, png_path, job: Job) -> dict:
-    palette, index, parts = quantize_array(image, job)
-    quantized = palette[index]
-    s = score(image, quantized, job.weights)  # scored on the image as written: checked, not assumed
-    expected = min(job.k, len(palette))
-    if s.n_colors != expected:
-        raise AssertionError(f"output has {s.n_colors} distinct colours, expected {expected}")
-    write_indexed_png(png_path, palette, index)
-    lb = parts.pop("lower_bound")
-    scores = {key: getattr(s, key) for key in
-              ("score", "mse", "mean_cost", "max_cost", "palette_score", "palette_mean_cost")}
-    scores.update(lower_bound=lb, gap=s.score / lb - 1.0 if lb > 0 else None)
-    return {**parts, "scores": scores, "n_colors": s.n_colors, "palette": palette.tolist()}
+    """Quantize, write the PNG, and check the written file before the record may say ok."""
+    q, hist, parts = quantize_array(image, job)
+    claimed = q.score(hist, job.weights)
+    bounds = {"lower_bound": lower_bound(hist, job.weights, min_cap=kth_vertex_distance(job.k)),
+              "lower_bound_any_k": lower_bound(hist, job.weights)}
+    with atomic_path(png_path) as tmp:
+        write_indexed_png(tmp, q.palette, q.index_image(hist))
+        s = check_written(tmp, image, claimed, bounds["lower_bound"], job)
+    scores = {key: getattr(s, key) for key in SCORE_PARTS}
+    scores.update(bounds, gap=s.score / bounds["lower_bound"] - 1.0 if bounds["lower_bound"] > 0 else None)
+    return {**parts, "scores": scores, "n_colors": s.n_colors, "palette": q.palette.tolist()}
+
+
+class InvariantError(AssertionError):
+    """A result failed a check that every ok record must pass."""
+
+
+def check_written(png_path, image: np.ndarray, claimed, bound: float, job: Job):
+    """Re-score the PNG as written, independently of the method's figure, and check it.
+
+    The file is read back and scored pixel by pixel (exact integer MSE); that score must
+    agree with the method's own histogram figure to 1e-9, have exactly k colours, and not
+    be below the lower bound. Any violation raises InvariantError naming the check.
+    """
+    written = read_back(png_path)
+    if written.shape != image.shape:
+        raise InvariantError(f"invariant: written image is {written.shape}, input {image.shape}")
+    s = score(image, written, job.weights)
+    if s.n_colors != job.k:
+        raise InvariantError(f"invariant: written image has {s.n_colors} distinct colours, not k={job.k}")
+    if not np.isclose(s.score, claimed.score, rtol=1e-9, atol=0.0):
+        raise InvariantError(f"invariant: written image scores {s.score!r}, the method's figure is {claimed.score!r}")
+    if s.score < bound * (1 - 1e-12):
+        raise InvariantError(f"invariant: score {s.score!r} is below the lower bound {bound!r}")
+    return s
 
 
 def _base_record(image_path: Path, job: Job) -> dict:
@@ -208,8 +234,8 @@ def _base_record(image_path: Path, job: Job) -> dict:
         "image": {"path": str(image_path), "sha256": None, "width": None, "height": None, "notes": []},
         "method": job.label, "base_method": job.method, "method_version": version,
         "params": params, "k": job.k, "weights": job.weights.as_dict(),
-        "scores": {key: None for key in ("score", "mse", "mean_cost", "max_cost", "palette_score",
-                                         "palette_mean_cost", "lower_bound", "gap")},
+        "scoring_version": SCORING_VERSION,
+        "scores": {key: None for key in SCORE_KEYS},
         "n_colors": None, "palette": [], "notes": [], "extras": {}, "wall_time_s": 0.0,
         "peak_memory_mb": None, "device": "cpu", "versions": {}, "created": now(),
     }

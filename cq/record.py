@@ -17,17 +17,20 @@ import jsonschema
 
 from cq.imageio import atomic_write_bytes
 
-SCHEMA_ID = "cq.record/1"
+SCHEMA_ID = "cq.record/2"
+
+# The parts of the score (cq.objective.Score), then the bounds and the gap: every record's
+# ``scores`` holds exactly these keys. lower_bound knows k; lower_bound_any_k does not.
+SCORE_PARTS = ("score", "mse", "mean_cost", "max_cost", "palette_score", "palette_mean_cost")
+SCORE_KEYS = SCORE_PARTS + ("lower_bound", "lower_bound_any_k", "gap")
 
 _NUM = {"type": ["number", "null"]}
-_SCORES = ["score", "mse", "mean_cost", "max_cost", "palette_score", "palette_mean_cost",
-           "lower_bound", "gap"]
 
 RECORD_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
     "required": ["schema", "status", "error", "image", "method", "base_method", "method_version",
-                 "params", "k", "weights", "scores", "n_colors", "palette", "wall_time_s",
+                 "params", "k", "weights", "scoring_version", "scores", "n_colors", "palette", "wall_time_s",
                  "peak_memory_mb", "device", "versions", "created"],
     "properties": {
         "schema": {"const": SCHEMA_ID},
@@ -54,7 +57,8 @@ RECORD_SCHEMA = {
             "required": ["mse", "max_cost", "mean_cost"],
             "properties": {w: {"type": "number"} for w in ("mse", "max_cost", "mean_cost")},
         },
-        "scores": {"type": "object", "required": _SCORES, "properties": {s: _NUM for s in _SCORES}},
+        "scoring_version": {"type": "string"},
+        "scores": {"type": "object", "required": list(SCORE_KEYS), "properties": {s: _NUM for s in SCORE_KEYS}},
         "n_colors": {"type": ["integer", "null"]},
         "palette": {
             "type": "array",
@@ -113,7 +117,8 @@ def validate(record: dict, source: str = "record") -> dict:
 def write_record(path: str | os.PathLike, record: dict) -> None:
     """Validate and write ``record`` atomically as pretty JSON."""
     validate(record, str(path))
-    atomic_write_bytes(path, (json.dumps(record, indent=1, ensure_ascii=False) + "\n").encode())
+    text = json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False)  # NaN is not JSON
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def read_record(path: str | os.PathLike) -> dict:

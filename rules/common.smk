@@ -16,6 +16,7 @@ from snakemake.utils import validate
 from cq.discover import (assign_shards, discover, report_warnings, resolve_shard_size, result_path,
                          shard_listing, write_if_changed)
 from cq.methods import all_methods
+from cq.objective import SCORING_VERSION
 
 validate(config, "../config/schema.yaml")
 
@@ -90,6 +91,8 @@ def resolve_methods():
             "method": base,
             "name": label,
             "version": method.version,
+            # The scoring code's version: a fix of the score recomputes every record it touched.
+            "scoring_version": SCORING_VERSION,
             "params": dict(sorted({**method.defaults, **spec}.items())),
             "k": config["k"],
             "weights": dict(sorted(config["weights"].items())),

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from cq.finalize import assign, finalize
+from cq.finalize import TooFewPixelsError, assign, finalize
 from cq.histogram import ColorHistogram, pack_rgb
-from cq.objective import Weights, score_assignment, vertex_cost
+from cq.objective import Weights, score, score_assignment, vertex_cost
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,39 @@ def test_given_labels_are_kept(hist):
     assert np.array_equal(q.palette[q.labels], np.clip(np.rint(palette), 0, 255).astype(np.uint8)[labels])
 
 
-def test_fewer_than_k_colours_returns_the_original():
+def test_fewer_than_k_pixels_is_refused():
     image = np.array([[[0, 0, 0], [9, 9, 9], [200, 1, 3]]], np.uint8)
+    with pytest.raises(TooFewPixelsError, match="3 pixels, fewer than the k=37"):
+        finalize(ColorHistogram.from_image(image), np.zeros((37, 3)), k=37)
+
+
+@pytest.mark.parametrize("n_colors", [1, 5, 21, 36])
+def test_fewer_than_k_colours_still_give_exactly_k(n_colors):
+    """Pixels of one colour are split between outputs; the split is scored exactly."""
+    rng = np.random.default_rng(n_colors)
+    colors = rng.integers(0, 256, (n_colors, 3), dtype=np.uint8)
+    image = colors[rng.integers(0, n_colors, (20, 30))]
+    image.reshape(-1, 3)[:n_colors] = colors  # every colour present
     h = ColorHistogram.from_image(image)
-    q = finalize(h, np.zeros((37, 3)), k=37)
-    assert np.array_equal(q.render(h), image) and "fewer than k" in q.notes[0]
+    q = finalize(h, h.colors.astype(float), k=37)
+    rendered = q.render(h)
+    assert distinct_used(h, q) == 37 and len(q.palette) == 37 and q.splits
+    assert q.score(h).score == pytest.approx(score(image, rendered).score, rel=1e-12)
+
+
+def test_splits_never_cost_more_than_a_pixel_each():
+    """A 21-colour image kept on its own colours: each of the 16 added colours costs at most one
+    pixel's move to a lattice neighbour (moves that lower the score may take many pixels),
+    and the max cost does not rise."""
+    rng = np.random.default_rng(3)
+    colors = rng.integers(0, 256, (21, 3), dtype=np.uint8)
+    image = colors[rng.integers(0, 21, (200, 300))]
+    h = ColorHistogram.from_image(image)
+    kept = score_assignment(h, h.colors, np.arange(h.n_colors))
+    q = finalize(h, h.colors.astype(float), np.arange(h.n_colors), k=37)
+    assert len(q.splits) == 16
+    assert q.score(h).max_cost <= kept.max_cost
+    assert q.score(h).score - kept.score < 16 * (2 / 3 * 3 * 3**2 + 42 * 3) / h.n_pixels
 
 
 @pytest.mark.parametrize("n", [37, 38])

@@ -159,14 +159,21 @@ def test_bad_files_give_an_error_record_and_no_png(tmp_path, content):
     assert not png.exists()
 
 
-def test_one_by_one_and_five_colour_images_are_kept(tmp_path):
-    for name, image in [("one.png", np.full((1, 1, 3), 7, np.uint8)),
-                        ("five.png", np.repeat(np.arange(5, dtype=np.uint8) * 50, 3).reshape(1, 5, 3))]:
-        src = save(tmp_path / name, Image.fromarray(image))
-        record, png = run(tmp_path, src)
-        assert record["status"] == "ok" and record["n_colors"] == len(np.unique(image.reshape(-1, 3), axis=0))
-        assert any("n_colors < k" in n for n in record["notes"])
-        assert np.array_equal(np.asarray(Image.open(png).convert("RGB")), image)
+def test_images_with_fewer_than_k_pixels_are_an_error_naming_the_file(tmp_path):
+    src = save(tmp_path / "one.png", Image.fromarray(np.full((1, 1, 3), 7, np.uint8)))
+    record, png = run(tmp_path, src)
+    assert record["status"] == "error" and "one.png" in record["error"]
+    assert "1 pixel, fewer than the k=37" in record["error"] and not png.exists()
+
+
+def test_five_colour_images_get_exactly_k_colours(tmp_path):
+    image = np.repeat(np.arange(5, dtype=np.uint8) * 50, 3).reshape(1, 5, 3).repeat(8, axis=0)
+    src = save(tmp_path / "five.png", Image.fromarray(image))
+    record, png = run(tmp_path, src)
+    written = np.asarray(Image.open(png).convert("RGB"))
+    assert record["status"] == "ok" and record["n_colors"] == 37
+    assert len(np.unique(written.reshape(-1, 3), axis=0)) == 37
+    assert any("5 distinct colours, fewer than k=37" in n for n in record["notes"])
 
 
 def test_unicode_and_spaces_in_names(tmp_path, photo):

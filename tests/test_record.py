@@ -4,17 +4,16 @@ import json
 
 import pytest
 
-from cq.record import RecordError, read_record, validate, write_record
+from cq.record import SCHEMA_ID, SCORE_KEYS, RecordError, read_record, validate, write_record
 
 
 def minimal(**over):
     record = {
-        "schema": "cq.record/1", "status": "error", "error": "x.png: broken",
+        "schema": SCHEMA_ID, "status": "error", "error": "x.png: broken",
         "image": {"path": "x.png", "sha256": None, "width": None, "height": None, "notes": []},
         "method": "kmeans", "base_method": "kmeans", "method_version": "1", "params": {}, "k": 37,
         "weights": {"mse": 2, "max_cost": 21, "mean_cost": 42},
-        "scores": {k: None for k in ["score", "mse", "mean_cost", "max_cost", "palette_score",
-                                     "palette_mean_cost", "lower_bound", "gap"]},
+        "scoring_version": "2", "scores": {k: None for k in SCORE_KEYS},
         "n_colors": None, "palette": [], "wall_time_s": 0.1, "peak_memory_mb": 10.0, "device": "cpu",
         "versions": {"cq": "0.1.0"}, "created": "2026-11-25T00:00:00+00:00",
     }
@@ -37,3 +36,11 @@ def test_invalid_records_are_refused_naming_the_file(tmp_path):
     with pytest.raises(RecordError, match="cut.json"):
         read_record(p)
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_non_finite_numbers_are_never_written(tmp_path):
+    """NaN and infinity are not JSON: such a record is refused and nothing is written."""
+    bad = minimal(wall_time_s=float("nan"))
+    with pytest.raises(ValueError):
+        write_record(tmp_path / "r.json", bad)
+    assert not list(tmp_path.iterdir())

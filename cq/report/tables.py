@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cq.record import SCORE_KEYS as RECORD_SCORE_KEYS
 from cq.report._files import atomic_path
 
 REFERENCE = "kmeans"
@@ -32,8 +33,8 @@ TIE_RTOL = 1e-9
 SCORE_FLOOR = 1.0
 LOOSE_GAP = 1.0
 DEFAULT_WEIGHTS = {"mse": 2.0, "max_cost": 21.0, "mean_cost": 42.0}
-SCORE_KEYS = ("score", "mse", "mean_cost", "max_cost", "palette_score", "palette_mean_cost",
-              "lower_bound", "lower_bound_any_k")
+# The record's scores as read (cq.record's list), less its gap: the report computes its own.
+SCORE_KEYS = tuple(key for key in RECORD_SCORE_KEYS if key != "gap")
 PART_KEYS = ("part_mse", "part_max_cost", "part_mean_cost")
 CSV_COLUMNS = ("image", "method", "base_method", "method_version", "scoring_version", "status", "error",
                *SCORE_KEYS, *PART_KEYS, "gap", "bound_loose", "vs_best", "ratio_to_kmeans", "best", "tie",

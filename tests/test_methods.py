@@ -89,3 +89,13 @@ def test_time_limit_becomes_an_error_record(monkeypatch, photo_path, tmp_path):
     record = quantize_file(photo_path, png, tmp_path / "s.json", Job(method="slow", time_limit_s=0.2))
     assert record["status"] == "error" and "exceeded its time limit of 0.2 s" in record["error"]
     assert record["wall_time_s"] < 3 and not png.exists()
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_baseline_gives_exactly_k_colours_on_a_six_colour_image(method, tmp_path):
+    """Fewer distinct colours than k: the method still runs and the finalisation splits."""
+    grey = (np.arange(6, dtype=np.uint8) * 40).repeat(3).reshape(1, 6, 3).repeat(10, axis=0)
+    Image.fromarray(grey).save(tmp_path / "six.png")
+    record = quantize_file(tmp_path / "six.png", tmp_path / "q.png", tmp_path / "q.json", Job(method=method))
+    assert record["status"] == "ok", record["error"]
+    assert len(np.unique(np.asarray(Image.open(tmp_path / "q.png").convert("RGB")).reshape(-1, 3), axis=0)) == 37

@@ -471,6 +471,7 @@ def _chromium_run(args: list[str]) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width", [1400, 390])
 def test_chromium_lays_the_page_out_without_overflow_or_error(run, width):
     """At a desktop's and a phone's width: nothing wider than the window, no error, every

@@ -14,6 +14,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/quantize.smk"
+include: "rules/shards.smk"
 include: "rules/report.smk"
 include: "rules/history.smk"
 

@@ -1,6 +1,7 @@
 """The ``cq`` command: quantize one image, score a result, list the methods.
 
-Exit status: 0 on success, 1 on failure (one line naming the file), 2 on bad usage.
+Exit status: 0 on success, 1 on failure (one line naming the file), 2 on bad usage (one line:
+an unknown method or parameter, k outside 1..256, bad weights). No traceback unless --debug.
 """
 
 from __future__ import annotations
@@ -8,13 +9,35 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 
-from cq.imageio import ImageError, load_image
-from cq.histogram import ColorHistogram
-from cq.methods import UnknownMethodError, all_methods, get_method
-from cq.objective import DEFAULT_K, Weights, lower_bound, score
-from cq.pipeline import Job, quantize_file
+from cq.methods import MAX_K, ConfigError, UnknownMethodError, all_methods, check_params, get_method
+from cq.objective import DEFAULT_K, Weights
+
+USAGE, FAILURE = 2, 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line and exit status 2."""
+
+    def error(self, message):
+        _usage_error(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _usage_error(message: str):
+    print(f"cq: error: {message}", file=sys.stderr)
+    sys.exit(USAGE)
+
+
+def _k(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise argparse.ArgumentTypeError(f"k must be from 1 to {MAX_K} (an indexed PNG's limit), not {k}")
+    return k
 
 
 def _weights(text: str) -> Weights:
@@ -22,6 +45,8 @@ def _weights(text: str) -> Weights:
         mse, max_cost, mean_cost = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three numbers MSE,MAX,MEAN, got {text!r}") from None
+    if not all(math.isfinite(w) and w >= 0 for w in (mse, max_cost, mean_cost)):
+        raise argparse.ArgumentTypeError(f"weights must be finite numbers >= 0, got {text!r}")
     return Weights(mse, max_cost, mean_cost)
 
 
@@ -36,51 +61,81 @@ def _param(text: str) -> tuple[str, object]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cq", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    q = sub.add_parser("quantize", help="reduce one image to exactly k colours")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an unexpected error")
+    p = _Parser(prog="cq", description=__doc__.splitlines()[0], parents=[debug])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    q = sub.add_parser("quantize", help="reduce one image to exactly k colours", parents=[debug])
     q.add_argument("input")
     q.add_argument("output", help="indexed PNG to write")
     q.add_argument("--method", required=True)
-    q.add_argument("--k", type=int, default=DEFAULT_K)
+    q.add_argument("--k", type=_k, default=DEFAULT_K, help=f"colours, 1 to {MAX_K} (default {DEFAULT_K})")
     q.add_argument("--json", help="where to write the result record")
     q.add_argument("--weights", type=_weights, default=Weights(), help="MSE,MAX,MEAN (default 2,21,42)")
     q.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
-                   help="a method parameter (JSON value), repeatable")
+                   help="a method parameter (JSON value), repeatable; `cq methods` lists them")
     q.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    s = sub.add_parser("score", help="score a quantized image against its original")
+    s = sub.add_parser("score", help="score a quantized image against its original", parents=[debug])
     s.add_argument("original")
     s.add_argument("quantized")
     s.add_argument("--weights", type=_weights, default=Weights())
-    sub.add_parser("methods", help="list the methods and whether they can run here")
+    sub.add_parser("methods", help="list the methods, their parameters and whether they can run here",
+                   parents=[debug])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
-        return {"quantize": _quantize, "score": _score, "methods": _methods}[args.command](args)
-    except (ImageError, UnknownMethodError, OSError, ValueError) as e:
-        print(f"cq: error: {e}", file=sys.stderr)
-        return 1
+        return {"quantize": _quantize, "score": _score, "methods": _methods}[args.command](args, debug)
+    except (UnknownMethodError, ConfigError) as e:
+        _usage_error(str(e))
+    except Exception as e:
+        if debug:
+            raise
+        from cq.imageio import ImageError
+
+        if isinstance(e, (ImageError, OSError, ValueError)):
+            print(f"cq: error: {e}", file=sys.stderr)
+        else:
+            print(f"cq: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return FAILURE
 
 
-def _quantize(args) -> int:
+def _log_to_stderr(debug: bool) -> None:
+    """Progress (INFO) on stderr, one line a message: a traceback only with --debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    if not debug:
+        handler.addFilter(lambda record: setattr(record, "exc_info", None) or True)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def _quantize(args, debug: bool) -> int:
+    from cq.pipeline import Job, quantize_file
+
+    method = get_method(args.method)  # an unknown name or parameter stops here, before any work
+    check_params("--param", method, dict(args.param))
     if not args.quiet:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    get_method(args.method)  # an unknown name fails here, before any work
+        _log_to_stderr(debug)
     job = Job(method=args.method, params=dict(args.param), k=args.k, weights=args.weights)
     record = quantize_file(args.input, args.output, args.json, job)
     if record["status"] != "ok":
         print(f"cq: error: {record['error']}", file=sys.stderr)
-        return 1
+        return FAILURE
     s = record["scores"]
     print(f"{args.output}: {record['n_colors']} colours, score {s['score']:.2f} "
           f"(gap {s['gap']:.2%} to the lower bound {s['lower_bound']:.2f}), {record['wall_time_s']:.2f} s")
     return 0
 
 
-def _score(args) -> int:
+def _score(args, debug: bool) -> int:
+    from cq.histogram import ColorHistogram
+    from cq.imageio import load_image
+    from cq.objective import lower_bound, score
+
     original = load_image(args.original).pixels
     quantized = load_image(args.quantized).pixels
     if original.shape != quantized.shape:
@@ -94,10 +149,12 @@ def _score(args) -> int:
     return 0
 
 
-def _methods(args) -> int:
+def _methods(args, debug: bool) -> int:
     for name, method in all_methods().items():
         reason = method.unavailable_reason()
+        params = ", ".join(f"{k}={v!r}" for k, v in sorted(method.defaults.items())) or "no parameters"
         print(f"{name:14s} v{method.version}  " + ("available" if reason is None else f"unavailable: {reason}"))
+        print(f"{'':14s} {params}")
     return 0
 
 

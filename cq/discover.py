@@ -13,14 +13,10 @@ folder do not collide.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import hashlib
-import io
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 # "{name}" or "{name,regex}" in a path is a wildcard to Snakemake, with no escape: such files
@@ -162,127 +158,43 @@ def report_warnings(discovery: Discovery, stream=None) -> None:
 
 # --- where results go: one place, shared by the workflow, its scripts and the tests ---------
 
+# A name component longer than this (in UTF-8 bytes) is shortened in result paths, so that
+# the longest file made from it (``.{name}.json.XXXXXXXX.tmp``, a log, a benchmark) stays
+# under the 255 bytes most file systems allow.
+MAX_COMPONENT_BYTES = 200
+_HASH_CHARS = 12
+
+
+def result_key(image: str) -> str:
+    """The name of an image's results: its relative path, with every component over
+    :data:`MAX_COMPONENT_BYTES` cut to a stem plus ``~`` and a hash of the whole component
+    (extension kept), so that no result path is ever "File name too long"."""
+    return "/".join(_short_component(part) for part in image.split("/"))
+
+
+def _short_component(part: str) -> str:
+    raw = part.encode("utf-8")
+    if len(raw) <= MAX_COMPONENT_BYTES:
+        return part
+    digest = hashlib.sha256(raw).hexdigest()[:_HASH_CHARS]
+    stem, dot, ext = part.rpartition(".")
+    tail = f".{ext}" if dot and stem and len(ext.encode()) <= 16 else ""
+    room = MAX_COMPONENT_BYTES - len(tail.encode()) - 1 - _HASH_CHARS
+    head = raw[:room].decode("utf-8", "ignore")  # never half a character
+    return f"{head}~{digest}{tail}"
+
+
 def result_path(results_dir: str, method: str, image: str, suffix: str) -> str:
-    """``{results_dir}/{method}/{image}{suffix}``: the image's relative path, extension kept."""
-    return f"{results_dir}/{method}/{image}{suffix}"
+    """``{results_dir}/{method}/{key}{suffix}`` where key is :func:`result_key` of the image
+    (its relative path, extension kept, for any name that fits)."""
+    return f"{results_dir}/{method}/{result_key(image)}{suffix}"
 
 
 def image_of_result(results_dir: str, path: str, suffix: str = ".json") -> tuple[str, str]:
-    """(method, image) back from a result path made by :func:`result_path`."""
+    """(method, result key) back from a result path made by :func:`result_path`; the key is
+    the image's relative path unless a component of it was too long (see :func:`result_key`)."""
     rel = os.path.relpath(path, results_dir).replace(os.sep, "/")
     method, _, rest = rel.partition("/")
     if not rest.endswith(suffix):
         raise ValueError(f"{path}: not a {suffix} result under {results_dir}")
     return method, rest[: -len(suffix)]
-
-
-# --- shards: several images per job, with a membership that stays put as a folder grows -----
-#
-# An image's shard is a hash of its relative path modulo a power of two, so adding or deleting
-# an image changes its own shard only; the shard count doubles (or halves) only when the folder
-# crosses a power of two times the shard size, which moves images between shards but, as every
-# image keeps its content-addressed record, recomputes nothing.
-
-AUTO_PER_IMAGE_MAX = 1000  # shard_size "auto": one job per (image, method) up to this many images
-AUTO_SHARD_SIZE = 500      # and above it, shards of at most this many images (on average 3/4 of it)
-
-
-def resolve_shard_size(setting, n_images: int) -> int:
-    """Images per shard for the config value ``setting``; 0 means one job per (image, method).
-
-    ``"auto"`` (or None) gives 0 up to :data:`AUTO_PER_IMAGE_MAX` images and
-    :data:`AUTO_SHARD_SIZE` above; an integer is taken as it is (0: no shards).
-    """
-    if setting is None or setting == "auto":
-        return 0 if n_images <= AUTO_PER_IMAGE_MAX else AUTO_SHARD_SIZE
-    size = int(setting)
-    if size < 0:
-        raise ValueError(f"shard_size must be 'auto' or an integer >= 0, not {setting!r}")
-    return size
-
-
-def shard_count(n_images: int, shard_size: int) -> int:
-    """The number of shards: the smallest power of two with at most ``shard_size`` images a
-    shard on average (so shards hold about shard_size/2 to shard_size images)."""
-    if shard_size < 1:
-        raise ValueError("shard_size must be >= 1")
-    count = 1
-    while count * shard_size < n_images:
-        count *= 2
-    return count
-
-
-def shard_index(image: str, n_shards: int) -> int:
-    """The shard of an image: a stable hash of its relative path (the same in every process and
-    Python version, unlike ``hash``) modulo ``n_shards``. With ``n_shards`` a power of two, the
-    images of shard i of n go to shards i and i + n of 2n when the count doubles."""
-    digest = hashlib.blake2b(image.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % n_shards
-
-
-def shard_name(index: int, n_shards: int) -> str:
-    """A shard's name in paths: its index, zero-padded to at least 4 digits (``0007``)."""
-    return f"{index:0{max(4, len(str(n_shards - 1)))}d}"
-
-
-def assign_shards(images, shard_size: int) -> dict[str, list[str]]:
-    """Shard name -> its images (in the order given), for the non-empty shards, in name order."""
-    n_shards = shard_count(len(images), shard_size)
-    shards: dict[int, list[str]] = {}
-    for image in images:
-        shards.setdefault(shard_index(image, n_shards), []).append(image)
-    return {shard_name(i, n_shards): shards[i] for i in sorted(shards)}
-
-
-def shard_listing(input_dir: str, images) -> str:
-    """A shard's listing, the input of its jobs: one TSV line per image with its size and
-    modification time (ns), so that the listing changes whenever an image is added, deleted,
-    replaced or touched. A file that cannot be stat-ed is listed with -1 -1 (its job then
-    writes an error record for it)."""
-    out = io.StringIO()
-    writer = csv.writer(out, dialect="excel-tab", lineterminator="\n")
-    for image in images:
-        try:
-            st = os.stat(os.path.join(input_dir, image))
-            writer.writerow((image, st.st_size, st.st_mtime_ns))
-        except OSError:
-            writer.writerow((image, -1, -1))
-    return out.getvalue()
-
-
-def read_listing(path: str | os.PathLike) -> list[str]:
-    """The images (relative paths) of a listing written from :func:`shard_listing`."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [row[0] for row in csv.reader(f, dialect="excel-tab") if row]
-
-
-def write_if_changed(path: str | os.PathLike, text: str) -> bool:
-    """Write ``text`` to ``path`` atomically (temporary file, then rename) unless the file
-    already holds exactly that text, so its modification time moves only on a real change.
-    Returns True when it wrote."""
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            if f.read() == text:
-                return False
-    except OSError:
-        pass
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

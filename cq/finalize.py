@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cq import lattice
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.objective import Score, Weights, score_entries, vertex_cost
 
@@ -135,7 +136,7 @@ def finalize(hist: ColorHistogram, palette: np.ndarray, labels: np.ndarray | Non
         pal, labels = _merge_down(hist, pal, labels, k, weights)
     if len(pal) < k:
         notes.append(f"added {k - len(pal)} colours")
-        pal, labels, splits = _split_up(hist, pal, labels, k, weights)
+        pal, labels, splits = _best_split_up(hist, pal, labels, k, weights)
         if splits:
             notes.append(f"split {len(splits)} groups of pixels off their colour")
     q = Quantization(pal, labels, tuple(notes), splits)
@@ -177,7 +178,36 @@ def _merge_down(hist, pal, labels, k, weights):
     return pal, labels
 
 
-def _split_up(hist, pal, labels, k, weights):
+def _best_split_up(hist, pal, labels, k, weights):
+    """:func:`_split_up` under the smallest max cost that k colours allow and, for an image of
+    fewer than k colours, also under the max cost that :func:`_split_floor` estimates best (on a
+    small image a few more colours near its own vertex can beat single pixels sent to other
+    vertices, which a one-move-at-a-time greedy never sees); the lower exact score wins."""
+    floors = {lattice.kth_smallest_cost(k)}
+    if hist.n_colors < k:
+        floors.add(_split_floor(hist, pal, labels, k, weights))
+    results = [_split_up(hist, pal, labels, k, weights, floor) for floor in sorted(floors)]
+    return min(results, key=lambda r: Quantization(r[0], r[1], splits=r[2]).score(hist, weights).score)
+
+
+def _split_floor(hist, pal, labels, k, weights):
+    """The max cost (a lattice radius up to ``_NEAR_CAP``) at which adding the missing colours
+    as single pixels, each at the colour within it that some pixel takes most cheaply, costs least."""
+    cands = lattice.colors_within(_NEAR_CAP)
+    cands = cands[~np.isin(pack_rgb(cands), pack_rgb(pal))]
+    now = pixel_costs_rows(hist.colors, pal[labels], weights)
+    extra = (pixel_costs(hist.colors, cands, weights, "objective") - now[:, None]).min(0)
+    costs, missing, base = vertex_cost(cands), k - len(pal), float(vertex_cost(pal).max())
+    best = (np.inf, lattice.kth_smallest_cost(k))
+    for radius in lattice.radii(_NEAR_CAP):
+        within = np.sort(extra[costs <= radius + 1e-9])
+        if len(within) >= missing:
+            total = weights.max_cost * max(radius, base) + within[:missing].sum() / hist.n_pixels
+            best = min(best, (total, float(radius)))
+    return best[1]
+
+
+def _split_up(hist, pal, labels, k, weights, floor):
     """Add colours one at a time where it costs least, until there are k.
 
     The pixels are held as entries (colour, palette index, count). A candidate move sends a
@@ -186,7 +216,8 @@ def _split_up(hist, pal, labels, k, weights):
     sends one pixel, or all but one, of an entry to a lattice colour near its palette colour.
     Each candidate's change of the score (per-pixel terms and the max-cost term) is exact.
     A move changes no other entry's per-pixel change, so the table of whole-entry moves is
-    built once and only patched, until a move raises the max cost.
+    built once and only patched, until a move raises the max cost. Raising the max cost up to
+    ``floor`` is counted as free (k colours need at least the k-th smallest vertex distance).
     """
     colour = np.arange(hist.n_colors)
     count = hist.counts.astype(np.int64).copy()
@@ -195,13 +226,13 @@ def _split_up(hist, pal, labels, k, weights):
     while len(pal) < k:
         size = np.bincount(label, weights=count, minlength=len(pal))
         if table is None:
-            table = _Moves(hist, pal, colour, count, label, np.flatnonzero(size[label] > count), weights)
+            table = _Moves(hist, pal, colour, count, label, np.flatnonzero(size[label] > count), weights, floor)
         move = table.best()
         if move is None:  # few colours: split pixels off an entry instead
             table = None
             sources = np.flatnonzero(size[label] >= 2)
             sources = sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
-            move = _Moves(hist, pal, colour, count, label, sources, weights, split=True).best()
+            move = _Moves(hist, pal, colour, count, label, sources, weights, floor, split=True).best()
         if move is None:
             raise AssertionError("no colour can be added: every palette colour holds one pixel")
         e, m, target = move
@@ -218,17 +249,27 @@ def _split_up(hist, pal, labels, k, weights):
     return pal, *_main_and_splits(hist.n_colors, colour, count, label)
 
 
+# Up to this max cost, a split may also send a pixel to any uint8 colour within it, at any vertex
+# (few of them): on a black-and-white image the cheapest extra colours are often single pixels at
+# the other vertices, not colours near black or white that would raise the max cost.
+_NEAR_CAP = 4.0
+
+
 class _Moves:
     """The exact score change of every candidate move of pixels of ``entries`` to a new colour."""
 
-    def __init__(self, hist, pal, colour, count, label, entries, weights, *, split=False):
+    def __init__(self, hist, pal, colour, count, label, entries, weights, floor, *, split=False):
         self.entries = entries
         p = hist.colors[colour[entries]].astype(np.int64)
         q = pal[label[entries]].astype(np.int64)
         offsets = _BALL if split else _STEPS
         cands = q[None] + offsets[:, None, :]
+        floor = max(float(vertex_cost(pal).max()), floor)  # raising the max cost up to it is free
         if not split:
             cands = np.concatenate([p[None], cands])
+        else:  # also any colour within the max cost (see _NEAR_CAP)
+            near = lattice.colors_within(floor) if floor <= _NEAR_CAP else np.empty((0, 3), dtype=np.int64)
+            cands = np.concatenate([cands, np.broadcast_to(near[:, None, :], (len(near), len(entries), 3))])
         valid = np.all((cands >= 0) & (cands <= 255), axis=2)
         self.cands, self.keys = cands, pack_rgb(np.clip(cands, 0, 255))
         valid &= ~np.isin(self.keys, pack_rgb(pal))
@@ -239,7 +280,7 @@ class _Moves:
         else:
             self.moved = np.broadcast_to(count[entries][None].astype(np.float64), per_pixel.shape)
         self.delta = per_pixel * self.moved / hist.n_pixels
-        self.delta += weights.max_cost * np.maximum(vertex_cost(cands) - vertex_cost(pal).max(), 0.0)
+        self.delta += weights.max_cost * np.maximum(vertex_cost(cands) - floor, 0.0)
         self.delta[~valid] = np.inf
 
     def best(self):

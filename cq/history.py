@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cq.discover import result_path
-from cq.imageio import atomic_write_bytes
+from cq.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _write_json(path: Path, data) -> None:
 
 
 def _sha256(path: str) -> str | None:
-    from cq.pipeline import file_sha256  # lazy: the pipeline pulls in numpy and the methods
+    from cq.fsutil import file_sha256
 
     try:
         return file_sha256(path)

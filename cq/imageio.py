@@ -15,7 +15,6 @@ Every failure raises :class:`ImageError` whose message names the file.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from cq.fsutil import atomic_path
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
@@ -111,40 +112,6 @@ def read_back(path: str | os.PathLike) -> np.ndarray:
     """The RGB pixels of a PNG this package wrote (no size limit: it is our own output)."""
     with _bomb_guard(None), Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
-
-    A failure (an exception, a full disk) removes the temporary file, so ``path`` is either
-    its old content or the complete new one, never half-written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_indexed_png(path: str | os.PathLike, palette: np.ndarray, index: np.ndarray) -> None:

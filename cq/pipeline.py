@@ -7,7 +7,6 @@ PNG), and returns it, so a batch carries on and the report lists the failure.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import resource
@@ -22,8 +21,9 @@ import numpy as np
 
 from cq.finalize import TooFewPixelsError, finalize, too_few_pixels
 from cq.histogram import ColorHistogram
-from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_path, load_image, read_back, write_indexed_png
-from cq.methods import Problem, UnknownMethodError, get_method
+from cq.fsutil import atomic_path, file_sha256
+from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, write_indexed_png
+from cq.methods import Problem, UnknownMethodError, get_method, job_spec
 from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, kth_vertex_distance, lower_bound, score
 from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
 
@@ -59,6 +59,22 @@ class Job:
     def label(self) -> str:
         return self.name or self.method
 
+    def to_spec(self) -> dict:
+        """The job as plain data (:func:`cq.methods.job_spec`); the time limit belongs to the
+        run, not the job."""
+        background = list(self.read.background) if self.read.background else None
+        return job_spec(self.method, self.label, self.params, self.k, self.weights.as_dict(),
+                        {"background": background, "max_pixels": self.read.max_pixels})
+
+    @classmethod
+    def from_spec(cls, spec: dict, time_limit_s: float | None = None) -> Job:
+        """The job that :meth:`to_spec` describes, with the run's time limit on one image."""
+        background = spec["read"]["background"]
+        return cls(method=spec["method"], params=dict(spec["params"]), k=spec["k"],
+                   weights=Weights(**spec["weights"]), name=spec["name"],
+                   read=ReadOptions(tuple(background) if background else None, spec["read"]["max_pixels"]),
+                   time_limit_s=time_limit_s)
+
 
 class TimeLimitExceeded(Exception):
     """The work on one image ran past the job's time limit."""
@@ -83,35 +99,28 @@ def _time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
-                  json_path: str | os.PathLike | None, job: Job, *, reuse: bool = False) -> dict:
+                  json_path: str | os.PathLike | None, job: Job, *, reuse: bool = False,
+                  reuse_errors: bool = False) -> dict:
     """Quantize one file, write the indexed PNG and the JSON record; return the record.
 
     Raises only when the record itself cannot be written (a full disk, say): any failure of
     reading or quantizing becomes the record's error.
 
-    With ``reuse``, an existing successful record for the same image content (sha256), method,
-    method version, parameters, k and weights is returned as it is, and nothing is recomputed:
-    the records themselves are the content-addressed cache.
+    With ``reuse``, an existing successful record of this same job (:func:`same_job`) on the
+    same image content, with its PNG, is returned as it is and nothing is recomputed: the
+    records themselves are the content-addressed cache. ``reuse_errors`` keeps an error
+    record of the same job and content too (a corrupt file, a time limit).
     """
-    if reuse and json_path is not None:
-        cached = cached_record(image_path, png_path, json_path, job)
-        if cached is not None:
-            return cached
+    if (reuse or reuse_errors) and json_path is not None:
+        kept = _reusable(image_path, png_path, json_path, job, ok=reuse, error=reuse_errors)
+        if kept is not None:
+            return kept
     t0 = time.perf_counter()
     record = _base_record(Path(image_path), job)
     if Path(png_path).resolve() == Path(image_path).resolve():
@@ -147,19 +156,32 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
     return record
 
 
-def cached_record(image_path, png_path, json_path, job: Job) -> dict | None:
-    """The record at ``json_path`` if it is a valid, successful result of this very job on
-    this very image content, with its PNG present; else None."""
+def same_job(record: dict, job: Job) -> bool:
+    """Whether ``record`` is a result of this very job: label, method and its code version,
+    parameters (defaults filled in), k, weights and the scoring code's version. The one answer
+    to "may it be kept?"."""
+    try:
+        method = get_method(job.method)
+        return (record["method"], record["base_method"], record["method_version"], record["params"],
+                record["k"], record["weights"], record["scoring_version"]) == (
+                    job.label, job.method, method.version, {**method.defaults, **job.params}, job.k,
+                    job.weights.as_dict(), SCORING_VERSION)
+    except (UnknownMethodError, KeyError, TypeError):
+        return False
+
+
+def _reusable(image_path, png_path, json_path, job: Job, *, ok: bool, error: bool) -> dict | None:
+    """The record at ``json_path`` if it is :func:`same_job` on this image content and of a
+    status asked for (ok, with its PNG present; or error); else None."""
     try:
         record = read_record(json_path)
-        if record["status"] != "ok" or not Path(png_path).is_file():
+        if record["status"] == "ok":
+            wanted = ok and Path(png_path).is_file()
+        else:
+            wanted = error and record["image"]["sha256"] is not None
+        if not (wanted and same_job(record, job)):
             return None
-        method = get_method(job.method)
-        same_job = (record["method"], record["base_method"], record["method_version"], record["params"],
-                    record["k"], record["weights"], record["scoring_version"]) == (
-                        job.label, job.method, method.version, {**method.defaults, **job.params}, job.k,
-                        job.weights.as_dict(), SCORING_VERSION)
-        return record if same_job and record["image"]["sha256"] == file_sha256(image_path) else None
+        return record if record["image"]["sha256"] == file_sha256(image_path) else None
     except (RecordError, OSError, KeyError):
         return None
 

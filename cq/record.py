@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jsonschema
 
-from cq.imageio import atomic_write_bytes
+from cq.fsutil import atomic_write_bytes
 
 SCHEMA_ID = "cq.record/2"
 

@@ -1,24 +1,31 @@
-"""Helpers of the workflow: config checks, the method table, image discovery, input functions.
+"""Validation, discovery and the input functions of the workflow; the logic lives in cq.
 
 Everything here runs whenever the Snakefile is parsed (at start-up and, on a cluster, in every
 job), so it stays cheap: one directory walk, one look at the method registry, no image opened.
 """
 
-import inspect
 import os
 import re
 import sys
 
 import snakemake.pathvars
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from cq.discover import (assign_shards, discover, report_warnings, resolve_shard_size, result_path,
-                         shard_listing, write_if_changed)
-from cq.methods import all_methods
-from cq.objective import SCORING_VERSION
+from cq.discover import discover, report_warnings, result_key, result_path
+from cq.methods import ConfigError, resolve, scaled, unavailable
+from cq.shards import (SHARDS_FOLDER, assign_shards, listing_digest, listing_path, manifest_path,
+                       resolve_shard_size, shard_runtime, write_listing)
 
-validate(config, "../config/schema.yaml")
+try:
+    validate(config, "../config/schema.yaml")
+except WorkflowError as e:  # one line naming the key, not the whole schema
+    cause = e.__context__  # the jsonschema.ValidationError
+    if not hasattr(cause, "absolute_path"):
+        raise
+    where = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
+    raise WorkflowError(f"config: {where}: {cause.message}") from None
 
 # Snakemake 9 expands "<name>" in every path as a path variable, so an image named
 # "<script>.png" would stop the run and one named "<logs>.png" would silently turn into
@@ -27,129 +34,55 @@ snakemake.pathvars.PATHVAR_REGEX = re.compile(r"(?!)(?P<name>)")
 
 INPUT_DIR = os.path.normpath(config["input_dir"])
 RESULTS = os.path.normpath(config["results_dir"])
-LOGS = os.path.normpath(config["logs_dir"])
-BENCHMARKS = os.path.normpath(config["benchmarks_dir"])
-
-# Keys of a method section or variant that configure the job, not the method.
-JOB_KEYS = {"gpu": False, "threads": 1, "mem_mb": 2000, "runtime": 30}
+# Logs and benchmarks follow the results folder unless set, so two folders never share them.
+LOGS = os.path.normpath(config.get("logs_dir") or f"{RESULTS}/logs")
+BENCHMARKS = os.path.normpath(config.get("benchmarks_dir") or f"{RESULTS}/benchmarks")
 
 
-def _config_error(message):
-    raise WorkflowError(f"config: {message}")
-
-
-def _check_params(label, method, params):
-    """Stop at start-up on a parameter the method does not take, naming it."""
-    signature = inspect.signature(method.fn).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in signature):
-        return
-    known = {p.name for p in signature if p.kind is p.KEYWORD_ONLY} | set(method.defaults)
-    for name in params:
-        if name not in known:
-            _config_error(
-                f"{label}: unknown parameter {name!r} of method {method.name!r}; "
-                f"it takes: {', '.join(sorted(known)) or 'no parameters'}"
-            )
-
-
-def _method_spec(label, registry, variants):
-    """(base method name, section merged with the variant's overrides) for a column label."""
-    if label in variants:
-        if label in registry:
-            _config_error(f"variants: {label!r} is also a method name; rename the variant")
-        spec = dict(variants[label])
-        base = spec.pop("method")
-        if base not in registry:
-            _config_error(
-                f"variants: {label}: method {base!r} is not registered; known: {', '.join(registry)}"
-            )
-        return base, {**(config.get(base) or {}), **spec}
-    if label in registry:
-        return label, dict(config.get(label) or {})
-    _config_error(
-        f"methods: {label!r} is neither a registered method ({', '.join(registry)}) "
-        f"nor a variant ({', '.join(variants) or 'none defined'})"
-    )
-
-
-def resolve_methods():
-    """Column label -> what its jobs run: the Job fields (``job``) and the job's settings."""
-    registry = all_methods()
-    variants = config.get("variants") or {}
-    table = {}
-    for label in config["methods"]:
-        base, spec = _method_spec(label, registry, variants)
-        method = registry[base]
-        settings = {key: spec.pop(key, default) for key, default in JOB_KEYS.items()}
-        _check_params(label, method, spec)
-        if "threads" in method.defaults:  # one knob: the threads the job reserves and uses
-            spec["threads"] = settings["threads"]
-        reason = method.unavailable_reason()
-        if reason:
-            print(f"cq: warning: {reason}; its jobs will write error records", file=sys.stderr)
-        job = {
-            "method": base,
-            "name": label,
-            "version": method.version,
-            # The scoring code's version: a fix of the score recomputes every record it touched.
-            "scoring_version": SCORING_VERSION,
-            "params": dict(sorted({**method.defaults, **spec}.items())),
-            "k": config["k"],
-            "weights": dict(sorted(config["weights"].items())),
-            "read": dict(sorted(config["read"].items())),
-        }
-        table[label] = {"job": job, **settings}
+def _resolve():
+    with open(os.path.join(workflow.basedir, "config/schema.yaml"), encoding="utf-8") as f:
+        settings = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["properties"]
+    try:
+        table = resolve(config, settings)
+    except ConfigError as e:
+        raise WorkflowError(f"config: {e}") from None
+    for folder in {SHARDS_FOLDER, *(os.path.relpath(d, RESULTS) for d in (LOGS, BENCHMARKS))}:
+        if folder in table:
+            raise WorkflowError(f"config: methods: {folder!r} names a folder of the results; rename it")
+    for reason in unavailable(table):
+        print(f"cq: warning: {reason}; its jobs will write error records", file=sys.stderr)
     return table
 
 
-def find_images():
-    """Relative paths of the input images; skipped entries are reported, never fatal."""
+def _discover():
+    """The input images (one walk, shared with rules/history.smk); skips are warned, never fatal."""
     if not os.path.isdir(INPUT_DIR):
-        _config_error(f"input_dir {INPUT_DIR!r} is not a folder")
-    found = discover(
-        INPUT_DIR, config["extensions"], exclude=[RESULTS, LOGS, BENCHMARKS, ".snakemake"]
-    )
+        raise WorkflowError(f"config: input_dir {INPUT_DIR!r} is not a folder")
+    found = discover(INPUT_DIR, config["extensions"], exclude=[RESULTS, LOGS, BENCHMARKS, ".snakemake"])
     report_warnings(found)
     if not found.images:
         print(f"cq: warning: no images found under {INPUT_DIR!r}", file=sys.stderr)
-    return found.images
+    return found
 
 
-def plan_shards():
-    """Shard name -> its images, or {} for one job per (image, method) (see "Large folders"
-    in the README). The main process writes each shard's listing, the input of its jobs,
-    only where it changed, so an unchanged shard's jobs stay done; a job on a cluster, which
-    parses this file again, only reads them."""
-    size = resolve_shard_size(config.get("shard_size", "auto"), len(IMAGES))
-    if not size:
-        return {}
-    if "shards" in METHODS:
-        _config_error("methods: 'shards' names the folder of the shard manifests; rename the variant")
-    shards = assign_shards(IMAGES, size)
-    if workflow.is_main_process:
-        for name, images in shards.items():
-            write_if_changed(shard_listing_path(name), shard_listing(INPUT_DIR, images))
-    return shards
-
-
-def shard_listing_path(shard):
-    return f"{RESULTS}/shards/_images/{shard}.tsv"
-
-
-METHODS = resolve_methods()
-IMAGES = find_images()
-SHARDS = plan_shards()
+METHODS = _resolve()
+DISCOVERY = _discover()
+IMAGES = DISCOVERY.images
+# Result key (the rules' wildcard, a path that always fits) -> the image's relative path.
+IMAGE_OF_KEY = {result_key(image): image for image in IMAGES}
+# Shard mode (see "Large folders" in the README): shard name -> its images; {} for one job
+# per (image, method).
+SHARD_SIZE = resolve_shard_size(config.get("shard_size", "auto"), len(IMAGES))
+SHARDS = assign_shards(IMAGES, SHARD_SIZE) if SHARD_SIZE else {}
 
 
 wildcard_constraints:
     method="|".join(re.escape(m) for m in METHODS),
-    image=".+",
+    key=".+",
     shard=r"\d+",
 
 
 # --- input functions and per-job settings ---------------------------------------------------
-# One job per (image, method) (rule quantize) or, in shard mode, per (shard, method) (rule
-# quantize_shard); the report takes the records, or the shards' manifests.
 
 
 def get_final_output():
@@ -166,11 +99,29 @@ def get_records(wildcards):
 
 def get_manifests(wildcards):
     """In shard mode, every shard's manifest, one per (shard, method): they name the records."""
-    return [f"{RESULTS}/shards/{m}/{shard}.tsv" for m in METHODS for shard in SHARDS]
+    return [manifest_path(RESULTS, m, shard) for m in METHODS for shard in SHARDS]
+
+
+def get_image(wildcards):
+    return f"{INPUT_DIR}/{IMAGE_OF_KEY[wildcards.key]}"
 
 
 def get_listing(wildcards):
-    return shard_listing_path(wildcards.shard)
+    return listing_path(RESULTS, wildcards.shard)
+
+
+def get_listing_digest(wildcards):
+    """A hash of the shard's listing as it would be now (sizes and mtimes of its images): a
+    parameter of rule shard_listing, so that the listing is rewritten, and the shard's jobs
+    rerun, exactly when one of its images was added, deleted or changed. Never written by a
+    dry run."""
+    return listing_digest(INPUT_DIR, SHARDS[wildcards.shard])
+
+
+def get_spec(wildcards):
+    """The job's spec: method, version, resolved parameters, k, weights, read options and
+    scoring version; as a rule parameter, a change of any reruns that column only."""
+    return METHODS[wildcards.method]["spec"]
 
 
 def get_image_runtime(wildcards):
@@ -179,17 +130,9 @@ def get_image_runtime(wildcards):
 
 
 def get_shard_runtime(wildcards, attempt):
-    """A shard job's time: the method's runtime for each of its images, at most
-    shard_max_runtime (a shard cut short by that keeps its finished records: its retry,
-    with more time, or the next run goes on from there), more on each retry."""
-    n_images = len(SHARDS.get(wildcards.shard, ())) or 1
-    runtime = METHODS[wildcards.method]["runtime"]
-    cap = max(runtime, config.get("shard_max_runtime", 1440))
-    return min(runtime * n_images, cap) * attempt
-
-
-def get_job(wildcards):
-    return METHODS[wildcards.method]["job"]
+    """A shard job's minutes (cq.shards.shard_runtime), more on each retry."""
+    return shard_runtime(METHODS[wildcards.method]["runtime"], len(SHARDS.get(wildcards.shard, ())),
+                         config.get("shard_max_runtime", 1440), attempt)
 
 
 def get_threads(wildcards):
@@ -198,11 +141,11 @@ def get_threads(wildcards):
 
 def get_mem_mb(wildcards, attempt):
     """The method's memory, more on each retry (``--retries``) after running out."""
-    return METHODS[wildcards.method]["mem_mb"] * attempt
+    return scaled(METHODS[wildcards.method]["mem_mb"], attempt)
 
 
 def get_runtime(wildcards, attempt):
-    return METHODS[wildcards.method]["runtime"] * attempt
+    return scaled(METHODS[wildcards.method]["runtime"], attempt)
 
 
 def get_gpu(wildcards):

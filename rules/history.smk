@@ -19,17 +19,11 @@ def _history_settings():
     }
 
 
-def _skipped():
-    """What discovery left out (a second walk: find_images keeps only the images)."""
-    return discover(INPUT_DIR, config["extensions"],
-                    exclude=[RESULTS, LOGS, BENCHMARKS, ".snakemake"]).warnings
-
-
 onstart:
     cq_history.begin(RESULTS, INPUT_DIR, IMAGES, list(METHODS),
                      prune_deleted=bool(config.get("prune_deleted", False)),
                      other_dirs=(LOGS, BENCHMARKS), settings=_history_settings(),
-                     skipped=_skipped())
+                     skipped=DISCOVERY.warnings)
 
 
 onsuccess:

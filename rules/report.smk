@@ -19,7 +19,7 @@ rule report:
         input_dir=INPUT_DIR,
         methods=list(METHODS),
         # What discovery left out (symlink loops, links out of the folder): listed on the page.
-        skipped=lambda wildcards: _skipped(),
+        skipped=DISCOVERY.warnings,
     threads: 1
     resources:
         mem_mb=4000,

@@ -1,59 +1,23 @@
 """Snakemake adapter of rule quantize: one (image, method) job -> cq.pipeline.quantize_file.
 
-A bad image or a failing method gives a record with status "error" and this script exits 0,
-so the report still gets built. cq's log messages (INFO, e.g. cnn training progress) and
-anything written to stderr go to the job's log file.
+A bad image or a failing method gives a record with status "error" and the job still
+succeeds, so the report gets built. The job's runtime resource (minutes, grown with the
+attempt) bounds the work on the image, less a margin (cq.methods.time_limit_s), so that an
+overrun is recorded before a scheduler kills the job at its wall time.
 """
 
-import logging
-import sys
-
-from cq.objective import Weights
-from cq.pipeline import Job, ReadOptions, quantize_file
-
-
-def make_job(spec: dict, time_limit_s: float | None = None) -> Job:
-    """The pipeline's Job from the rule's ``params.job`` (built by rules/common.smk); the work
-    on one image stops after ``time_limit_s`` and records the overrun."""
-    read = spec["read"]
-    background = read["background"]
-    return Job(
-        method=spec["method"],
-        params=spec["params"],
-        k=spec["k"],
-        weights=Weights(**spec["weights"]),
-        name=spec["name"],
-        read=ReadOptions(tuple(background) if background else None, read["max_pixels"]),
-        time_limit_s=time_limit_s,
-    )
-
-
-def log_to(log_file) -> logging.Logger:
-    """Send cq's logging (INFO), warnings and stderr to the job's log file; cq's logger."""
-    sys.stderr = log_file
-    handler = logging.StreamHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("cq")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").addHandler(handler)
-    return logger
-
-
-def outcome(record: dict) -> str:
-    return record["error"] or f"score {record['scores']['score']:.2f}"
+from cq.joblog import log_to
+from cq.methods import time_limit_s
+from cq.pipeline import Job, quantize_file
+from cq.shards import outcome
 
 
 def main(smk) -> None:
     with open(smk.log[0], "w", encoding="utf-8") as log_file:
         logger = log_to(log_file)
-        # The job's runtime resource (minutes, grown with the attempt) bounds the work on the
-        # image, so an overrun is recorded rather than the job killed without a record.
-        job = make_job(smk.params.job, time_limit_s=smk.resources.runtime * 60)
+        job = Job.from_spec(smk.params.spec, time_limit_s=time_limit_s(smk.resources.runtime))
         record = quantize_file(smk.input.image, smk.params.png, smk.output.record, job)
-        logger.info("%s on %s: %s %s", record["method"], smk.input.image, record["status"], outcome(record))
+        logger.info("%s on %s: %s", job.label, smk.input.image, outcome(record))
 
 
-if __name__ == "__main__":  # run by Snakemake; scripts/quantize_shard.py imports make_job
-    main(snakemake)  # noqa: F821 (the object Snakemake passes to scripts)
+main(snakemake)  # noqa: F821 (the object Snakemake passes to scripts)

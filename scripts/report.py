@@ -5,7 +5,6 @@ line per image). A record that cannot be read (corrupt or truncated JSON) does n
 report: it is listed as an error of its (image, method), named from its path.
 """
 
-import csv
 import logging
 import os
 import sys
@@ -14,6 +13,7 @@ from cq.discover import image_of_result
 from cq.history import load_history
 from cq.record import RecordError, read_record
 from cq.report import build_report
+from cq.shards import manifest_records
 
 
 def load(path: str, results_dir: str, input_dir: str) -> dict:
@@ -25,15 +25,6 @@ def load(path: str, results_dir: str, input_dir: str) -> dict:
         method, image = image_of_result(results_dir, path)
         return {"status": "error", "error": str(e), "method": method,
                 "image": {"path": f"{input_dir}/{image}"}}
-
-
-def manifest_records(manifests) -> list[str]:
-    """The record paths that shard manifests (scripts/quantize_shard.py) name, in order."""
-    paths = []
-    for manifest in manifests:
-        with open(manifest, newline="", encoding="utf-8") as f:
-            paths.extend(row["record"] for row in csv.DictReader(f, dialect="excel-tab"))
-    return paths
 
 
 def main(smk) -> None:

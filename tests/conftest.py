@@ -1,5 +1,18 @@
-"""Shared fixtures: the repository root and a folder of tiny real photographs."""
+"""Shared test helpers: the repository, tiny real photographs, and the one Snakemake runner.
 
+Test modules import what they need from here (``from conftest import ...``), never from
+another test module.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +20,8 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+NIGHTLY = REPO / "profiles/nightly"
 
 # Relative path -> (scikit-image photo, crop origin). Odd names on purpose: a space, quotes,
 # markup and non-ASCII letters; rocket.jpg and rocket.png share a stem.
@@ -35,6 +50,76 @@ def write_tiny_photos(folder: Path) -> list[str]:
     return sorted(TINY_PHOTOS)
 
 
+def touch(root: Path, *names: str) -> None:
+    """Create empty files ``names`` (relative paths) under ``root``."""
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# --- require-all: a skip that CI turns into a failure ------------------------------------
+
+def require_or_skip(reason: str) -> None:
+    """Skip the test with ``reason``, or fail it when CQ_REQUIRE_ALL=1 (as CI sets): what a
+    fresh machine may lack, CI must have."""
+    if os.environ.get("CQ_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason} (CQ_REQUIRE_ALL=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+# --- the Snakemake runner -----------------------------------------------------------------
+
+# The SLURM executor plugin runs `scontrol show config` when Snakemake loads its plugins; with
+# SLURM installed and its controller down that waits 10 s on every start. Local runs put a
+# stand-in scontrol that fails at once first on their PATH.
+_SHIM: Path | None = None
+
+
+def _scontrol_shim() -> Path:
+    global _SHIM
+    if _SHIM is None:
+        _SHIM = Path(tempfile.mkdtemp(prefix="cq-noslurm-"))
+        atexit.register(shutil.rmtree, _SHIM, True)
+        (_SHIM / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+        (_SHIM / "scontrol").chmod(0o755)
+    return _SHIM
+
+
+def env(**extra) -> dict:
+    """This process's environment with the scontrol stand-in first on PATH, plus ``extra``."""
+    return {**os.environ, "PATH": f"{_scontrol_shim()}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+def command(workdir: Path, *args: str, profile: Path | None = None) -> list[str]:
+    """The workflow in ``workdir`` on 2 cores, with the repository's config plus the test's
+    ``workdir/test.yaml`` (and a workflow profile, e.g. NIGHTLY)."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if profile is not None:
+        cmd += ["--workflow-profile", str(profile)]
+    return cmd + ["--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"), *args]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, profile: Path | None = None,
+              timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """One run of :func:`command`; fails the test, with the output, when ``check`` and it fails."""
+    done = subprocess.run(command(workdir, *args, profile=profile), capture_output=True, text=True,
+                          timeout=timeout, env=kwargs.pop("env", None) or env(), **kwargs)
+    if check and done.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
+    """(method, result key) of the quantize jobs a run (stderr) or dry run (stdout) names."""
+    return set(re.findall(r"wildcards: method=(\S+), key=(.+)", done.stdout + done.stderr))
+
+
+def shard_jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
+    """(method, shard) of the quantize_shard jobs a run or dry run names."""
+    return set(re.findall(r"wildcards: method=(\S+), shard=(\d+)", done.stdout + done.stderr))

@@ -52,10 +52,34 @@ def test_bad_usage_exits_2(photo, tmp_path):
     assert cq("quantize", photo, tmp_path / "q.png", "--method", "octree", "--k", "many").returncode == 2
 
 
-def test_unknown_method_and_size_mismatch_exit_1(photo, tmp_path):
-    r = cq("quantize", photo, tmp_path / "q.png", "--method", "nope")
-    assert r.returncode == 1 and "unknown method 'nope'" in r.stderr
+def test_a_size_mismatch_exits_1_naming_the_file(photo, tmp_path):
     other = tmp_path / "small.png"
     Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(other)
     r = cq("score", photo, other)
     assert r.returncode == 1 and "small.png" in r.stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--k", "0"], "k must be from 1 to 256"),
+    (["--k", "300"], "k must be from 1 to 256"),
+    (["--weights", "2,nan,42"], "weights must be finite"),
+    (["--weights", "2,-1,42"], "weights must be finite"),
+    (["--param", "nosuch=1"], "unknown parameter 'nosuch'"),
+    (["--method", "nope"], "unknown method 'nope'"),
+])
+def test_bad_settings_stop_at_once_in_one_line_with_exit_2(photo, tmp_path, args, named):
+    options = {"--method": "octree", **dict(zip(args[::2], args[1::2]))}
+    r = cq("quantize", photo, tmp_path / "q.png", "--quiet", *[x for kv in options.items() for x in kv])
+    assert r.returncode == 2, r.stderr
+    assert named in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "q.png").exists()
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(photo, tmp_path):
+    # A directory where the record goes: writing it fails with an error the CLI did not expect.
+    (tmp_path / "q.json").mkdir()
+    args = ("quantize", photo, tmp_path / "q.png", "--method", "octree", "--json", tmp_path / "q.json")
+    r = cq(*args)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = cq(*args, "--debug")
+    assert r.returncode == 1 and "Traceback" in r.stderr

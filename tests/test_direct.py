@@ -5,10 +5,12 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from cq import lattice
 from cq.finalize import finalize, pixel_costs
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.methods import Problem, get_method
-from cq.methods import direct as direct_module
+from cq.methods._points import Points
+from cq.methods._points import assign as assign_points
 from cq.objective import Weights, lower_bound, score, score_assignment, vertex_cost
 
 K = 37
@@ -116,8 +118,8 @@ def test_fast_assignment_matches_pixel_costs():
     hist = ColorHistogram.from_image(image)
     rng = np.random.default_rng(1)
     palette = rng.uniform(0, 255, size=(K, 3))
-    points = direct_module._Points(hist.colors.astype(float), hist.counts.astype(float))
-    labels, cost = direct_module._assign(points, palette, Weights())
+    points = Points(hist.colors.astype(float), hist.counts.astype(float))
+    labels, cost = assign_points(points, palette, Weights())
     reference = pixel_costs(hist.colors, palette, Weights(), "objective")
     assert np.allclose(cost, reference.min(1), rtol=1e-6, atol=1e-3)
     assert np.allclose(reference[np.arange(len(labels)), labels], reference.min(1), rtol=1e-6, atol=1e-3)
@@ -125,9 +127,9 @@ def test_fast_assignment_matches_pixel_costs():
 
 def test_smallest_cap_with_k_lattice_colours():
     """Within 1 of a vertex there are 4 uint8 colours per vertex (32 < 37); within sqrt(2), 7 (56)."""
-    assert len(direct_module._lattice_candidates(1.0)) == 32
-    assert len(direct_module._lattice_candidates(np.sqrt(2))) == 56
-    assert direct_module._min_cap(K, 4.0) == pytest.approx(np.sqrt(2))
+    assert len(lattice.colors_within(1.0)) == 32
+    assert len(lattice.colors_within(np.sqrt(2))) == 56
+    assert lattice.kth_smallest_cost(K) == pytest.approx(np.sqrt(2))
 
 
 def test_dark_photo_uses_the_smallest_feasible_cap():
@@ -136,3 +138,34 @@ def test_dark_photo_uses_the_smallest_feasible_cap():
     costs = vertex_cost(q.palette)
     assert costs.max() == pytest.approx(np.sqrt(2))
     assert score_assignment(hist, q.palette, q.labels).score < 1.03 * lower_bound(hist)
+
+
+def _graphics_set():
+    """bench/_graphics_set.py, the benchmark's generated graphics (text, UI, charts, scans)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "_graphics_set.py"
+    spec = importlib.util.spec_from_file_location("_graphics_set", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.GRAPHICS
+
+
+GRAPHICS_TOLERANCE = 0.02  # direct within 2% of the k-aware bound (issue 10's target)
+
+
+@pytest.mark.parametrize("name", ["text_on_white", "ui_light", "ui_dark", "bar_chart", "logo", "scan_faint",
+                                  "flat_shapes_5", "blocks_21", "blocks_36", "gif_256", "one_bit_text", "qr_like",
+                                  "slide_dark", "discs_12"])
+def test_graphics_within_tolerance_of_the_k_aware_bound(name):
+    """Small generated graphics (200x125): exactly k colours, within 2% of the k-aware bound."""
+    from cq.bound import lower_bound as k_lower_bound
+
+    image = _graphics_set()[name](200, 125)
+    hist, _, q = run("direct", image)
+    rendered = q.render(hist)
+    assert len(np.unique(pack_rgb(rendered.reshape(-1, 3)))) == K
+    ours = score(image, rendered).score
+    bound = k_lower_bound(hist, K)
+    assert bound <= ours <= (1 + GRAPHICS_TOLERANCE) * bound

@@ -5,16 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from cq.discover import (AUTO_PER_IMAGE_MAX, AUTO_SHARD_SIZE, assign_shards, discover, image_of_result,
-                         normalize_extensions, read_listing, resolve_shard_size, result_path, shard_count,
-                         shard_index, shard_listing, shard_name, write_if_changed)
+from conftest import touch
 
-
-def touch(root: Path, *names: str) -> None:
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
+from cq.discover import (MAX_COMPONENT_BYTES, discover, image_of_result, normalize_extensions, result_key,
+                         result_path)
 
 
 def test_recursive_case_insensitive_and_sorted(tmp_path):
@@ -118,66 +112,15 @@ def test_normalize_extensions():
     assert normalize_extensions([".JPG", "png"]) == {"jpg", "png"}
 
 
-# --- shards ------------------------------------------------------------------------------------
-
-def test_shard_size_auto_and_explicit():
-    assert resolve_shard_size("auto", AUTO_PER_IMAGE_MAX) == 0
-    assert resolve_shard_size("auto", AUTO_PER_IMAGE_MAX + 1) == AUTO_SHARD_SIZE
-    assert resolve_shard_size(None, 10) == 0
-    assert resolve_shard_size(0, 10**6) == 0 and resolve_shard_size(7, 3) == 7
-    with pytest.raises(ValueError):
-        resolve_shard_size(-1, 10)
-
-
-def test_shard_count_is_a_power_of_two_with_at_most_shard_size_images_on_average():
-    assert [shard_count(n, 10) for n in (0, 1, 10, 11, 20, 21, 40, 41)] == [1, 1, 1, 2, 2, 4, 4, 8]
-    for n in (1, 999, 1000, 1001, 100_000):
-        count = shard_count(n, 500)
-        assert count & (count - 1) == 0 and n / count <= 500 and (count == 1 or n / count > 250)
-
-
-def test_shard_index_is_stable_and_splits_in_two_when_the_count_doubles():
-    images = [f"f{i // 100:03d}/img {i}.jpg" for i in range(2000)]
-    assert shard_index("a.jpg", 1) == 0
-    for image in images:
-        i = shard_index(image, 64)
-        assert shard_index(image, 128) in (i, i + 64)
-    sizes = [len(v) for v in assign_shards(images, 100).values()]
-    assert len(sizes) == 32 and sum(sizes) == 2000 and max(sizes) < 2 * 2000 / 32  # evenly spread
-
-
-def test_shard_index_known_values():
-    # The same in every process and Python version (not the salted hash()); pinned so that a
-    # change of the hash, which would move every image to another shard, is noticed.
-    assert [shard_index(name, 1 << 20) for name in ("a.jpg", "space/rocket.jpg")] == [173961, 24324]
-
-
-def test_adding_an_image_changes_one_shard_only():
-    images = [f"img{i:05d}.png" for i in range(3000)]
-    before = assign_shards(images, 500)
-    after = assign_shards(sorted(images + ["new/one.png"]), 500)
-    changed = [name for name in after if after[name] != before.get(name)]
-    assert len(changed) == 1 and "new/one.png" in after[changed[0]]
-    assert set(before) <= set(after)
-
-
-def test_shard_names_are_zero_padded_and_sorted():
-    assert shard_name(7, 64) == "0007" and shard_name(12345, 65536) == "12345"
-    names = list(assign_shards([f"{i}.png" for i in range(100)], 10))
-    assert names == sorted(names) and all(len(n) == 4 for n in names)
-
-
-def test_listing_changes_when_an_image_changes_and_round_trips_odd_names(tmp_path):
-    names = ['a.png', 'tab\there.png', 'quo"te.png', 'Ünï côdé/été.png']
-    touch(tmp_path, *names)
-    listing = shard_listing(str(tmp_path), names + ["gone.png"])
-    out = tmp_path / "out/0000.tsv"
-    assert write_if_changed(out, listing) is True
-    assert read_listing(out) == names + ["gone.png"]
-    assert "gone.png\t-1\t-1" in listing
-    mtime = out.stat().st_mtime_ns
-    assert write_if_changed(out, shard_listing(str(tmp_path), names + ["gone.png"])) is False
-    assert out.stat().st_mtime_ns == mtime
-    (tmp_path / "a.png").write_bytes(b"changed")
-    assert write_if_changed(out, shard_listing(str(tmp_path), names + ["gone.png"])) is True
-    assert [p.name for p in out.parent.iterdir()] == ["0000.tsv"]  # no temporary file left
+def test_a_long_name_gets_a_short_key_that_fits_and_stays_unique(tmp_path):
+    long_a, long_b = "d/" + "é" * 120 + "a.png", "d/" + "é" * 120 + "b.png"
+    key_a, key_b = result_key(long_a), result_key(long_b)
+    assert key_a != key_b and key_a.startswith("d/é") and key_a.endswith(".png")
+    assert len(key_a.split("/")[1].encode()) <= MAX_COMPONENT_BYTES
+    assert result_key("space/rocket.jpg") == "space/rocket.jpg"
+    assert result_key("x" * MAX_COMPONENT_BYTES) == "x" * MAX_COMPONENT_BYTES
+    # Every file cq makes from a key can be created: record, its temporary file, log, benchmark.
+    path = tmp_path / result_path("r", "kmeans", long_a, ".json")
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    (path.parent / f".{path.name}.abcdefgh.tmp").write_text("")

@@ -1,11 +1,10 @@
 """Faults a night must survive: the run killed mid-job (SIGKILL) and rerun, a second run started
 during one, a full disk, a GPU out of memory, a job past its time limit.
 
-- GPU out of memory in cnn: tests/test_cnn.py::test_cuda_out_of_memory_falls_back_to_cpu
-  covers the method's fallback; here, that the record says so.
+- GPU out of memory in cnn: tests/test_cnn.py::test_cuda_out_of_memory_falls_back_to_cpu.
 - Time limit: tests/test_methods.py::test_time_limit_becomes_an_error_record covers
-  ``Job.time_limit_s`` (an overrun becomes an error record). The workflow does not pass the
-  rule's ``runtime`` to it yet (scripts/quantize.py), so a workflow job is not bounded.
+  ``Job.time_limit_s`` (an overrun becomes an error record); the workflow passes each job's
+  ``runtime`` resource as that limit, tested in tests/test_workflow.py.
 """
 
 import errno
@@ -20,13 +19,11 @@ import pytest
 import yaml
 from PIL import Image
 
-import cq.imageio
-import cq.methods.cnn as cnn_module
-from conftest import tiny_photo, write_tiny_photos
+import cq.fsutil
+from conftest import NIGHTLY, command, env, jobs_of, snakemake, write_tiny_photos
 from cq.history import load_history
 from cq.pipeline import Job, quantize_file
 from cq.record import read_record
-from test_nightly import command, env, jobs_of, nightly
 
 SLOW = "slow.jpg"  # 24 megapixels: median_cut takes seconds on it, long enough to be killed in
 
@@ -64,17 +61,17 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
     results = workdir / "results"
     current = results / ".history/current.json"
 
-    first = subprocess.Popen(command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    first = subprocess.Popen(command(workdir, profile=NIGHTLY), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True, env=env(), start_new_session=True)
     try:
         wait_for(current.exists, what="the first run to start")
         owner = current.read_text()
         # A second run while the first holds the lock: refused with Snakemake's message.
-        second = nightly(workdir, check=False)
+        second = snakemake(workdir, profile=NIGHTLY, check=False)
         assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
         assert current.read_text() == owner and load_history(results) == []  # no run recorded yet
         # Power cut: the whole process group, the running jobs included, killed mid-job.
-        slow_log = workdir / "logs/median_cut" / f"{SLOW}.log"
+        slow_log = results / "logs/median_cut" / f"{SLOW}.log"
         wait_for(slow_log.exists, what="the slow job to start")
         assert first.poll() is None, "the first run ended before it could be killed"
         os.killpg(first.pid, signal.SIGKILL)
@@ -88,17 +85,17 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
     done_before = {p: p.stat().st_mtime_ns for m in ("median_cut", "octree") for p in (results / m).rglob("*.json")}
 
     # The next night: Snakemake's lock is stale; cq.history proves its owner dead, then unlock.
-    stale = subprocess.run([str(Path(command(workdir)[0]).with_name("python")), "-m", "cq.history",
+    stale = subprocess.run([str(Path(command(workdir, profile=NIGHTLY)[0]).with_name("python")), "-m", "cq.history",
                             "stale", str(results)], capture_output=True, text=True)
     assert stale.returncode == 0, stale.stderr
-    assert "cannot be locked" in nightly(workdir, check=False).stderr
-    nightly(workdir, "--unlock")
-    planned = jobs_of(nightly(workdir, "--dry-run"))
+    assert "cannot be locked" in snakemake(workdir, profile=NIGHTLY, check=False).stderr
+    snakemake(workdir, "--unlock", profile=NIGHTLY)
+    planned = jobs_of(snakemake(workdir, "--dry-run", profile=NIGHTLY))
     expected = {(m, i) for m in ("median_cut", "octree")
                 for i in ["chelsea.jpg", "rocket.jpg", "rocket.png", 'Ünï côdé/astro "naut" <script>.png', SLOW]
                 if not (results / m / f"{i}.json").exists()}
     assert ("median_cut", SLOW) in expected and planned == expected
-    rerun = nightly(workdir)
+    rerun = snakemake(workdir, profile=NIGHTLY)
     assert jobs_of(rerun) == expected
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # nothing else redone
     results_are_whole(results)
@@ -127,7 +124,7 @@ def tiny_disk(tmp_path):
 def _inject_enospc(monkeypatch):
     def fsync(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(cq.imageio.os, "fsync", fsync)
+    monkeypatch.setattr(cq.fsutil.os, "fsync", fsync)
 
 
 def noisy(path: Path, size=(300, 300)) -> Path:
@@ -176,28 +173,6 @@ def test_disk_full_for_the_record_raises_and_leaves_no_file(tiny_disk, tmp_path,
     assert raised.value.errno == errno.ENOSPC
     # In the workflow the job fails, keep-going carries on, and the missing record reruns it.
     assert sorted(p.name for p in out.iterdir()) == ["filler"]
-
-
-# --- a GPU out of memory ----------------------------------------------------------------------
-
-def test_cuda_out_of_memory_is_retried_on_the_cpu_and_the_record_says_so(tmp_path, monkeypatch):
-    real_train = cnn_module._train
-
-    def train(problem, config, device):
-        if device == "cuda":
-            import torch
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real_train(problem, config, device)
-
-    monkeypatch.setattr(cnn_module, "_cuda_available", lambda: True)
-    monkeypatch.setattr(cnn_module, "_train", train)
-    source = tmp_path / "p.png"
-    Image.fromarray(np.ascontiguousarray(tiny_photo("chelsea", (100, 120)))).save(source)
-    job = Job(method="cnn", params={"device": "auto", "epochs": 1, "steps_per_epoch": 2})
-    record = quantize_file(source, tmp_path / "p.png.png", tmp_path / "p.png.json", job)
-    assert record["status"] == "ok" and record["device"] == "cpu"
-    assert record["extras"]["fallback"] == "cuda out of memory: retried on cpu"
-    assert read_record(tmp_path / "p.png.json")["extras"]["fallback"] == record["extras"]["fallback"]
 
 
 # --- a reader during a report write -----------------------------------------------------------

@@ -25,6 +25,12 @@ def small_photo(name: str, width: int = 96) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
+def kaware_bound(hist: ColorHistogram) -> float:
+    from cq.bound import lower_bound as k_lower_bound
+
+    return k_lower_bound(hist, K)
+
+
 def test_single_colour_far_from_its_vertex():
     """D = 60 from black: the cap's slope 21 + 42 - (4/3)(D - T) vanishes at T = D - 47.25 = 12.75,
     so the bound is 63*12.75 + (2/3)*47.25^2 = 803.25 + 1488.375."""
@@ -86,8 +92,9 @@ def test_no_method_beats_the_bound_on_photos(name):
             continue
         proposal = method.fn(Problem(image, hist, K), **method.defaults)
         q = finalize(hist, proposal.palette, proposal.labels, k=K, rule=proposal.rule)
-        gap = score(image, q.render(hist)).score / bound - 1
-        assert gap >= 0, (method_name, gap)
+        ours = score(image, q.render(hist)).score
+        assert ours >= bound, method_name
+        assert ours >= kaware_bound(hist) * (1 - 1e-12), method_name
 
 
 def test_no_method_beats_the_bound_on_random_images():
@@ -99,3 +106,189 @@ def test_no_method_beats_the_bound_on_random_images():
         proposal = method.fn(Problem(image, hist, K), **method.defaults)
         q = finalize(hist, proposal.palette, proposal.labels, k=K, rule=proposal.rule)
         assert score(image, q.render(hist)).score >= lower_bound(hist)
+
+
+# ---------------------------------------------------------------------------------------------
+# The k-aware bound (cq.bound): exactly k distinct uint8 colours.
+
+from cq import bound as kbound  # noqa: E402
+
+
+def lattice_counts(max_sq: int) -> np.ndarray:
+    """Number of uint8 colours at each squared vertex distance 0..max_sq, counted independently:
+    a channel value's offset from its nearest end, squared, convolved over the three channels."""
+    offsets = np.minimum(np.arange(256), 255 - np.arange(256))
+    one = np.bincount(offsets**2, minlength=max_sq + 1)[: max_sq + 1]
+    return np.convolve(np.convolve(one, one)[: max_sq + 1], one)[: max_sq + 1]
+
+
+def test_lattice_facts_for_k_37():
+    """8 vertices at 0, 24 colours at distance 1, 24 at sqrt(2): the 37th smallest is sqrt(2)."""
+    counts = lattice_counts(4)
+    assert counts[:4].tolist() == [8, 24, 24, 8]
+    assert kbound.kth_smallest_cost(37) == pytest.approx(np.sqrt(2), abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 8, 9, 32, 33, 56, 57, 64, 65, 100, 256, 1000])
+def test_kth_smallest_cost_matches_an_independent_count(k):
+    counts = np.cumsum(lattice_counts(400))
+    assert kbound.kth_smallest_cost(k) ** 2 == pytest.approx(int(np.searchsorted(counts, k)), abs=1e-9)
+
+
+def brute_force_single_colour(rgb, n_pixels: int, k: int = K, max_radius: int = 8) -> float:
+    """Exact optimum for an image of one colour: over every cap, the k best uint8 colours under it,
+    the best one taking all pixels but k - 1, each other one pixel (enumerated by brute force)."""
+    near = np.r_[0:max_radius + 1, 255 - max_radius:256]
+    cube = np.stack(np.meshgrid(near, near, near, indexing="ij"), -1).reshape(-1, 3)
+    cost = vertex_cost(cube)
+    value = (2 / 3) * ((cube - np.array(rgb)) ** 2).sum(1) + 42 * cost
+    best = np.inf
+    for cap in np.unique(cost[cost <= max_radius]):
+        v = np.sort(value[cost <= cap + 1e-9])
+        if len(v) >= k:
+            best = min(best, 21 * cap + ((n_pixels - k + 1) * v[0] + v[1:k].sum()) / n_pixels)
+    return best
+
+
+@pytest.mark.parametrize("rgb", [(255, 0, 255), (250, 250, 250), (3, 5, 1), (255, 230, 240)])
+@pytest.mark.parametrize("n_pixels", [50, 1000, 250_000])
+def test_single_colour_bound_is_the_exact_optimum(rgb, n_pixels):
+    """One colour near a vertex: the bound is the brute-force optimum, so it is valid and tight."""
+    hist = ColorHistogram(np.array([rgb], dtype=np.uint8), np.array([n_pixels], dtype=np.int64))
+    assert kbound.lower_bound(hist, K) == pytest.approx(brute_force_single_colour(rgb, n_pixels), rel=1e-9)
+
+
+@pytest.mark.parametrize("rgb,n_pixels", [((255, 0, 255), 37), ((0, 0, 60), 37), ((0, 0, 60), 250_000)])
+def test_single_colour_bound_below_the_optimum(rgb, n_pixels):
+    """Where the best cap lies above the exact radius (8) the bound is lower than the brute-force
+    optimum over caps <= 8, which is at least the true optimum: still valid, not tight."""
+    hist = ColorHistogram(np.array([rgb], dtype=np.uint8), np.array([n_pixels], dtype=np.int64))
+    assert kbound.lower_bound(hist, K) <= brute_force_single_colour(rgb, n_pixels)
+
+
+def finalized_score(image: np.ndarray, method_name: str) -> float:
+    hist = ColorHistogram.from_image(image)
+    method = get_method(method_name)
+    proposal = method.fn(Problem(image, hist, K), **method.defaults)
+    q = finalize(hist, proposal.palette, proposal.labels, k=K, rule=proposal.rule)
+    rendered = q.render(hist)
+    assert len(np.unique(rendered.reshape(-1, 3), axis=0)) == K
+    return score(image, rendered).score
+
+
+def near(rgb, sigma: float, shape=(40, 50), seed: int = 0) -> np.ndarray:
+    """An image of noise around one colour (near-white, near-black, ...)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.rint(rng.normal(rgb, sigma, size=(*shape, 3))), 0, 255).astype(np.uint8)
+
+
+def few_colours(n: int, shape=(30, 40), seed: int = 0) -> np.ndarray:
+    """An image of exactly ``n`` random colours, each on at least one pixel."""
+    rng = np.random.default_rng(seed + n)
+    colours = np.unique(rng.integers(0, 256, size=(3 * n, 3)), axis=0)[:n]
+    idx = np.concatenate([np.arange(n), rng.integers(0, n, shape[0] * shape[1] - n)])
+    return colours[rng.permutation(idx)].reshape(*shape, 3).astype(np.uint8)
+
+
+KAWARE_IMAGES = {
+    "random": lambda: np.random.default_rng(3).integers(0, 256, size=(20, 24, 3), dtype=np.uint8),
+    "astronaut": lambda: small_photo("astronaut", 64),
+    "hubble": lambda: small_photo("hubble_deep_field", 64),
+    "near_white": lambda: near((250, 250, 250), 2.0),
+    "near_black": lambda: near((3, 3, 3), 2.0),
+    "faint_page": lambda: near((245, 243, 238), 1.5),
+    "colours_1": lambda: few_colours(1),
+    "colours_5": lambda: few_colours(5),
+    "colours_21": lambda: few_colours(21),
+    "colours_36": lambda: few_colours(36),
+    "colours_37": lambda: few_colours(37),
+    "near_white_5_colours_37_pixels": lambda: few_colours(5, shape=(1, 37)) // 50 + 250,
+    "colours_60": lambda: few_colours(60),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KAWARE_IMAGES))
+def test_k_aware_bound_between_any_k_bound_and_every_method(name):
+    image = KAWARE_IMAGES[name]()
+    hist = ColorHistogram.from_image(image)
+    bound = kbound.lower_bound(hist, K)
+    assert bound >= lower_bound(hist) * (1 - 1e-12)
+    for method_name in ("kmeans", "median_cut", "direct"):
+        assert finalized_score(image, method_name) >= bound * (1 - 1e-12), method_name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_k_aware_bound_below_random_exact_k_palettes(seed):
+    """Random palettes finalised to exactly k colours, near-white image: never below the bound."""
+    rng = np.random.default_rng(seed)
+    image = near((251, 252, 250), 3.0, shape=(20, 20), seed=seed)
+    hist = ColorHistogram.from_image(image)
+    bound = kbound.lower_bound(hist, K)
+    for _ in range(5):
+        palette = np.clip(rng.normal(250, 6, size=(K, 3)), 0, 255).astype(np.uint8)
+        q = finalize(hist, palette, None, k=K, rule="objective")
+        assert score(image, q.render(hist)).score >= bound
+
+
+def test_k_aware_bound_knows_the_cap_on_a_near_white_image():
+    """Any-k bound: everything on white, max cost 0. Exactly 37 colours need max cost >= sqrt(2)."""
+    hist = ColorHistogram.from_image(near((252, 252, 252), 1.0, shape=(100, 100)))
+    assert kbound.lower_bound(hist, K) >= lower_bound(hist) + 21 * np.sqrt(2) - 1e-9
+
+
+def test_k_aware_bound_is_exact_at_100_megapixels():
+    """Counts of 10^8 pixels: float64 sums stay exact, the bound stays between its limits."""
+    hist = ColorHistogram.from_image(small_photo("hubble_deep_field", 48))
+    big = ColorHistogram(hist.colors, hist.counts * 50_000)
+    assert big.n_pixels > 10**8
+    assert lower_bound(big) == pytest.approx(lower_bound(hist), rel=1e-12)
+    assert lower_bound(big) <= kbound.lower_bound(big, K) <= kbound.lower_bound(hist, K) + 1e-9
+
+
+def test_other_k_and_weights():
+    image = small_photo("coffee", 48)
+    hist = ColorHistogram.from_image(image)
+    weights = Weights(mse=5.0, max_cost=3.0, mean_cost=10.0)
+    bound = kbound.lower_bound(hist, 8, weights)
+    assert bound >= lower_bound(hist, weights) * (1 - 1e-12)
+    method = get_method("direct")
+    proposal = method.fn(Problem(image, hist, 8, weights), **method.defaults)
+    q = finalize(hist, proposal.palette, proposal.labels, k=8, weights=weights, rule=proposal.rule)
+    assert score(image, q.render(hist), weights).score >= bound
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_k_aware_bound_below_direct_for_random_k_and_weights(seed):
+    """Random k and weights on random, near-vertex and few-colour images (near vertices or not)."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 70))
+    weights = Weights(*rng.uniform(0.2, 50, 3))
+    if seed % 4 == 0:
+        image = rng.integers(0, 256, (12, 15, 3))
+    elif seed % 4 == 1:
+        image = rng.normal(rng.choice([0, 255], 3), rng.uniform(0.5, 6), (12, 15, 3))
+    else:
+        colours = rng.integers(0, 256, (int(rng.integers(1, 8)), 3))
+        if seed % 4 == 3:
+            colours = rng.choice([0, 255], colours.shape) + rng.integers(-3, 4, colours.shape)
+        image = colours[rng.integers(0, len(colours), (12, 15))]
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    hist = ColorHistogram.from_image(image)
+    bound = kbound.lower_bound(hist, k, weights)
+    assert bound >= lower_bound(hist, weights) * (1 - 1e-12)
+    method = get_method("direct")
+    proposal = method.fn(Problem(image, hist, k, weights), **method.defaults)
+    q = finalize(hist, proposal.palette, proposal.labels, k=k, weights=weights, rule=proposal.rule)
+    assert score(image, q.render(hist), weights).score >= bound * (1 - 1e-12)
+
+
+@pytest.mark.parametrize("rgb", [(255, 255, 255), (255, 0, 0), (3, 5, 1)])
+@pytest.mark.parametrize("shape", [(16, 16), (32, 32), (100, 100), (200, 320)])
+def test_single_colour_icons_reach_the_bound(rgb, shape):
+    """One colour at or near a vertex, icon to page sizes: direct plus the shared finalisation
+    reach the bound, which is the brute-force optimum there (so both are exact)."""
+    image = np.full((*shape, 3), rgb, dtype=np.uint8)
+    hist = ColorHistogram.from_image(image)
+    best = brute_force_single_colour(rgb, hist.n_pixels)
+    assert kbound.lower_bound(hist, K) == pytest.approx(best, rel=1e-9)
+    assert finalized_score(image, "direct") == pytest.approx(best, rel=1e-9)

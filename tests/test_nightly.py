@@ -3,17 +3,12 @@ every run appends its history line (an idle night too), deleted images leave the
 pruned on request, and the report shows the history.
 
 One workspace is shared by the module; the tests run in order, each one a night.
-``nightly()`` is also used by test_faults.py and test_hostile.py.
 """
 
-import atexit
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,49 +17,18 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, tiny_photo, write_tiny_photos
+from conftest import NIGHTLY, jobs_of, snakemake, tiny_photo, write_tiny_photos
 from cq.history import load_history
 
 pytestmark = pytest.mark.slow
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-NIGHTLY = REPO / "profiles/nightly"
 METHODS = ["median_cut", "octree"]
 BIG = "scans/big scan.bmp"  # over 1 MB: Snakemake's default compares only times for it
 
-# The SLURM executor plugin runs `scontrol show config` when Snakemake loads its plugins; with
-# SLURM installed and its controller down that waits 10 s on every start. These runs are
-# local: a stand-in scontrol that fails at once keeps them fast.
-_SHIM = Path(tempfile.mkdtemp(prefix="cq-noslurm-"))
-atexit.register(shutil.rmtree, _SHIM, True)
-(_SHIM / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-(_SHIM / "scontrol").chmod(0o755)
 
-
-def env(**extra) -> dict:
-    return {**os.environ, "PATH": f"{_SHIM}{os.pathsep}{os.environ['PATH']}", **extra}
-
-
-def command(workdir: Path, *args: str, profile: bool = True) -> list[str]:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    if profile:
-        cmd += ["--workflow-profile", str(NIGHTLY)]
-    return cmd + ["--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"), *args]
-
-
-def nightly(workdir: Path, *args: str, check: bool = True, profile: bool = True,
-            **kwargs) -> subprocess.CompletedProcess:
+def nightly(workdir: Path, *args: str, profile: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """One run of the workflow in ``workdir`` under the nightly profile (or the default one)."""
-    done = subprocess.run(command(workdir, *args, profile=profile), capture_output=True, text=True,
-                          timeout=300, env=kwargs.pop("env", env()), **kwargs)
-    if check and done.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
-    """(method, image) of the quantize jobs a run (stderr) or dry run (stdout) names."""
-    return set(re.findall(r"wildcards: method=(\S+), image=(.+)", done.stdout + done.stderr))
+    return snakemake(workdir, *args, profile=NIGHTLY if profile else None, **kwargs)
 
 
 def record_times(results: Path) -> dict[str, int]:
@@ -168,7 +132,7 @@ def test_prune_deleted_removes_the_results_of_deleted_images(night):
     assert run["counts"]["deleted"] == 1 and run["pruned"] == 8  # 2 x (png, json, log, tsv)
     for method in METHODS:
         assert not list((results / method).glob("rocket.jpg.*"))
-        assert not (workdir / "logs" / method / "rocket.jpg.log").exists()
+        assert not (results / "logs" / method / "rocket.jpg.log").exists()
         assert (results / method / "rocket.png.json").exists()
     assert (results / "octree/chelsea.jpg.json").exists()  # deleted before: not this run's to prune
     assert "rocket.jpg" not in (results / "report.csv").read_text()

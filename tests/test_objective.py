@@ -7,7 +7,7 @@ import skimage.data
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram
 from cq.methods import Problem, get_method
-from cq.objective import Weights, lower_bound, score, score_assignment, vertex_cost
+from cq.objective import Weights, score, score_assignment, vertex_cost
 
 
 # --- the tutorial's functions, transcribed literally: the oracle -------------------------------
@@ -97,9 +97,3 @@ def test_large_image_uses_the_counting_histogram_path():
 def test_score_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="shapes differ"):
         score(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 3, 3), np.uint8))
-
-
-def test_lower_bound_of_a_vertex_coloured_image_is_zero():
-    image = np.zeros((4, 4, 3), np.uint8)
-    image[:2] = 255
-    assert lower_bound(ColorHistogram.from_image(image)) == pytest.approx(0.0, abs=1e-9)

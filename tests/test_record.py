@@ -35,7 +35,16 @@ def test_invalid_records_are_refused_naming_the_file(tmp_path):
     p.write_text(json.dumps(minimal())[:50])
     with pytest.raises(RecordError, match="cut.json"):
         read_record(p)
-    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_an_invalid_record_is_not_written_and_the_old_one_stays(tmp_path):
+    path = tmp_path / "r.json"
+    write_record(path, minimal())
+    before = path.read_bytes()
+    with pytest.raises(RecordError, match="status"):
+        write_record(path, minimal(status="fine"))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left
 
 
 def test_non_finite_numbers_are_never_written(tmp_path):
@@ -44,3 +53,4 @@ def test_non_finite_numbers_are_never_written(tmp_path):
     with pytest.raises(ValueError):
         write_record(tmp_path / "r.json", bad)
     assert not list(tmp_path.iterdir())
+

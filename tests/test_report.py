@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import zipfile
 from datetime import datetime, timezone
@@ -504,38 +503,27 @@ def test_chromium_lays_the_page_out_without_overflow_or_error(run, width):
 
 # --- the workflow's report rule: declared history, final history state, snakemake --report -----
 
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    from conftest import REPO
-
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "--directory",
-           str(workdir), "--cores", "2", "--configfile", str(REPO / "config/config.yaml"),
-           str(workdir / "test.yaml"), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr[-3000:]}"
-    return done
-
-
 @pytest.mark.slow
 def test_workflow_report_reads_declared_history_and_feeds_snakemake_report(tmp_path):
     """The report rule takes history.jsonl as an input: a second run has nothing to do, a
     rebuilt page lists the first run as finished (never "running"), and `snakemake --report`
     carries cq's summary and table."""
-    from conftest import write_tiny_photos
+    from conftest import snakemake, write_tiny_photos
 
     write_tiny_photos(tmp_path / "images")
     (tmp_path / "test.yaml").write_text("input_dir: images\nresults_dir: results\nmethods: [median_cut, octree]\n")
-    _snakemake(tmp_path)
+    snakemake(tmp_path)
     results = tmp_path / "results"
     (first,) = [json.loads(line) for line in (results / "history.jsonl").read_text().splitlines()]
-    assert "Nothing to be done" in _snakemake(tmp_path, "--dry-run").stdout
+    assert "Nothing to be done" in snakemake(tmp_path, "--dry-run").stdout
     page = (results / "report.html").read_text(encoding="utf-8")
     assert 'id="history"' not in page  # built before any run had finished
-    _snakemake(tmp_path, "--forcerun", "report")
+    snakemake(tmp_path, "--forcerun", "report")
     page = (results / "report.html").read_text(encoding="utf-8")
     history = page[page.index('<h2 id="history">'):page.index("<footer>")]
     assert first["start"] in history and first["end"] in history and "running" not in history
-    assert "Nothing to be done" in _snakemake(tmp_path, "--dry-run").stdout
-    _snakemake(tmp_path, "--report", str(tmp_path / "smk.zip"))
+    assert "Nothing to be done" in snakemake(tmp_path, "--dry-run").stdout
+    snakemake(tmp_path, "--report", str(tmp_path / "smk.zip"))
     with zipfile.ZipFile(tmp_path / "smk.zip") as z:
         names = z.namelist()
         summary = [n for n in names if n.endswith("/summary.tsv")]

@@ -1,186 +1,191 @@
-"""Shard mode (config shard_size): a real Snakemake run on tiny photos with the fast methods.
+"""cq.shards: shard assignment, listings, manifests, and the keep policy of a shard job."""
 
-One shard run and one per-image run of the same folder are shared by the module; the tests
-compare them, then add an image, touch one and change the read options, checking each time
-which shard jobs run and which records are rewritten.
-
-The SLURM executor plugin asks `scontrol show config` when Snakemake starts; on a machine with
-SLURM's tools but no controller answering, that waits 10 s on every start. A stand-in
-`scontrol` that fails at once (on PATH for these runs only) saves that; nothing else uses it.
-"""
-
-import csv
 import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import REPO, write_tiny_photos
-from cq.discover import assign_shards, discover
+from conftest import tiny_photo, touch
+from cq.discover import result_path
+from cq.fsutil import write_if_changed
+from cq.methods import scaled, time_limit_s
+from cq.pipeline import Job
 from cq.record import read_record
-
-pytestmark = pytest.mark.slow
-
-METHODS = ["octree", "median_cut"]
-SHARD_SIZE = 2  # 5 images -> 4 shards (hash of the path), most of 1 or 2 images
-BROKEN = "broken.jpg"
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+from cq.shards import (AUTO_PER_IMAGE_MAX, AUTO_SHARD_SIZE, assign_shards, listing_path, manifest_path,
+                       read_listing, read_manifest, resolve_shard_size, run_shard, shard_count, shard_index,
+                       shard_listing, shard_name, shard_runtime, write_listing)
 
 
-def config(shard_size: int) -> dict:
-    return {"input_dir": "images", "results_dir": "results", "methods": METHODS, "shard_size": shard_size}
+def test_shard_size_auto_and_explicit():
+    assert resolve_shard_size("auto", AUTO_PER_IMAGE_MAX) == 0
+    assert resolve_shard_size("auto", AUTO_PER_IMAGE_MAX + 1) == AUTO_SHARD_SIZE
+    assert resolve_shard_size(None, 10) == 0
+    assert resolve_shard_size(0, 10**6) == 0 and resolve_shard_size(7, 3) == 7
+    with pytest.raises(ValueError):
+        resolve_shard_size(-1, 10)
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"), *args]
-    env = {**os.environ, "PATH": f"{workdir.parent / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    if done.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done
+def test_shard_count_is_a_power_of_two_with_at_most_shard_size_images_on_average():
+    assert [shard_count(n, 10) for n in (0, 1, 10, 11, 20, 21, 40, 41)] == [1, 1, 1, 2, 2, 4, 4, 8]
+    for n in (1, 999, 1000, 1001, 100_000):
+        count = shard_count(n, 500)
+        assert count & (count - 1) == 0 and n / count <= 500 and (count == 1 or n / count > 250)
 
 
-def planned(workdir: Path, *args: str) -> set[tuple[str, str]]:
-    """(method, shard) of every quantize_shard job a run would do now (a dry run)."""
-    out = snakemake(workdir, "--dry-run", *args).stdout
-    assert "rule quantize:" not in out
-    return set(re.findall(r"wildcards: method=(\S+), shard=(\d+)", out))
+def test_shard_index_is_stable_and_splits_in_two_when_the_count_doubles():
+    images = [f"f{i // 100:03d}/img {i}.jpg" for i in range(2000)]
+    assert shard_index("a.jpg", 1) == 0
+    for image in images:
+        i = shard_index(image, 64)
+        assert shard_index(image, 128) in (i, i + 64)
+    sizes = [len(v) for v in assign_shards(images, 100).values()]
+    assert len(sizes) == 32 and sum(sizes) == 2000 and max(sizes) < 2 * 2000 / 32  # evenly spread
 
 
-def records(workdir: Path) -> dict[str, int]:
-    """Relative path -> mtime (ns) of every PNG and JSON result."""
-    return {str(p.relative_to(workdir / "results")): p.stat().st_mtime_ns
-            for m in METHODS for p in (workdir / "results" / m).rglob("*") if p.is_file()}
+def test_shard_index_known_values():
+    # The same in every process and Python version (not the salted hash()); pinned so that a
+    # change of the hash, which would move every image to another shard, is noticed.
+    assert [shard_index(name, 1 << 20) for name in ("a.jpg", "space/rocket.jpg")] == [173961, 24324]
 
 
-def shards_of(workdir: Path) -> dict[str, list[str]]:
-    return assign_shards(discover(workdir / "images", ["jpg", "png"]).images, SHARD_SIZE)
+def test_adding_an_image_changes_one_shard_only():
+    images = [f"img{i:05d}.png" for i in range(3000)]
+    before = assign_shards(images, 500)
+    after = assign_shards(sorted(images + ["new/one.png"]), 500)
+    changed = [name for name in after if after[name] != before.get(name)]
+    assert len(changed) == 1 and "new/one.png" in after[changed[0]]
+    assert set(before) <= set(after)
 
 
-def make_workspace(root: Path, name: str, shard_size: int) -> Path:
-    workdir = root / name
-    write_tiny_photos(workdir / "images")
-    (workdir / "images" / BROKEN).write_bytes(b"\xff\xd8 not really a JPEG")
-    (workdir / "test.yaml").write_text(yaml.safe_dump(config(shard_size)))
-    return workdir
+def test_shard_names_are_zero_padded_and_sorted():
+    assert shard_name(7, 64) == "0007" and shard_name(12345, 65536) == "12345"
+    names = list(assign_shards([f"{i}.png" for i in range(100)], 10))
+    assert names == sorted(names) and all(len(n) == 4 for n in names)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """(shard workspace, per-image workspace), each after one full run."""
-    root = tmp_path_factory.mktemp("shards")
-    (root / "bin").mkdir()
-    fake = root / "bin/scontrol"
-    fake.write_text("#!/bin/sh\nexit 1\n")
-    fake.chmod(0o755)
-    sharded, per_image = make_workspace(root, "sharded", SHARD_SIZE), make_workspace(root, "per_image", 0)
-    out = snakemake(sharded).stderr
-    assert "rule quantize_shard" in out and "rule quantize:" not in out
-    out = snakemake(per_image).stderr
-    assert "rule quantize:" in out and "rule quantize_shard" not in out
-    return sharded, per_image
+def test_listing_changes_when_an_image_changes_and_round_trips_odd_names(tmp_path):
+    names = ['a.png', 'tab\there.png', 'quo"te.png', 'Ünï côdé/été.png']
+    touch(tmp_path, *names)
+    listing = shard_listing(str(tmp_path), names + ["gone.png"])
+    out = tmp_path / "out/0000.tsv"
+    assert write_if_changed(out, listing) is True
+    assert read_listing(out) == names + ["gone.png"]
+    assert "gone.png\t-1\t-1" in listing
+    mtime = out.stat().st_mtime_ns
+    assert write_if_changed(out, shard_listing(str(tmp_path), names + ["gone.png"])) is False
+    assert out.stat().st_mtime_ns == mtime
+    (tmp_path / "a.png").write_bytes(b"changed")
+    assert write_if_changed(out, shard_listing(str(tmp_path), names + ["gone.png"])) is True
+    assert [p.name for p in out.parent.iterdir()] == ["0000.tsv"]  # no temporary file left
 
 
-def test_same_results_layout_and_scores_as_one_job_per_image(runs):
-    sharded, per_image = runs
-    assert sorted(records(sharded)) == sorted(records(per_image))
-    for path in records(sharded):
-        if path.endswith(".json"):
-            a, b = read_record(sharded / "results" / path), read_record(per_image / "results" / path)
-            assert (a["status"], a["scores"], a["palette"], a["image"]["sha256"]) == (
-                b["status"], b["scores"], b["palette"], b["image"]["sha256"])
+def test_attempt_scaling_and_shard_runtime():
+    assert [scaled(2000, attempt) for attempt in (1, 2, 3)] == [2000, 4000, 6000]
+    assert shard_runtime(30, 10, 1440) == 300  # the method's runtime for each image
+    assert shard_runtime(30, 100, 1440) == 1440  # at most the cap
+    assert shard_runtime(30, 100, 1440, attempt=2) == 2880  # more on a retry
+    assert shard_runtime(60, 1, 10) == 60  # never under one image's runtime
+    assert shard_runtime(30, 0, 1440) == 30
 
 
-def test_manifests_list_every_image_once(runs):
-    sharded, _ = runs
-    shards = shards_of(sharded)
-    assert sum(len(v) for v in shards.values()) == 5 and len(shards) > 1
-    for method in METHODS:
-        for shard, images in shards.items():
-            with open(sharded / f"results/shards/{method}/{shard}.tsv", newline="") as f:
-                rows = list(csv.DictReader(f, dialect="excel-tab"))
-            assert [r["image"] for r in rows] == images
-            assert all(r["record"] == f"results/{method}/{r['image']}.json" for r in rows)
+def test_the_time_limit_leaves_the_job_time_to_write_its_record():
+    # 90% of the wall time, and at least 20 s less: a scheduler kills at the wall time.
+    assert [time_limit_s(minutes) for minutes in (1, 2, 30)] == [40.0, 100.0, 1620.0]
+    assert time_limit_s(0.01) == 1.0
 
 
-def test_report_is_complete(runs):
-    sharded, per_image = runs
-    images = discover(sharded / "images", ["jpg", "png"]).images
-    for workdir in runs:
-        with open(workdir / "results/report.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        assert sorted((r["image"], r["method"]) for r in rows) == sorted(
-            (image, m) for image in images for m in METHODS)
-    assert (sharded / "results/report.html").stat().st_size > 0
+# --- one shard job: what is kept, what is recomputed --------------------------------------
+
+SPEC = Job(method="octree").to_spec()
 
 
-def test_corrupt_image_is_an_error_record_and_its_shard_mates_are_fine(runs):
-    sharded, _ = runs
-    shard, mates = next((s, v) for s, v in shards_of(sharded).items() if BROKEN in v)
-    for method in METHODS:
-        record = read_record(sharded / f"results/{method}/{BROKEN}.json")
-        assert record["status"] == "error" and BROKEN in record["error"]
-        assert not (sharded / f"results/{method}/{BROKEN}.png").exists()
-        for image in mates:
-            if image != BROKEN:
-                assert read_record(sharded / f"results/{method}/{image}.json")["status"] == "ok"
-        log = (sharded / f"logs/shards/{method}/{shard}.log").read_text()
-        assert f"{method} on {BROKEN}: error" in log
-    if len(mates) == 1:
-        pytest.skip("the corrupt image has its shard to itself with this hash; mates not checked")
+@pytest.fixture
+def shard(tmp_path):
+    """A folder of 3 images (one corrupt) and the paths of one shard job over them."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, name in enumerate(["a.png", "b.png"]):
+        Image.fromarray(np.ascontiguousarray(tiny_photo("coffee", (100 + 10 * i, 100)))).save(images / name)
+    (images / "bad.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    results = str(tmp_path / "results")
+    listing = listing_path(results, "0000")
+    write_listing(listing, str(images), ["a.png", "b.png", "bad.jpg"])
+    return {"images": images, "results": results, "listing": listing,
+            "manifest": manifest_path(results, "octree", "0000")}
 
 
-def test_second_run_has_nothing_to_do(runs):
-    sharded, _ = runs
-    assert "Nothing to be done" in snakemake(sharded, "--dry-run").stdout
+def run(shard, spec=SPEC, manifest=None, listing=None):
+    return run_shard(listing or shard["listing"], manifest or shard["manifest"], str(shard["images"]), spec, 60)
 
 
-def test_added_image_runs_one_shard_per_method_and_recomputes_only_it(runs):
-    sharded, _ = runs
-    before = records(sharded)
-    created = {p: read_record(sharded / "results" / p)["created"] for p in before if p.endswith(".json")}
-    added = "extra/COPY.PNG"
-    (sharded / "images/extra").mkdir()
-    Image.open(sharded / "images/rocket.png").transpose(Image.FLIP_TOP_BOTTOM).save(sharded / "images" / added)
-    shard = next(s for s, images in shards_of(sharded).items() if added in images)
-    assert planned(sharded) == {(m, shard) for m in METHODS}
-    snakemake(sharded)
-    after = records(sharded)
-    assert {p: after[p] for p in before} == before  # no other PNG or record rewritten
-    assert {p: read_record(sharded / "results" / p)["created"] for p in created} == created
-    assert set(after) - set(before) == {f"{m}/{added}{s}" for m in METHODS for s in (".json", ".png")}
-    for method in METHODS:
-        log = (sharded / f"logs/shards/{method}/{shard}.log").read_text()
-        assert re.search(r"images, 1 recomputed, \d+ kept", log), log
-    report = (sharded / "results/report.csv").read_text()
-    assert all(f"{added},{m}," in report for m in METHODS)
-    assert "Nothing to be done" in snakemake(sharded, "--dry-run").stdout
+def record_mtimes(shard) -> dict[str, int]:
+    return {name: os.stat(result_path(shard["results"], "octree", name, ".json")).st_mtime_ns
+            for name in ("a.png", "b.png", "bad.jpg")}
 
 
-def test_touched_image_reruns_its_shard_but_recomputes_nothing(runs):
-    sharded, _ = runs
-    before = records(sharded)
-    image = 'Ünï côdé/astro "naut" <script>.png'
-    os.utime(sharded / "images" / image)
-    shard = next(s for s, images in shards_of(sharded).items() if image in images)
-    assert planned(sharded) == {(m, shard) for m in METHODS}
-    snakemake(sharded)
-    assert records(sharded) == before
+def test_first_run_writes_every_record_and_the_manifest(shard):
+    assert run(shard) == []
+    rows = read_manifest(shard["manifest"])
+    assert {image: row["status"] for image, row in rows.items()} == {"a.png": "ok", "b.png": "ok", "bad.jpg": "error"}
+    assert rows["a.png"]["record"] == result_path(shard["results"], "octree", "a.png", ".json")
+    assert read_record(rows["bad.jpg"]["record"])["status"] == "error"
 
 
-def test_changed_read_options_recompute_every_record(runs):
-    sharded, _ = runs
-    before = records(sharded)
-    override = sharded / "override.yaml"
-    override.write_text(yaml.safe_dump({"read": {"background": [0, 0, 0], "max_pixels": 10**8}}))
-    args = ("--configfile", str(REPO / "config/config.yaml"), str(sharded / "test.yaml"), str(override))
-    assert planned(sharded, *args) == {(m, s) for m in METHODS for s in shards_of(sharded)}
-    snakemake(sharded, *args)
-    after = records(sharded)
-    assert all(after[p] != before[p] for p in before if p.endswith(".json")), "a record was kept"
+def test_a_rerun_keeps_ok_and_error_records_of_the_same_job(shard):
+    run(shard)
+    before = record_mtimes(shard)
+    os.unlink(shard["manifest"])  # as Snakemake does before it reruns the job
+    assert run(shard) == []
+    assert record_mtimes(shard) == before  # the error record too: a corrupt file stays corrupt
+    assert set(read_manifest(shard["manifest"])) == {"a.png", "b.png", "bad.jpg"}
+
+
+def test_a_changed_image_is_recomputed_alone(shard):
+    run(shard)
+    before = record_mtimes(shard)
+    Image.fromarray(np.ascontiguousarray(tiny_photo("rocket", (200, 200)))).save(shard["images"] / "bad.jpg")
+    run(shard)
+    after = record_mtimes(shard)
+    assert after["bad.jpg"] != before["bad.jpg"] and {k: after[k] for k in ("a.png", "b.png")} == {
+        k: before[k] for k in ("a.png", "b.png")}
+    assert read_manifest(shard["manifest"])["bad.jpg"]["status"] == "ok"
+
+
+def test_another_spec_recomputes_even_the_error_records(shard):
+    run(shard)
+    before = record_mtimes(shard)
+    other = {**SPEC, "read": {**SPEC["read"], "background": [0, 0, 0]}}  # not in the records
+    run(shard, spec=other)
+    after = record_mtimes(shard)
+    assert all(after[name] != before[name] for name in before)
+
+
+def test_when_the_shard_count_doubles_the_new_shards_keep_every_record(shard):
+    run(shard)
+    before = record_mtimes(shard)
+    # Twice the shards: the images of shard 0000 split between two new shards, whose jobs have
+    # no previous manifest; the records (same job, same content) are kept.
+    halves = {"0000": ["a.png", "bad.jpg"], "0001": ["b.png"]}
+    for name, images in halves.items():
+        listing = listing_path(shard["results"], name)
+        write_listing(listing, str(shard["images"]), images)
+        assert run(shard, manifest=manifest_path(shard["results"], "octree", name), listing=listing) == []
+    assert record_mtimes(shard) == before
+
+
+def test_a_record_that_cannot_be_written_fails_the_shard_without_a_manifest(shard, monkeypatch):
+    import cq.record
+
+    real = cq.record.atomic_write_bytes
+
+    def full_disk(path, data, **kwargs):
+        if "b.png" in str(path):
+            raise OSError(28, "No space left on device")
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(cq.record, "atomic_write_bytes", full_disk)
+    failed = run(shard)
+    assert len(failed) == 1 and failed[0].startswith("b.png: OSError")
+    assert not os.path.exists(shard["manifest"])
+    assert read_record(result_path(shard["results"], "octree", "a.png", ".json"))["status"] == "ok"

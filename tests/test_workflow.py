@@ -4,11 +4,9 @@ One run is shared by the module (Snakemake start-up costs seconds); the tests af
 its outputs, then what a second run, a touched image or changed parameters would redo.
 """
 
+import csv
 import json
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, write_tiny_photos
+from conftest import REPO, jobs_of, snakemake, tiny_photo, write_tiny_photos
+from cq.discover import result_key
 from cq.record import read_record
 
 pytestmark = pytest.mark.slow
@@ -29,23 +28,16 @@ CONFIG = {
     "variants": {"kmeans_1init": {"method": "kmeans", "n_init": 1}},
 }
 BROKEN = "broken.jpg"
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` with the repository's config plus the test's."""
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if check and done.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done
+# Snakemake 9 reads "<name>" in a path as a path variable: taken literally here.
+PATHVAR = "<logs>.png"
+# A name over the 255 bytes a file system allows once ".json" is added: its results go to a
+# shortened key (cq.discover.result_key), its input stays itself.
+LONG = "long " + "é" * 120 + ".png"
 
 
 def planned(workdir: Path, *args: str) -> set[tuple[str, str]]:
-    """(method, image) of every quantize job that a run would do now (a dry run)."""
-    out = snakemake(workdir, "--dry-run", *args).stdout
-    return set(re.findall(r"wildcards: method=(\S+), image=(.+)", out))
+    """(method, result key) of every quantize job that a run would do now (a dry run)."""
+    return jobs_of(snakemake(workdir, "--dry-run", *args))
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +45,9 @@ def run(tmp_path_factory):
     """A workspace with tiny photos and one corrupt file, after one full run."""
     workdir = tmp_path_factory.mktemp("workflow")
     images = write_tiny_photos(workdir / "images")
+    for name in (PATHVAR, LONG):
+        Image.fromarray(np.ascontiguousarray(tiny_photo("coffee", (100, 100)))).save(workdir / "images" / name)
+    images = sorted(images + [PATHVAR, LONG])
     (workdir / "images" / BROKEN).write_bytes(b"\xff\xd8 not really a JPEG")
     (workdir / "images" / ".hidden.png").write_bytes(b"")
     (workdir / "test.yaml").write_text(yaml.safe_dump(CONFIG))
@@ -64,14 +59,16 @@ def test_every_good_image_gets_a_37_colour_png_and_a_record(run):
     workdir, images, _ = run
     for method in METHODS:
         for image in images:
-            stem = workdir / "results" / method / image
+            stem = workdir / "results" / method / result_key(image)
             record = read_record(f"{stem}.json")
             assert record["status"] == "ok", record["error"]
             assert record["method"] == method and record["n_colors"] == 37
             colours = np.asarray(Image.open(f"{stem}.png").convert("RGB")).reshape(-1, 3)
             assert len(np.unique(colours, axis=0)) == 37
-            assert (workdir / "logs" / method / f"{image}.log").exists()
-            assert (workdir / "benchmarks" / method / f"{image}.tsv").exists()
+            assert record["image"]["path"] == f"images/{image}"
+            # Logs and benchmarks follow the results folder (logs_dir, benchmarks_dir unset).
+            assert (workdir / "results/logs" / method / f"{result_key(image)}.log").exists()
+            assert (workdir / "results/benchmarks" / method / f"{result_key(image)}.tsv").exists()
     assert read_record(workdir / "results/kmeans_1init/chelsea.jpg.json")["params"]["n_init"] == 1
     assert not (workdir / "results/kmeans/.hidden.png.json").exists()
 
@@ -82,14 +79,16 @@ def test_bad_image_gives_error_records_and_the_report_lists_it(run):
         record = read_record(workdir / "results" / method / f"{BROKEN}.json")
         assert record["status"] == "error" and BROKEN in record["error"]
         assert not (workdir / "results" / method / f"{BROKEN}.png").exists()
-    csv = (workdir / "results/report.csv").read_text()
-    assert csv.count(BROKEN) >= len(METHODS) and "error" in csv
-    assert (workdir / "results/report.html").exists()
+    with open(workdir / "results/report.csv", newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.DictReader(f) if row["image"] == BROKEN]
+    assert sorted(row["method"] for row in rows) == sorted(METHODS)
+    assert all(row["status"] == "error" and BROKEN in row["error"] for row in rows), rows
+    assert BROKEN in (workdir / "results/report.html").read_text(encoding="utf-8")
 
 
 def test_logs_carry_cq_logging(run):
     workdir, _, _ = run
-    assert "INFO cq: kmeans on" in (workdir / "logs/kmeans/chelsea.jpg.log").read_text()
+    assert "INFO cq: kmeans on" in (workdir / "results/logs/kmeans/chelsea.jpg.log").read_text()
 
 
 def test_second_run_has_nothing_to_do(run):
@@ -104,7 +103,7 @@ def test_changed_parameters_rerun_only_that_method(run, tmp_path):
     override.write_text(yaml.safe_dump({"kmeans": {"n_init": 2}}))
     jobs = planned(workdir, "--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"),
                    str(override))
-    assert jobs == {("kmeans", image) for image in [*images, BROKEN]}
+    assert jobs == {("kmeans", result_key(image)) for image in [*images, BROKEN]}
 
 
 def test_changed_image_reruns_only_its_jobs_and_the_report(run):
@@ -167,3 +166,22 @@ def test_records_name_the_input_file(run):
     for name in ("rocket.jpg", "rocket.png"):  # one stem, two files, two results
         data = json.loads((workdir / "results/median_cut" / f"{name}.json").read_text())
         assert data["image"]["path"] == f"images/{name}"
+
+
+@pytest.mark.parametrize("override, named", [
+    ({"k": 300}, "config: k: 300 is greater than the maximum of 256"),
+    ({"k": 0}, "config: k: 0 is less than the minimum of 1"),
+    ({"weights": {"mse": 2, "max_cost": float("nan"), "mean_cost": 42}}, "max_cost must be a finite number"),
+    ({"weights": {"mse": 2, "max_cost": 21, "mean_cost": -1}}, "mean_cost"),
+    ({"kmeans": {"n_inits": 2}}, "unknown parameter 'n_inits'"),
+    ({"kmean": {}}, "'kmean' is neither a setting nor a registered method"),
+])
+def test_bad_settings_in_a_config_file_stop_the_run_before_any_job(run, override, named):
+    workdir, _, _ = run
+    bad = workdir / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    done = snakemake(workdir, "--configfile", str(REPO / "config/config.yaml"), str(workdir / "test.yaml"),
+                     str(bad), check=False)
+    assert done.returncode != 0 and named in done.stderr, done.stderr
+    assert "rule quantize" not in done.stderr  # stopped before any job
+    assert "$schema" not in done.stderr  # one line, not the whole schema

@@ -5,111 +5,37 @@ cluster's centroid moved toward the nearest cube vertex by ``weights.vertex_pull
 in to radius ``T``; the best cap ``T`` is the root of a piecewise-linear derivative. For a fixed
 palette the best assignment is ``argmin_c (w_mse/3)||p-c||^2 + w_mean*cost(c)``. Alternating the
 two (a Lloyd iteration on the score itself, ``T`` included) never raises the score. It runs from
-several k-means++ starts, seeded on each colour's ideal target, on a 5-bit binned histogram
-(weighted bin centroids), then on the full histogram. The same iteration then runs on uint8
+several starts (scikit-learn's weighted k-means++ on each colour's ideal target) on a 5-bit
+binned histogram, then on the full histogram. The same iteration then runs on uint8
 colours: each cluster picks a lattice point near its real optimum, under the one cap that suits
 all clusters best (plain rounding toward a vertex would lose a capped colour's whole slope).
-When that cap is tiny (dark images) the lattice itself limits the palette: a k-median swap
-search over the uint8 colours within each small cap takes over if it scores better. The result
-has exactly ``k`` distinct, used colours (checked; finalize repairs otherwise).
+When that cap is small (dark images, graphics on white or black, near-white scans) the lattice
+itself limits the palette: a k-median swap search over the uint8 colours within each small cap
+competes, and a palette with unused colours is completed under its cap with the lattice colours
+that the cheapest pixels can take (often at another vertex), rather than by raising the max cost.
+An image of at most k colours gives each colour its own ideal output; the shared finalisation
+then splits pixels to reach k. Otherwise the result has exactly ``k`` distinct, used colours.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
-
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from cq import lattice
 from cq.finalize import finalize
-from cq.histogram import ColorHistogram, pack_rgb
+from cq.histogram import pack_rgb
 from cq.methods import Problem, Proposal, register
+from cq.methods._points import (Points, assign, binned_points, cluster_moments, exact_points, fine_points,
+                                points_score)
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
 
-_CHUNK = 1 << 13  # rows per block of the assignment: keeps the (rows, k) block in cache
 
-
-@dataclass
-class _Points:
-    """Weighted colours to quantize: exact histogram colours or bin centroids."""
-
-    colors: np.ndarray  # (n, 3) float64
-    weights: np.ndarray  # (n,) float64 pixel counts
-    colors32: np.ndarray = field(init=False, repr=False)  # float32 copy for fast products
-
-    def __post_init__(self):
-        self.colors32 = self.colors.astype(np.float32)
-
-    @property
-    def n_pixels(self) -> float:
-        return float(self.weights.sum())
-
-
-def _coarsen(hist: ColorHistogram, bits: int) -> tuple[_Points, np.ndarray]:
-    """Merge colours into ``bits``-bit bins per channel; weighted centroids and each colour's bin."""
-    shift = 8 - bits
-    q = hist.colors.astype(np.int64) >> shift
-    keys = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
-    w = hist.counts.astype(np.float64)
-    size = 1 << (3 * bits)
-    mass = np.bincount(keys, weights=w, minlength=size)
-    used = np.flatnonzero(mass)
-    sums = _weighted_sums(keys, w, hist.colors, size)[used]
-    lut = np.zeros(size, dtype=np.int64)
-    lut[used] = np.arange(used.size)
-    return _Points(sums / mass[used, None], mass[used]), lut[keys]
-
-
-def _weighted_sums(keys: np.ndarray, weights: np.ndarray, colors: np.ndarray, size: int) -> np.ndarray:
-    """(size, 3) sums of ``weights * colors`` grouped by ``keys``."""
-    return np.stack([np.bincount(keys, weights=weights * colors[:, c], minlength=size) for c in range(3)], 1)
-
-
-def _bound_cap(points: _Points, weights: Weights) -> float:
+def _bound_cap(points: Points, weights: Weights) -> float:
     """The cap ``T`` at which the lower bound of these points is reached (each point its own cluster)."""
     return best_cap(vertex_cost(points.colors), points.weights, weights, points.n_pixels)
-
-
-def _weighted_kmeanspp(colors: np.ndarray, mass: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``k`` distinct seeds by weighted k-means++ (D^2 sampling)."""
-    k = min(k, len(colors))
-    chosen = [int(rng.choice(len(colors), p=mass / mass.sum()))]
-    d2 = ((colors - colors[chosen[0]]) ** 2).sum(1)
-    for _ in range(1, k):
-        p = d2 * mass
-        total = p.sum()
-        if total <= 0:  # every remaining point coincides with a seed: take any unchosen one
-            free = np.setdiff1d(np.arange(len(colors)), chosen)
-            nxt = int(free[0])
-        else:
-            nxt = int(rng.choice(len(colors), p=p / total))
-        chosen.append(nxt)
-        np.minimum(d2, ((colors - colors[nxt]) ** 2).sum(1), out=d2)
-    return np.array(chosen)
-
-
-def _assign(points: _Points, palette: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
-    """Objective-aware assignment: the label and per-pixel cost of every point.
-
-    Same argmin as ``pixel_costs(..., "objective")``, but the per-point constant
-    ``(w_mse/3)*||p||^2`` is left out of the comparison and the product is float32, which makes
-    it several times faster; the returned costs are exact float64 for the chosen colours.
-    """
-    pal = np.asarray(palette, dtype=np.float64)
-    bias = (weights.pixel_mse * (pal * pal).sum(1) + weights.mean_cost * vertex_cost(pal)).astype(np.float32)
-    scaled = (-2.0 * weights.pixel_mse * pal.T).astype(np.float32)
-    n = len(points.colors)
-    labels = np.empty(n, dtype=np.int64)
-    for s in range(0, n, _CHUNK):
-        block = points.colors32[s : s + _CHUNK] @ scaled
-        block += bias
-        labels[s : s + _CHUNK] = block.argmin(1)
-    diff = points.colors - pal[labels]
-    cost = weights.pixel_mse * np.einsum("ij,ij->i", diff, diff)
-    cost += weights.mean_cost * vertex_cost(pal)[labels]
-    return labels, cost
 
 
 def _place(centroids: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
@@ -117,14 +43,7 @@ def _place(centroids: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
     return ideal_colors(centroids, cap, weights)
 
 
-def _cluster_moments(points: _Points, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel mass and weighted centroid of every cluster (centroid undefined where mass is 0)."""
-    mass = np.bincount(labels, weights=points.weights, minlength=k)
-    sums = _weighted_sums(labels, points.weights, points.colors, k)
-    return mass, sums / np.maximum(mass, 1e-300)[:, None]
-
-
-def _lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int, tol: float = 1e-7):
+def _lloyd(points: Points, palette: np.ndarray, weights: Weights, max_iter: int, tol: float = 1e-7):
     """Alternate assignment and (palette, cap) updates until the score stops falling.
 
     Returns the palette, labels and real-valued score (on these points) of the best iterate.
@@ -135,14 +54,14 @@ def _lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int
     prev = np.inf
     best = (np.inf, palette, None)
     for _ in range(max_iter):
-        labels, cost = _assign(points, palette, weights)
-        score = _score(points, cost, palette, labels, weights)
+        labels, cost = assign(points, palette, weights)
+        score = points_score(points, cost, palette, labels, weights)
         if score < best[0]:
             best = (score, palette, labels)
         if score > prev * (1 - tol):
             break
         prev = score
-        mass, centroids = _cluster_moments(points, labels, k)
+        mass, centroids = cluster_moments(points, labels, k)
         cap = best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], weights, n_pixels)
         palette = _place(centroids, cap, weights)
         empty = np.flatnonzero(mass == 0)
@@ -151,7 +70,7 @@ def _lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int
     return best[1], best[2], best[0]
 
 
-def _reseed(points: _Points, cost: np.ndarray, cap: float, weights: Weights, count: int) -> np.ndarray:
+def _reseed(points: Points, cost: np.ndarray, cap: float, weights: Weights, count: int) -> np.ndarray:
     """Ideal colours of the ``count`` points whose current cost exceeds their own optimum most."""
     ideal = ideal_colors(points.colors, cap, weights)
     own = weights.pixel_mse * ((points.colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
@@ -203,7 +122,7 @@ def _distinct_picks(cand: np.ndarray, order: np.ndarray, mass: np.ndarray) -> np
     return picks.astype(np.uint8)
 
 
-def _integer_lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_iter: int, tol: float = 1e-9):
+def _integer_lloyd(points: Points, palette: np.ndarray, weights: Weights, max_iter: int, tol: float = 1e-9):
     """Lloyd iterations whose palette update picks uint8 colours (:func:`_lattice_place`).
 
     Starts from a real palette; returns the best uint8 palette, its labels and its exact score
@@ -211,52 +130,25 @@ def _integer_lloyd(points: _Points, palette: np.ndarray, weights: Weights, max_i
     """
     k = len(palette)
     n_pixels = points.n_pixels
-    labels, cost = _assign(points, palette, weights)
+    labels, cost = assign(points, palette, weights)
     best = (np.inf, None, None)
     for _ in range(max(max_iter, 1)):
-        mass, centroids = _cluster_moments(points, labels, k)
+        mass, centroids = cluster_moments(points, labels, k)
         cap = best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], weights, n_pixels)
         empty = np.flatnonzero(mass == 0)
         if empty.size:
             centroids[empty] = _reseed(points, cost, cap, weights, empty.size)
             mass[empty] = 1e-9
         pal8 = _lattice_place(mass, centroids, cap, weights, n_pixels)
-        labels, cost = _assign(points, pal8.astype(np.float64), weights)
-        score = _score(points, cost, pal8, labels, weights)
+        labels, cost = assign(points, pal8.astype(np.float64), weights)
+        score = points_score(points, cost, pal8, labels, weights)
         if score > best[0] * (1 - tol):
             break
         best = (score, pal8, labels)
     return best[1], best[2], best[0]
 
 
-def _lattice_levels(limit: float) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (m, 3) of lattice points within ``limit`` of a vertex, and the sorted distinct radii."""
-    r = int(np.floor(limit))
-    grid = np.stack(np.meshgrid(*[np.arange(r + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    radius = np.sqrt((grid * grid).sum(1))
-    keep = radius <= limit + 1e-9
-    return grid[keep], np.unique(radius[keep])
-
-
-def _lattice_candidates(cap: float) -> np.ndarray:
-    """Every uint8 colour at distance <= cap from some cube vertex, (m, 3) int64."""
-    offsets, _ = _lattice_levels(cap)
-    vertices = np.stack(np.meshgrid(*[[0, 255]] * 3, indexing="ij"), -1).reshape(-1, 3)
-    corner = vertices[:, None, :]
-    points = np.where(corner > 0, corner - offsets[None], corner + offsets[None])
-    return np.unique(points.reshape(-1, 3), axis=0)
-
-
-def _min_cap(k: int, limit: float) -> float | None:
-    """Smallest cap under which the cube has ``k`` distinct uint8 colours, or None above ``limit``."""
-    _, radii = _lattice_levels(limit)
-    for radius in radii:
-        if len(_lattice_candidates(radius)) >= k:
-            return float(radius)
-    return None
-
-
-def _kmedian(points: _Points, cand: np.ndarray, k: int, weights: Weights) -> np.ndarray:
+def _kmedian(points: Points, cand: np.ndarray, k: int, weights: Weights) -> np.ndarray:
     """Choose ``k`` of the candidate colours minimising the pixel terms: greedy, then best swaps.
 
     Exact k-median local search on the (points x candidates) objective matrix; used when the cap
@@ -293,44 +185,68 @@ def _kmedian(points: _Points, cand: np.ndarray, k: int, weights: Weights) -> np.
     return cand[chosen_arr].astype(np.uint8)
 
 
-def _lattice_search(points: _Points, k: int, weights: Weights, limit: float):
+def _lattice_search(coarse: Points, full: Points, k: int, weights: Weights, limit: float):
     """Best k-median palette over the caps from the smallest feasible one up, while the score falls.
 
-    Returns (palette, score on ``points``) or (None, inf) when no cap up to ``limit`` has k colours.
+    The k-median runs on ``coarse``; each palette is then completed to k used colours on ``full``
+    (:func:`_fill_to_k`) and scored there exactly. Returns (palette, labels, score) or
+    (None, None, inf) when no cap up to ``limit`` has k colours.
     """
-    start = _min_cap(k, limit)
-    best = (None, np.inf)
-    if start is None:
-        return best
-    for cap in _lattice_levels(limit)[1]:
-        if cap < start:
+    best = (None, None, np.inf)
+    for cap in lattice.radii(limit):
+        if cap < lattice.kth_smallest_cost(k) - 1e-9:
             continue
-        pal8 = _kmedian(points, _lattice_candidates(cap), k, weights)
-        score = _exact_score(points, pal8, weights)
-        if score >= best[1]:
+        pal8 = _kmedian(coarse, lattice.colors_within(cap), k, weights)
+        result = _fill_to_k(full, pal8, k, cap, weights)
+        if result[2] >= best[2]:
             break
-        best = (pal8, score)
+        best = result
     return best
 
 
-def _exact_score(points: _Points, pal8: np.ndarray, weights: Weights) -> float:
-    """Score of a uint8 palette on these points under the objective-aware assignment.
+_FILL_SOURCES = 4096  # histogram colours (fewest pixels first) that may be moved to a new colour
 
-    Exact on a full histogram; on bin centroids, exact up to a constant (the within-bin spread).
+
+def _fill_to_k(points: Points, pal8: np.ndarray, k: int, cap: float, weights: Weights):
+    """Exactly k used colours from a uint8 palette, without raising the max cost above ``cap``.
+
+    Palette colours that no point takes are dropped; then, one at a time, the uint8 colour within
+    ``cap`` of a vertex that some point (of a colour that keeps other points) takes at least
+    extra cost is added, with that point. On near-white or few-colour images fewer than k
+    lattice colours are worth taking, and the cheapest forced ones may sit at another vertex.
+    Returns (palette, labels, exact score on ``points``); score inf if k cannot be reached.
     """
-    labels, cost = _assign(points, pal8.astype(np.float64), weights)
-    return _score(points, cost, pal8, labels, weights)
+    labels, cost = assign(points, pal8.astype(np.float64), weights)
+    used, labels = np.unique(labels, return_inverse=True)
+    pal = pal8[used]
+    if len(pal) < k:
+        cand = lattice.colors_within(cap)
+        cand = cand[~np.isin(pack_rgb(cand), pack_rgb(pal))]
+        src = np.argsort(points.weights, kind="stable")[:_FILL_SOURCES]
+        diff = points.colors[src, None, :] - cand[None]
+        extra = weights.pixel_mse * np.einsum("ijc,ijc->ij", diff, diff) + weights.mean_cost * vertex_cost(cand)
+        free = np.ones(len(cand), dtype=bool)
+        while len(pal) < k:
+            size = np.bincount(labels, minlength=len(pal))
+            delta = (extra - cost[src, None]) * points.weights[src, None]
+            delta[(size[labels[src]] < 2)] = np.inf
+            delta[:, ~free] = np.inf
+            i, j = np.unravel_index(np.argmin(delta), delta.shape)
+            if not np.isfinite(delta[i, j]):
+                return pal, labels, np.inf
+            pal = np.vstack([pal, cand[j].astype(np.uint8)])
+            labels[src[i]], cost[src[i]], free[j] = len(pal) - 1, extra[i, j], False
+    return pal.astype(np.uint8), labels, points_score(points, cost, pal, labels, weights)
 
 
-def _score(points: _Points, cost: np.ndarray, palette: np.ndarray, labels: np.ndarray,
-           weights: Weights) -> float:
-    """Score of an assignment given each point's pixel term: mean of ``cost`` plus the max-cost term."""
-    used = np.bincount(labels, minlength=len(palette)) > 0
-    max_cost = float(vertex_cost(palette[used]).max())
-    return float(cost @ points.weights) / points.n_pixels + weights.max_cost * max_cost
+def _kmeans_plusplus(*args, **kwargs):
+    """scikit-learn's weighted (greedy) k-means++ seeding, imported on use: listing methods stays cheap."""
+    from sklearn.cluster import kmeans_plusplus
+
+    return kmeans_plusplus(*args, **kwargs)
 
 
-def _best_start(points: _Points, k: int, weights: Weights, rng: np.random.Generator, n_starts: int,
+def _best_start(points: Points, k: int, weights: Weights, rng: np.random.Generator, n_starts: int,
                 max_iter: int, deadline: float) -> np.ndarray:
     """Best real palette of ``n_starts`` Lloyd runs, each seeded by k-means++ on the ideal colours
     under the lower bound's cap; no new start begins after ``deadline`` (perf_counter seconds)."""
@@ -339,34 +255,12 @@ def _best_start(points: _Points, k: int, weights: Weights, rng: np.random.Genera
     for start in range(n_starts):
         if start > 0 and time.perf_counter() > deadline:
             break
-        seeds = _weighted_kmeanspp(targets, points.weights, k, rng)
-        palette, _, score = _lloyd(points, targets[seeds].copy(), weights, max_iter)
+        seeds, _ = _kmeans_plusplus(targets, k, sample_weight=points.weights,
+                                   random_state=int(rng.integers(1 << 31)))
+        palette, _, score = _lloyd(points, seeds, weights, max_iter)
         if score < best[0]:
             best = (score, palette)
     return best[1]
-
-
-def _binned_points(hist: ColorHistogram, bits: int, at_least: int) -> _Points:
-    """Bin centroids at ``bits`` per channel, or the exact colours if binning leaves <= ``at_least``."""
-    if bits < 8:
-        points, _ = _coarsen(hist, bits)
-        if len(points.colors) > at_least:
-            return points
-    return _exact_points(hist)
-
-
-def _exact_points(hist: ColorHistogram) -> _Points:
-    """The histogram's own colours and counts as points."""
-    return _Points(hist.colors.astype(np.float64), hist.counts.astype(np.float64))
-
-
-def _fine_points(hist: ColorHistogram, k: int, max_colors: int) -> _Points:
-    """The exact histogram, or for very large ones the finest binning with at most ``max_colors`` bins."""
-    for bits in (8, 7, 6):
-        points = _binned_points(hist, bits, k)
-        if len(points.colors) <= max_colors:
-            return points
-    return points
 
 
 def _is_exact_k(palette: np.ndarray, labels: np.ndarray, k: int) -> bool:
@@ -387,7 +281,30 @@ def _one_blas_thread(fn):
     return wrapper
 
 
-@register("direct", version="2", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
+def _search(hist, full, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine_iter, int_iter,
+            fine_max_colors, lattice_cap, deadline):
+    """Palette, labels on ``full`` and stage name of the best result for an image of > k colours."""
+    coarse = binned_points(hist, coarse_bits, k)
+    palette = _best_start(coarse, k, weights, np.random.default_rng(seed), n_starts, coarse_iter, deadline)
+    fine = fine_points(hist, k, fine_max_colors)
+    palette, _, _ = _lloyd(fine, palette, weights, fine_iter)
+    pal8, _, _ = _integer_lloyd(fine, palette, weights, int_iter)
+    stage = "lloyd"
+    cap = float(vertex_cost(pal8).max())
+    if cap < lattice_cap:
+        pal8, labels, score = _fill_to_k(full, pal8, k, cap, weights)
+        small, small_labels, small_score = _lattice_search(coarse, full, k, weights, lattice_cap)
+        if small_score < score:
+            pal8, labels, stage = small, small_labels, "lattice"
+    else:
+        labels, _ = assign(full, pal8.astype(np.float64), weights)
+    if not _is_exact_k(pal8, labels, k):
+        q = finalize(hist, pal8, labels, k=k, weights=weights)
+        pal8, labels, stage = q.palette, q.labels, f"{stage}+finalize"
+    return pal8, labels, stage
+
+
+@register("direct", version="3", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
           fine_max_colors=400_000, lattice_cap=4.0, time_budget=None)
 @_one_blas_thread
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
@@ -410,24 +327,17 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     """
     t0 = time.perf_counter()
     hist, k, weights = problem.hist, problem.k, problem.weights
-    if hist.n_colors < k:
-        return Proposal(hist.colors.copy(), np.arange(hist.n_colors), extras={"note": "fewer than k colours"})
     deadline = t0 + time_budget if time_budget is not None else np.inf
-    coarse = _binned_points(hist, coarse_bits, k)
-    palette = _best_start(coarse, k, weights, np.random.default_rng(seed), n_starts, coarse_iter, deadline)
-    fine = _fine_points(hist, k, fine_max_colors)
-    palette, _, _ = _lloyd(fine, palette, weights, fine_iter)
-    pal8, _, score = _integer_lloyd(fine, palette, weights, int_iter)
-    stage = "lloyd"
-    if vertex_cost(pal8).max() < lattice_cap:
-        lattice, _ = _lattice_search(coarse, k, weights, lattice_cap)
-        if lattice is not None and _exact_score(fine, lattice, weights) < score:
-            pal8, stage = lattice, "lattice"
-    full = fine if len(fine.colors) == hist.n_colors else _exact_points(hist)
-    labels, _ = _assign(full, pal8.astype(np.float64), weights)
-    if not _is_exact_k(pal8, labels, k):
-        q = finalize(hist, pal8, labels, k=k, weights=weights)
-        pal8, labels, stage = q.palette, q.labels, f"{stage}+finalize"
+    full = exact_points(hist)
+    if hist.n_colors <= k:  # every colour its own cluster; finalisation adds the missing colours
+        ideal = ideal_colors(full.colors, _bound_cap(full, weights), weights)
+        pal8, labels, _ = _integer_lloyd(full, ideal, weights, int_iter)
+        stage = "own colours"
+    else:
+        pal8, labels, stage = _search(hist, full, k, weights, seed=seed, n_starts=n_starts,
+                                      coarse_bits=coarse_bits, coarse_iter=coarse_iter, fine_iter=fine_iter,
+                                      int_iter=int_iter, fine_max_colors=fine_max_colors,
+                                      lattice_cap=lattice_cap, deadline=deadline)
     order = np.argsort(pack_rgb(pal8))  # finalize's order, so that it returns these arrays unchanged
     pal8, labels = pal8[order], np.argsort(order)[labels]
     return Proposal(pal8, labels, rule="objective", extras={

@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cq.report._files import atomic_path, file_mode
+from cq.fsutil import atomic_path, file_mode
 from cq.report.assets import ASSETS_DIR, THUMB_PX, make_assets
 from cq.report.page import render_page
 from cq.report.tables import (CSV_COLUMNS, REFERENCE, SUMMARY_COLUMNS, TIE_RTOL, image_key, ordered_methods,

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from cq.discover import result_path
 from cq.imageio import ImageError, load_image
-from cq.report._files import atomic_path
+from cq.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cq.record import SCORE_KEYS as RECORD_SCORE_KEYS
-from cq.report._files import atomic_path
+from cq.fsutil import atomic_path
 
 REFERENCE = "kmeans"
 TIE_RTOL = 1e-9

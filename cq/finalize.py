@@ -153,12 +153,6 @@ def _compact(pal: np.ndarray, labels: np.ndarray):
 
 
 
-def pixel_costs_rows(colors, targets, weights):
-    """Row-wise per-pixel objective of colour i taking target colour i."""
-    d = colors.astype(np.float64) - targets.astype(np.float64)
-    return weights.pixel_mse * np.einsum("ij,ij->i", d, d) + weights.mean_cost * vertex_cost(targets)
-
-
 def _merge_down(hist, pal, labels, k, weights):
     """Remove, one at a time, the colour whose removal raises the objective least."""
     while len(pal) > k:
@@ -195,7 +189,7 @@ def _split_floor(hist, pal, labels, k, weights):
     as single pixels, each at the colour within it that some pixel takes most cheaply, costs least."""
     cands = lattice.colors_within(_NEAR_CAP)
     cands = cands[~np.isin(pack_rgb(cands), pack_rgb(pal))]
-    now = pixel_costs_rows(hist.colors, pal[labels], weights)
+    now = _objective_rows(hist.colors, pal[labels], weights)
     extra = (pixel_costs(hist.colors, cands, weights, "objective") - now[:, None]).min(0)
     costs, missing, base = vertex_cost(cands), k - len(pal), float(vertex_cost(pal).max())
     best = (np.inf, lattice.kth_smallest_cost(k))
@@ -212,11 +206,13 @@ def _split_up(hist, pal, labels, k, weights, floor):
 
     The pixels are held as entries (colour, palette index, count). A candidate move sends a
     whole entry, whose palette colour keeps other pixels, to its own exact colour or to a
-    one-unit neighbour of its palette colour; where no such move exists (few colours), it
-    sends one pixel, or all but one, of an entry to a lattice colour near its palette colour.
-    Each candidate's change of the score (per-pixel terms and the max-cost term) is exact.
-    A move changes no other entry's per-pixel change, so the table of whole-entry moves is
-    built once and only patched, until a move raises the max cost. Raising the max cost up to
+    one-unit neighbour of its palette colour; or it splits one pixel (or all that the colour
+    can spare, where moving them lowers the score) off one of the largest entries, to a
+    lattice colour near its palette colour or within the max cost. Each candidate's change of
+    the score (per-pixel terms and the max-cost term) is exact, and the cheapest wins, so an
+    extra colour never raises the max cost where a single pixel elsewhere costs less. A move
+    changes no other entry's per-pixel change, so the table of whole-entry moves is built
+    once and only patched, until a move raises the max cost. Raising the max cost up to
     ``floor`` is counted as free (k colours need at least the k-th smallest vertex distance).
     """
     colour = np.arange(hist.n_colors)
@@ -227,25 +223,24 @@ def _split_up(hist, pal, labels, k, weights, floor):
         size = np.bincount(label, weights=count, minlength=len(pal))
         if table is None:
             table = _Moves(hist, pal, colour, count, label, np.flatnonzero(size[label] > count), weights, floor)
-        move = table.best()
-        if move is None:  # few colours: split pixels off an entry instead
-            table = None
-            sources = np.flatnonzero(size[label] >= 2)
-            sources = sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
-            move = _Moves(hist, pal, colour, count, label, sources, weights, floor, split=True).best()
-        if move is None:
+        sources = np.flatnonzero(size[label] >= 2)
+        sources = sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
+        splits = _Moves(hist, pal, colour, count, label, sources, weights, floor, split=True)
+        options = [m for m in (table.best(), splits.best()) if m is not None]
+        if not options:
             raise AssertionError("no colour can be added: every palette colour holds one pixel")
-        e, m, target = move
+        _, e, m, target = min(options, key=lambda option: option[0])
         source, raised = label[e], vertex_cost(target) > vertex_cost(pal).max()
         pal = np.vstack([pal, target.astype(np.uint8)])
         if m == count[e]:
             label[e] = len(pal) - 1
+            left = np.flatnonzero(label == source)
         else:
             colour, count, label = (np.append(colour, colour[e]), np.append(count, m),
                                     np.append(label, len(pal) - 1))
             count[e] -= m
-        if table is not None:
-            table = None if raised else table.patch(e, target, np.flatnonzero(label == source))
+            left = np.empty(0, dtype=np.int64)  # the source keeps entry e itself
+        table = None if raised else table.patch(e, target, left)
     return pal, *_main_and_splits(hist.n_colors, colour, count, label)
 
 
@@ -273,7 +268,7 @@ class _Moves:
         valid = np.all((cands >= 0) & (cands <= 255), axis=2)
         self.cands, self.keys = cands, pack_rgb(np.clip(cands, 0, 255))
         valid &= ~np.isin(self.keys, pack_rgb(pal))
-        per_pixel = np.stack([pixel_costs_rows(p, c, weights) for c in cands]) - pixel_costs_rows(p, q, weights)
+        per_pixel = _objective_rows(p[None], cands, weights) - _objective_rows(p, q, weights)[None]
         if split:  # one pixel if moving costs, else all the pixels its palette colour can spare
             spare = np.minimum(count[entries], np.bincount(label, weights=count)[label[entries]] - 1)
             self.moved = np.where(per_pixel < 0, spare[None], 1.0)
@@ -284,13 +279,14 @@ class _Moves:
         self.delta[~valid] = np.inf
 
     def best(self):
-        """(entry, pixels moved, new colour) of the cheapest valid move, or None."""
+        """(score change, entry, pixels moved, new colour) of the cheapest valid move, or None."""
         if self.delta.size == 0:
             return None
         which, pos = np.unravel_index(np.argmin(self.delta), self.delta.shape)
         if not np.isfinite(self.delta[which, pos]):
             return None
-        return int(self.entries[pos]), int(self.moved[which, pos]), self.cands[which, pos]
+        return (float(self.delta[which, pos]), int(self.entries[pos]), int(self.moved[which, pos]),
+                self.cands[which, pos])
 
     def patch(self, moved_entry, new_colour, left_in_source):
         """After a whole-entry move: that entry, and the source's last entry, can no longer
@@ -299,6 +295,12 @@ class _Moves:
         self.delta[:, np.isin(self.entries, fixed)] = np.inf
         self.delta[self.keys == pack_rgb(new_colour)] = np.inf
         return self
+
+
+def _objective_rows(colors: np.ndarray, targets: np.ndarray, weights: Weights) -> np.ndarray:
+    """Per-pixel objective of ``colors`` taking ``targets`` (broadcast over leading axes)."""
+    d = colors.astype(np.float64) - targets
+    return weights.pixel_mse * np.einsum("...i,...i->...", d, d) + weights.mean_cost * vertex_cost(targets)
 
 
 def _main_and_splits(n_colors, colour, count, label):

@@ -187,32 +187,16 @@ def ideal_colors(colors: np.ndarray, cap: float, weights: Weights = Weights()) -
     return vertex + (np.asarray(colors, dtype=np.float64) - vertex) * scale[:, None]
 
 
-def lower_bound(hist: ColorHistogram, weights: Weights = Weights(), *, min_cap: float = 0.0) -> float:
+def lower_bound(hist: ColorHistogram, weights: Weights = Weights()) -> float:
     """The best score any quantization of this histogram can reach, with any number of colours.
 
     Every pixel takes its own best colour on the segment toward its nearest vertex, at
     distance ``r = clip(D - pull, 0, T)`` from it, under a common max-cost cap ``T``; the
-    bound is the minimum over ``T >= min_cap`` (:func:`best_cap`). A result whose max cost is
-    known to be at least ``min_cap`` (see :func:`kth_vertex_distance`) scores at least this.
+    bound is the minimum over ``T`` (:func:`best_cap`). ``cq.bound.lower_bound`` knows k.
     """
     dist = vertex_cost(hist.colors)
     counts = hist.counts.astype(np.float64)
-    cap = max(best_cap(dist, counts, weights), min_cap)
+    cap = best_cap(dist, counts, weights)
     r = np.clip(dist - weights.vertex_pull, 0.0, cap)
     per = weights.pixel_mse * (dist - r) ** 2 + weights.mean_cost * r
     return float(weights.max_cost * cap + np.dot(per, counts) / counts.sum())
-
-
-def kth_vertex_distance(k: int) -> float:
-    """The k-th smallest vertex distance among all uint8 colours.
-
-    k distinct colours cannot all lie closer to the cube's vertices than this, so it is a
-    floor of the max cost of any k-colour result: sqrt(2) for k = 37 (8 colours at 0, 24 at
-    1, 24 at sqrt(2)). Counted in one vertex's octant, which holds every colour of distance
-    up to 15 from it, and repeated for the 8 vertices (valid for k <= 8 * 16**3).
-    """
-    if not 1 <= k <= 8 * 16**3:
-        raise ValueError(f"k must be in 1..{8 * 16**3}, got {k}")
-    a = np.arange(16)
-    d2 = np.sort((a[:, None, None] ** 2 + a[None, :, None] ** 2 + a[None, None, :] ** 2).ravel())
-    return float(np.sqrt(d2[(k - 1) // 8]))

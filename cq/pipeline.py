@@ -24,7 +24,8 @@ from cq.histogram import ColorHistogram
 from cq.fsutil import atomic_path, file_sha256
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, write_indexed_png
 from cq.methods import Problem, UnknownMethodError, get_method, job_spec
-from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, kth_vertex_distance, lower_bound, score
+from cq import bound
+from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, lower_bound, score
 from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ def _quantize(image: np.ndarray, png_path, job: Job) -> dict:
     """Quantize, write the PNG, and check the written file before the record may say ok."""
     q, hist, parts = quantize_array(image, job)
     claimed = q.score(hist, job.weights)
-    bounds = {"lower_bound": lower_bound(hist, job.weights, min_cap=kth_vertex_distance(job.k)),
+    bounds = {"lower_bound": bound.lower_bound(hist, job.k, job.weights),
               "lower_bound_any_k": lower_bound(hist, job.weights)}
     with atomic_path(png_path) as tmp:
         write_indexed_png(tmp, q.palette, q.index_image(hist))

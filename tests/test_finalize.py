@@ -94,9 +94,23 @@ def test_exactly_k_and_k_plus_one_colours(n):
 
 
 def test_added_colour_is_the_cheapest_candidate():
-    """Light grey on a black palette: giving it its own colour gains far more than any other move."""
+    """Light grey on a black palette: white costs its pixel (2/3)*3*5**2 = 50 and no colour cost,
+    its own grey 42*8.7 more and a max cost of 8.7: the cheaper white is chosen."""
     image = np.array([[[250, 250, 250], [5, 5, 5], [5, 5, 5]]], np.uint8)
     h = ColorHistogram.from_image(image)
     q = finalize(h, np.array([[0.0, 0.0, 0.0]]), k=2, rule="nearest")
-    assert sorted(map(tuple, q.palette.tolist())) == [(0, 0, 0), (250, 250, 250)]
-    assert q.render(h)[0, 0].tolist() == [250, 250, 250]
+    assert sorted(map(tuple, q.palette.tolist())) == [(0, 0, 0), (255, 255, 255)]
+    own = score_assignment(h, np.array([[0, 0, 0], [250, 250, 250]], np.uint8), np.array([0, 1]))
+    assert q.score(h).score < own.score
+
+def test_extra_colours_do_not_raise_the_max_cost_of_a_near_white_image():
+    """20 light greys on white, all proposed as white: the 36 added colours are lattice colours
+    near the vertices (max cost a few units), not the greys' own colours (max cost ~39)."""
+    image = np.full((100, 160, 3), 255, np.uint8)
+    greys = 255 - np.random.default_rng(1).integers(0, 40, (20, 3))
+    for i, c in enumerate(greys):
+        image[5 * i:5 * i + 3, 20:120] = c
+    h = ColorHistogram.from_image(image)
+    q = finalize(h, np.array([[255.0, 255.0, 255.0]]), np.zeros(h.n_colors, int), k=37)
+    s = q.score(h)
+    assert s.n_colors == 37 and s.max_cost < 5

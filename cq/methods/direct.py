@@ -71,10 +71,11 @@ def _lloyd(points: Points, palette: np.ndarray, weights: Weights, max_iter: int,
 
 
 def _reseed(points: Points, cost: np.ndarray, cap: float, weights: Weights, count: int) -> np.ndarray:
-    """Ideal colours of the ``count`` points whose current cost exceeds their own optimum most."""
+    """Ideal colours of the ``count`` points whose current cost exceeds their own optimum most
+    (cycling through them when there are fewer points than ``count``: finalisation merges)."""
     ideal = ideal_colors(points.colors, cap, weights)
     own = weights.pixel_mse * ((points.colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
-    worst = np.argsort(-(cost - own) * points.weights)[:count]
+    worst = np.resize(np.argsort(-(cost - own) * points.weights), count)
     return ideal[worst]
 
 

@@ -88,7 +88,8 @@ def make_folder(n_images: int, root: Path) -> Path:
 
 def dry_run(workdir: Path, shard_size: int) -> dict:
     """Dry-run figures for the folder of ``workdir`` x 6 columns, with ``shard_size``."""
-    from cq.discover import assign_shards, discover
+    from cq.discover import discover
+    from cq.shards import assign_shards
 
     t0 = time.perf_counter()
     found = discover(workdir / "images", ["png"])
@@ -116,10 +117,10 @@ def overhead(n_jobs: int, root: Path) -> dict:
     config = {"input_dir": "images", "methods": ["octree"]}
     done = snakemake(workdir, config, "--quiet", "all")
     wall, _, _ = time_v(done.stderr)
-    tsvs = list((workdir / "benchmarks/octree").rglob("*.tsv"))
+    tsvs = list((workdir / "results/benchmarks/octree").rglob("*.tsv"))  # benchmarks_dir's default
     own = sum(_bench_seconds(p) for p in tsvs)
     cpu = sum(_bench_seconds(p, "cpu_time") for p in tsvs)
-    report = _bench_seconds(workdir / "benchmarks/report.tsv")
+    report = _bench_seconds(workdir / "results/benchmarks/report.tsv")
     return {"jobs": n_jobs, "cores": 2, "wall_s": wall, "sum_job_s": own, "sum_cpu_s": cpu, "report_s": report,
             "overhead_per_job_s": (wall - (own / 2) - report) / n_jobs}
 

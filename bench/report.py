@@ -3,7 +3,7 @@
 Real records of the bundled photographs (kmeans, median_cut, octree, libimagequant) are
 computed once, then copied to N image paths (the originals and PNGs hard-linked, so thumbnails
 are really decoded and resized); ``direct`` and ``cnn`` are kmeans records with scaled scores,
-``cnn`` with a 300-epoch curve; about 1% of records are failures. The report is built twice:
+``cnn`` with a 300-epoch curve (init score, curve, best score and epoch); about 1% of records are failures. The report is built twice:
 cold (every thumbnail written) and warm (thumbnails cached, the usual re-run).
 
     python bench/report.py [--images 500] [--work DIR]
@@ -76,8 +76,9 @@ def synthesise(real: dict, n_images: int, root: Path) -> list[dict]:
                 record["scores"]["gap"] = record["scores"]["score"] / record["scores"]["lower_bound"] - 1
                 if method == "cnn":
                     start = record["scores"]["score"] * 1.6
-                    record["extras"] = {"curve": [start - (start - record["scores"]["score"]) * (1 - 0.98 ** e)
-                                                  for e in range(300)], "device": "cuda"}
+                    curve = [start - (start - record["scores"]["score"]) * (1 - 0.98 ** e) for e in range(301)]
+                    record["extras"] = {"init_score": start, "curve": curve, "best_score": min(curve),
+                                        "best_epoch": curve.index(min(curve)), "device": "cuda"}
             records.append(record)
     return records
 

@@ -150,3 +150,18 @@ def get_runtime(wildcards, attempt):
 
 def get_gpu(wildcards):
     return int(METHODS[wildcards.method]["gpu"])
+
+
+def get_history(wildcards):
+    """The run history that the report shows: the finished runs of ``{RESULTS}/history.jsonl``.
+
+    Declared ancient: the run's own line is appended when it ends (onsuccess), after the
+    report, and must not make the report outdated. Snakemake has no optional input, so a real
+    run (never a dry run) creates the file empty when missing: the report's set of inputs is
+    then the same from the first run on, and a second run has nothing to do.
+    """
+    path = f"{RESULTS}/history.jsonl"
+    if not os.path.exists(path) and workflow.is_main_process and not workflow.dryrun:
+        os.makedirs(RESULTS, exist_ok=True)
+        open(path, "a").close()
+    return ancient(path) if os.path.exists(path) else []

@@ -61,9 +61,9 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cq.finalize import finalize
-from cq.histogram import coarsen, pack_rgb
+from cq.histogram import coarsen
 from cq.methods import Problem, Proposal, register
+from cq.methods._cnn_exact import exact_score, finish, round_within
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
 from cq.palette_net import Optimiser, PaletteNets, backward, capped, cosine, thumbnails
 
@@ -316,7 +316,7 @@ def _score_epoch(images, net, epoch: int, weights: Weights) -> None:
     for b, im in enumerate(images):
         if not im.active:
             continue
-        quant, exact = _exact(im, _round(palette[b], float(cap[b])), weights)
+        quant, exact = exact_score(im, round_within(palette[b], float(cap[b])), weights)
         im.curve.append(exact)
         if exact < im.best[0]:
             im.best, im.stale = (exact, epoch, quant, palette[b]), 0
@@ -335,7 +335,7 @@ def _proposal(im: _Image, device, seconds: float, weights: Weights, config: Conf
     """The best epoch's exactly-k palette, finished on the uint8 lattice, and the record's training facts."""
     exact, epoch = im.best[:2]
     steps = config.finish if config.epochs > 0 else 0  # epochs=0: the untrained network's own palette
-    quant, final, placed = _finish(im, weights, steps, config.lattice_cap)
+    quant, final, placed = finish(im, weights, steps, config.lattice_cap)
     extras = {"device": device.type, "init_score": im.curve[0], "curve": im.curve, "best_score": exact,
               "best_epoch": epoch, "gain": 1.0 - exact / im.curve[0], "epochs_run": len(im.curve) - 1,
               "final_score": final, "finish": placed, "n_points": len(im.points), "train_s": seconds,
@@ -371,106 +371,3 @@ def _start_palette(points: np.ndarray, mass: np.ndarray, k: int, weights: Weight
     n_seeds = min(k, len(data))
     centers, _ = kmeans_plusplus(data, n_seeds, sample_weight=mass, random_state=config.seed)
     return centers[np.arange(k) % n_seeds]  # fewer points than colours: repeats, finalisation separates
-
-
-def _round(palette: np.ndarray, cap: float) -> np.ndarray:
-    """uint8 colours: nearest, except that a colour which rounding would push past the cap is
-    rounded toward its vertex (never farther from it), so the max cost stays within the cap."""
-    near = np.clip(np.rint(palette), 0, 255)
-    vertex = palette > 127.5
-    inward = np.where(vertex, np.ceil(palette), np.floor(palette)).clip(0, 255)
-    over = vertex_cost(near) > max(cap, float(vertex_cost(palette).max(initial=0.0))) + 1e-9
-    return np.where(over[:, None], inward, near).astype(np.uint8)
-
-
-def _exact(im: "_Image", pal: np.ndarray, weights: Weights):
-    """A uint8 palette finalised to exactly ``k`` colours (cost-aware assignment), and its exact score.
-
-    ``im.cache`` maps uint8 palettes to their result: late epochs often repeat one.
-    """
-    problem, cache = im.problem, im.cache
-    key = pal.tobytes()
-    if key not in cache:
-        pal, labels = _fill(problem.hist, pal, weights)
-        quant = finalize(problem.hist, pal, labels, k=problem.k, weights=weights, rule="objective")
-        cache[key] = quant, quant.score(problem.hist, weights).score
-    return cache[key]
-
-
-def _finish(im: "_Image", weights: Weights, steps: int, lattice_cap: float):
-    """The best epoch's palette placed on the uint8 lattice, kept only if it beats plain rounding.
-
-    ``steps`` of the integer-aware descent shared with ``direct`` (each cluster's best lattice
-    point under the best common cap). Where the max cost is below ``lattice_cap`` (very dark or
-    flat images, whose optimum is 37 distinct lattice points next to the vertices), rounding, not
-    the palette's geometry, decides: direct's k-median search over those lattice points is tried
-    too. Returns (quantization, exact score, which finish won).
-    """
-    from cq.methods._points import Points, fine_points
-    from cq.methods.direct import _integer_lloyd, _lattice_search
-
-    exact, _, quant, palette = im.best
-    best = (quant, exact, "rounded")
-    if not steps or len(im.points) < im.problem.k:  # direct's descent needs at least k points to reseed
-        return best
-    points = Points(im.points, im.mass)
-    pal = _integer_lloyd(points, palette, weights, steps)[0]
-    candidates = [(pal, "lattice placement")]
-    low = [vertex_cost(p).max() < lattice_cap for p in (quant.palette, pal) if p is not None]
-    if any(low):
-        full = fine_points(im.problem.hist, im.problem.k, 400_000)
-        search = _lattice_search(points, full, im.problem.k, weights, lattice_cap)[0]
-        candidates.append((search, "lattice search"))
-    for pal, name in candidates:
-        if pal is not None:
-            finished, score = _exact(im, pal, weights)
-            if score < best[1]:
-                best = (finished, score, name)
-    return best
-
-
-def _fill(hist, pal: np.ndarray, weights: Weights):
-    """Give every unused or repeated palette colour a new place, where the image loses most.
-
-    A new colour is a histogram colour's own ideal output under the palette's max cost, taken
-    from the colours that pay most over their ideal, heaviest first. All in one vectorised pass,
-    so that ``finalize`` seldom has to add colours one at a time (its careful search took most
-    of an exact score's time on palettes with unused colours). Returns the palette and labels.
-    """
-    labels = _assign(hist.colors, pal, weights)
-    k = len(pal)
-    keys = pack_rgb(pal)
-    dead = np.bincount(labels, minlength=k) == 0
-    dead[np.setdiff1d(np.arange(k), np.unique(keys, return_index=True)[1])] = True
-    if not dead.any() or dead.all():
-        return pal, labels
-    cap = float(vertex_cost(pal[~dead]).max())
-    colors = hist.colors.astype(np.float64)
-    ideal = _round(ideal_colors(colors, cap, weights), cap)
-    taken = pal[labels]
-    own = weights.pixel_mse * ((colors - taken) ** 2).sum(1) + weights.mean_cost * vertex_cost(taken)
-    best = weights.pixel_mse * ((colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
-    order = np.argsort(-(own - best) * hist.counts, kind="stable")
-    candidates = pack_rgb(ideal[order[: 64 * k]])
-    _, first = np.unique(candidates, return_index=True)
-    fresh = np.sort(first)[~np.isin(candidates[np.sort(first)], keys[~dead])][: int(dead.sum())]
-    pal = pal.copy()
-    pal[np.flatnonzero(dead)[: len(fresh)]] = ideal[order[fresh]]
-    return pal, _assign(hist.colors, pal, weights)
-
-
-def _assign(colors: np.ndarray, palette: np.ndarray, weights: Weights, chunk: int = 1 << 14) -> np.ndarray:
-    """Cost-aware assignment (``argmin_j (w_mse/3)||p - c_j||^2 + w_mean*cost(c_j)``), float32 products.
-
-    The per-colour constant ``||p||^2`` is left out of the comparison; a few times faster than
-    finalize's float64 assignment, which dominated the time of an exact score.
-    """
-    pal = palette.astype(np.float64)
-    bias = (weights.pixel_mse * (pal * pal).sum(1) + weights.mean_cost * vertex_cost(pal)).astype(np.float32)
-    scaled = (-2.0 * weights.pixel_mse * pal.T).astype(np.float32)
-    labels = np.empty(len(colors), dtype=np.int64)
-    for s in range(0, len(colors), chunk):
-        block = colors[s:s + chunk].astype(np.float32) @ scaled
-        block += bias
-        labels[s:s + chunk] = block.argmin(1)
-    return labels

@@ -1,0 +1,236 @@
+"""Inline SVG charts (no JavaScript, offline): ticks, scales, strip, line and training charts.
+
+Every chart is a :class:`markupsafe.Markup` built with ``Markup.format``, which escapes each
+value it inserts, so method and image names stay text. Charts are 640 units wide with 13-unit
+text; the page keeps them at least 560 px wide (scrolling inside their box on a phone), so
+their text never shrinks below about 11 px.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from markupsafe import Markup
+
+from cq.report.fmt import finite
+
+WIDTH = 640
+# Tableau 10: distinct, colour-blind-friendlier hues for the methods, in method order.
+METHOD_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
+                  "#ff9da7", "#9c755f", "#bab0ac")
+
+
+def method_colours(methods: list[str]) -> dict[str, str]:
+    return {m: METHOD_COLOURS[i % len(METHOD_COLOURS)] for i, m in enumerate(methods)}
+
+
+# --------------------------------------------------------------------------- ticks and scales
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About ``count`` round tick values within [lo, hi] (steps of 1, 2 or 5 x 10^n)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo] if math.isfinite(lo) else []
+    raw = (hi - lo) / max(1, count)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
+    """Ticks for a log axis over [lo, hi] (lo > 0): round linear steps within less than a
+    factor of 20; otherwise 1-2-5, 1-3 or 1 per decade, whichever gives at most ``max_ticks``."""
+    if not (0 < lo < hi and math.isfinite(hi)):
+        return []
+    if hi / lo < 20:
+        return [t for t in nice_ticks(lo, hi) if t > 0]
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):  # the densest that keeps labels apart
+        out = [m * 10.0 ** e for e in decades for m in mantissas if lo <= m * 10.0 ** e <= hi]
+        if len(out) <= max_ticks:
+            return out
+    step = math.ceil(len(out) / max_ticks)  # many decades: every step-th power of ten
+    return out[::step]
+
+
+def outlier_cap(values) -> float | None:
+    """Where a linear axis should stop so that outliers do not squash the rest: the upper
+    Tukey fence ``Q3 + 3 IQR`` when some value lies beyond it, else None (nothing to clip)."""
+    v = np.asarray([x for x in values if finite(x)], dtype=float)
+    if len(v) < 4:
+        return None
+    q1, q3 = np.percentile(v, [25, 75])
+    fence = q3 + 3 * max(q3 - q1, 1e-12 * max(1.0, abs(q3)))
+    return float(fence) if v.max() > fence else None
+
+
+class Axis:
+    """Maps values to pixels on a linear or log scale over the data's range, padded 4%.
+
+    ``cap`` (linear only) ends the axis there: larger values map to the end (the chart marks
+    them as clipped). Non-positive values have no place on a log axis and are dropped.
+    """
+
+    def __init__(self, values, x0: float, x1: float, log: bool = False, include=(), cap: float | None = None):
+        v = np.asarray([*values, *include], dtype=float)
+        v = v[np.isfinite(v) & ((v > 0) if log else True)]
+        if cap is not None and not log:
+            v = v[v <= cap]
+            v = np.append(v, cap)
+        lo, hi = (float(v.min()), float(v.max())) if len(v) else (1.0, 2.0)
+        if hi <= lo:
+            lo, hi = (lo / 1.1, hi * 1.1) if log and lo > 0 else (lo - 1.0, hi + 1.0)
+        if log:
+            pad = (math.log(hi) - math.log(lo)) * 0.04
+            lo, hi = math.exp(math.log(lo) - pad), math.exp(math.log(hi) + pad)
+        else:
+            pad = (hi - lo) * 0.04
+            lo, hi = lo - pad, (hi if cap is not None else hi + pad)
+        self.lo, self.hi, self.x0, self.x1, self.log, self.cap = lo, hi, x0, x1, log, cap
+
+    def __call__(self, value: float) -> float:
+        value = min(value, self.hi) if self.cap is not None else value
+        f = math.log if self.log else float
+        return self.x0 + (f(value) - f(self.lo)) / (f(self.hi) - f(self.lo)) * (self.x1 - self.x0)
+
+    def clipped(self, value: float) -> bool:
+        return self.cap is not None and value > self.hi
+
+    def ticks(self) -> list[float]:
+        return log_ticks(self.lo, self.hi) if self.log else nice_ticks(self.lo, self.hi)
+
+
+# --------------------------------------------------------------------------- charts
+
+def _svg(width: int, height: int, label: str, body: list) -> Markup:
+    head = Markup('<svg class="chart" viewBox="0 0 {} {}" width="{}" height="{}" role="img" aria-label="{}">'
+                  ).format(width, height, width, height, label)
+    return head + Markup("").join(body) + Markup("</svg>")
+
+
+def strip_chart(series: list[tuple[str, list[float], float]], *, label: str, fmt, log: bool = False,
+                reference: float | None = None, colours: dict[str, str] | None = None,
+                clip: bool = False) -> Markup:
+    """One row per method: a dot per image (jittered) and a bar at the summary value.
+
+    ``series`` holds (method, values, marker); ``reference`` draws a dashed line (e.g. 1.0
+    for a ratio to kmeans). ``clip`` (linear axes): outliers beyond :func:`outlier_cap` sit
+    at the axis's end as triangles, with their count.
+    """
+    left, right, row_h, top = 120, 80, 32, 10
+    height = top + row_h * len(series) + 40
+    values = [v for _, vs, _ in series for v in vs]
+    cap = outlier_cap(values) if clip and not log else None
+    axis = Axis(values, left, WIDTH - right, log, include=[reference] if reference else [], cap=cap)
+    bottom = top + row_h * len(series)
+    parts = []
+    for tick in axis.ticks():
+        x = axis(tick)
+        parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="grid"/>'
+                            '<text x="{0:.1f}" y="{3}" class="tick">{4}</text>').format(x, top, bottom, bottom + 16, fmt(tick)))
+    if reference:
+        parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="ref"/>'
+                            ).format(axis(reference), top, bottom))
+    if cap is not None:
+        parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="clip"/>'
+                            ).format(axis.x1, top, bottom))
+    for i, (method, vals, marker) in enumerate(series):
+        y = top + row_h * i + row_h / 2
+        colour = (colours or {}).get(method, METHOD_COLOURS[0])
+        parts.append(Markup('<text x="{}" y="{:.1f}" class="name">{}</text>').format(left - 8, y + 4, method))
+        shown = [v for v in vals if finite(v) and (v > 0 or not log)]
+        inside = [v for v in shown if not axis.clipped(v)]
+        opacity = min(0.75, max(0.2, 6 / math.sqrt(max(1, len(shown)))))  # many dots: lighter
+        parts.append(Markup('<g fill="{}" fill-opacity="{:.2f}">').format(colour, opacity))
+        parts.extend(Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3.5"/>').format(
+            axis(v), y + ((j * 0.618034) % 1 - 0.5) * 16) for j, v in enumerate(inside))
+        parts.append(Markup("</g>"))
+        if len(inside) < len(shown):
+            n = len(shown) - len(inside)
+            parts.append(Markup('<path d="M{0:.1f},{1:.1f}l8,5l-8,5z" fill="{2}" class="outlier">'
+                                '<title>{3} value(s) beyond {4}, up to {5}</title></path>').format(
+                axis.x1 + 2, y - 5, colour, n, fmt(axis.hi), fmt(max(shown))))
+        if finite(marker) and (marker > 0 or not log):
+            x = axis(marker)
+            parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1:.1f}" y2="{2:.1f}" class="marker">'
+                                '<title>{3}: {4}</title></line><text x="{5}" y="{6:.1f}" class="value">{4}</text>'
+                                ).format(x, y - 12, y + 12, method, fmt(marker), WIDTH - right + 14, y + 4))
+    note = f"{label}; ▸: clipped at {fmt(axis.hi)}" if cap is not None else label
+    parts.append(Markup('<text x="{:.0f}" y="{}" class="axis-label">{}</text>').format(
+        (left + WIDTH - right) / 2, height - 6, note))
+    return _svg(WIDTH, height, note, parts)
+
+
+def _frame(x0, x1, y0, y1, xs: Axis, ys: Axis, fmt_x, fmt_y, x_ticks=None) -> list:
+    """Grid lines and tick labels of a two-axis chart (x along the bottom, y on the left)."""
+    parts = []
+    for t in ys.ticks():
+        y = ys(t)
+        parts.append(Markup('<line x1="{0}" x2="{1}" y1="{2:.1f}" y2="{2:.1f}" class="grid"/>'
+                            '<text x="{3}" y="{4:.1f}" class="name">{5}</text>').format(x0, x1, y, x0 - 6, y + 4, fmt_y(t)))
+    for t in (x_ticks if x_ticks is not None else xs.ticks()):
+        x = xs(t)
+        parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="grid"/>'
+                            '<text x="{0:.1f}" y="{3}" class="tick">{4}</text>').format(x, y0, y1, y1 + 16, fmt_x(t)))
+    return parts
+
+
+def line_chart(series: dict[str, list[float]], x_labels: list[str], *, label: str, fmt,
+               colours: dict[str, str] | None = None) -> Markup:
+    """One polyline per series over shared x positions (the history chart), with a legend."""
+    left, right, top, bottom, height = 80, 130, 10, 44, 230
+    n = max(1, len(x_labels))
+    values = [v for vs in series.values() for v in vs if finite(v)]
+    ys = Axis([0.0, *values], height - bottom, top)
+    xs = Axis([0, n - 1], left, WIDTH - right)
+    step = max(1, math.ceil(n / 10))
+    parts = _frame(left, WIDTH - right, top, height - bottom, xs, ys, lambda i: x_labels[int(i)], fmt,
+                   x_ticks=range(0, n, step))
+    for j, (name, vals) in enumerate(series.items()):
+        colour = (colours or {}).get(name, METHOD_COLOURS[j % len(METHOD_COLOURS)])
+        pts = [(xs(i), ys(v)) for i, v in enumerate(vals) if finite(v)]
+        if pts:
+            line = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
+            parts.append(Markup('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>').format(colour, line))
+            parts.extend(Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="{}"/>').format(a, b, colour) for a, b in pts)
+        parts.append(Markup('<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
+                            '<text x="{}" y="{}" class="legend">{}</text>').format(
+            WIDTH - right + 12, top + 18 * j, colour, WIDTH - right + 28, top + 18 * j + 10, name))
+    parts.append(Markup('<text x="{:.0f}" y="{}" class="axis-label">{}</text>').format(
+        (left + WIDTH - right) / 2, height - 6, label))
+    return _svg(WIDTH, height, label, parts)
+
+
+def curve_chart(curve: list[float], best_epoch: int, *, fmt, width: int = 420, height: int = 190) -> Markup:
+    """A training curve with axes: score (y) per epoch (x, 0 = before training), init and best marked."""
+    left, right, top, bottom = 64, 14, 12, 40
+    xs = Axis([0, len(curve) - 1], left, width - right)
+    ys = Axis(curve, height - bottom, top)
+    parts = _frame(left, width - right, top, height - bottom, xs, ys, lambda t: f"{t:g}", fmt)
+    step = max(1, len(curve) // 100)  # at most ~100 points: light even for long trainings
+    line = " ".join(f"{xs(i):.1f},{ys(v):.1f}" for i, v in list(enumerate(curve))[::step] + [(len(curve) - 1, curve[-1])])
+    parts.append(Markup('<polyline class="curve" points="{}"/>').format(line))
+    for i, cls in ((0, "init"), (best_epoch, "best")):
+        parts.append(Markup('<circle cx="{:.1f}" cy="{:.1f}" r="4" class="{}"><title>{} {} at epoch {}</title></circle>'
+                            ).format(xs(i), ys(curve[i]), cls, cls, fmt(curve[i]), i))
+    parts.append(Markup('<text x="{:.0f}" y="{}" class="axis-label">epoch (0: before training) · score</text>'
+                        ).format((left + width - right) / 2, height - 6))
+    return _svg(width, height, "training curve: score per epoch", parts)
+
+
+def parts_bar(parts: list[tuple[str, float]], *, fmt, width: int = 150, height: int = 10) -> Markup:
+    """A stacked bar of the score's parts (their shares of the score), named in its label."""
+    values = [(i, name, v) for i, (name, v) in enumerate(parts) if finite(v) and v > 0]
+    total = sum(v for _, _, v in values)
+    if not values:
+        return Markup("")
+    out, x = [], 0.0
+    for i, name, v in values:  # the class (p0, p1, p2) colours a part the same on every bar
+        w = v / total * width
+        out.append(Markup('<rect x="{:.1f}" y="0" width="{:.1f}" height="{}" class="p{}"/>').format(x, w, height, i))
+        x += w
+    label = "score parts: " + ", ".join(f"{n} {fmt(v)}" for _, n, v in values)
+    return (Markup('<svg class="parts" viewBox="0 0 {0} {1}" width="{0}" height="{1}" preserveAspectRatio="none" '
+                   'role="img" aria-label="{2}">'
+                   ).format(width, height, label) + Markup("").join(out) + Markup("</svg>"))

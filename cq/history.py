@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -406,17 +405,3 @@ def live_run(results_dir: str, records: list[dict]) -> dict | None:
     run.update(end=_iso(_now()), status="running (this report)",
                time_per_method={m: round(t, 3) for m, t in done["time_per_method"].items()})
     return run
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 2 and argv[0] == "stale":
-        print("cq: `cq.history stale` is gone: cq's lock (cq/lock.py) frees itself when its run dies; "
-              "run `python -m cq.nightly`", file=sys.stderr)
-        return 1
-    print("usage: python -m cq.nightly --help", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,8 +19,8 @@ cq.outcome). No Snakemake import here.
   ``current.json``: a run that ended but could not append its line, as it was; a run that
   was killed (SIGKILL, power cut), with status ``interrupted``; and removes the temporary
   files of its interrupted writes (``.name.XXXX.tmp``; never read as results).
-- :func:`live_run` gives the line of the run in progress from the records the report holds,
-  so the report built by this very run already shows it.
+- Every run's line is written before its report is built, so the report (which shows
+  finished runs only) already shows the run that built it.
 """
 
 from __future__ import annotations
@@ -390,18 +390,3 @@ def _overwrite_in_place(path: Path, run: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def live_run(results_dir: str, records: list[dict]) -> dict | None:
-    """The run in progress (``current.json``), completed from ``records``: for the report that
-    this run builds, before :func:`finish` writes the line."""
-    run = _read_json(state_dir(results_dir) / CURRENT)
-    if not isinstance(run, dict) or not run:
-        return None
-    run.pop("pending", None)
-    done = tally(records, _parse(run.get("start")), run.get("methods") or ())
-    run = dict(run)
-    run["counts"] = {**run.get("counts", {}), "failed": done["failed"]}
-    run.update(end=_iso(_now()), status="running (this report)",
-               time_per_method={m: round(t, 3) for m, t in done["time_per_method"].items()})
-    return run

@@ -132,7 +132,7 @@ def close_run(config: dict, dirs: dict, since: float, status: str, *, begun: boo
 
     summary = outcome.conclude(dirs["results_dir"], dirs["input_dir"], found.images, methods,
                                lambda m, i: result_path(dirs["logs_dir"], m, i, ".log"), since,
-                               report_built=False, finish=finish)
+                               report_built=False, finish=finish, skipped=found.warnings)
     outcome.print_summary(summary)
     return summary
 

@@ -90,9 +90,11 @@ def load_for_report(path: str, image: str, method: str, input_dir: str, checked:
 
 
 def build_fallback_report(results_dir: str, input_dir: str, images, methods, gone: list[dict],
-                          index: dict | None = None) -> None:
-    """The report over the records present plus one error row per missing result."""
+                          index: dict | None = None, skipped=()) -> None:
+    """The report over the records present plus one error row per missing result, with the
+    run history (the run's own line included: it is written before) and what discovery skipped."""
     from cq.best import is_valid
+    from cq.history import load_history
     from cq.report import build_report
 
     index = index or {}
@@ -105,7 +107,8 @@ def build_fallback_report(results_dir: str, input_dir: str, images, methods, gon
                 records.append(load_for_report(path, image, method, input_dir, is_valid(index, image, method, path)))
     records += [missing_stub(item, input_dir) for item in gone]
     build_report(records, Path(results_dir), Path(input_dir), Path(results_dir) / "report.csv",
-                 Path(results_dir) / "report.html", method_order=list(methods))
+                 Path(results_dir) / "report.html", history=load_history(results_dir),
+                 skipped=list(skipped), method_order=list(methods))
 
 
 def tally(index: dict, methods, since: float) -> dict:
@@ -138,7 +141,7 @@ def status_of(summary: dict, status: str) -> str:
 
 
 def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: float, *,
-             report_built: bool, finish=None) -> dict:
+             report_built: bool, finish=None, skipped=()) -> dict:
     """Finish a run's products and return its summary: ``best/``, then ``finish(summary)``
     (the history line, so that the report shows the run as ended), then the report when the
     run's report job did not build it, then ``.history/outcome.json``."""
@@ -161,7 +164,7 @@ def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: f
             problems.append(f"history: {line['note']}")
     if not report_built or gone:
         try:
-            build_fallback_report(results_dir, input_dir, images, methods, gone, index)
+            build_fallback_report(results_dir, input_dir, images, methods, gone, index, skipped)
         except Exception as e:  # the previous report stays; say why
             log.error("cq: the report could not be rebuilt: %s", e)
             problems.append(f"report not rebuilt (the previous one stays): {e}")

@@ -112,7 +112,7 @@ def _conclude(status):
 
     summary = cq_outcome.conclude(
         RESULTS, INPUT_DIR, IMAGES, list(METHODS), lambda m, i: _log_of(m, i, shard_of),
-        CQ_RUN.get("since", time.time()), finish=finish,
+        CQ_RUN.get("since", time.time()), finish=finish, skipped=DISCOVERY.warnings,
         report_built=status == "ok" and os.environ.get(cq_outcome.REPORT_ENV) != "cq")
     cq_outcome.print_summary(summary)
 

@@ -3,7 +3,7 @@
 Builds astronaut upscaled to just under the default limit (89,478,485 pixels, Pillow's), adds
 a little noise so it has millions of distinct colours, then
 1. scores its complement (every value 255 - v: the largest MSE there is) with cq.objective.score
-   and with an independent float64 oracle written here from OBJECTIVE.md's definition;
+   and with an independent float64 oracle written here from docs/objective.md's definition;
 2. runs one method through cq.pipeline.quantize_file (the record's score, checked by the
    pipeline's own re-read of the PNG) and scores the written PNG with the oracle.
 Prints each pair, their relative difference, CPU and wall times and the peak memory.

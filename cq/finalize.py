@@ -90,7 +90,7 @@ def pixel_costs(colors: np.ndarray, palette: np.ndarray, weights: Weights, rule:
     """(n, m) per-pixel cost of giving colour i the palette colour j, under an assignment rule.
 
     ``nearest`` is the squared distance; ``objective`` adds the colour-cost term, so that
-    ``argmin`` is the assignment that minimises the score for this palette (OBJECTIVE.md).
+    ``argmin`` is the assignment that minimises the score for this palette (docs/objective.md).
     """
     if rule not in ASSIGN_RULES:
         raise ValueError(f"unknown assignment rule {rule!r}; expected one of {ASSIGN_RULES}")

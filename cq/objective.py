@@ -1,4 +1,4 @@
-"""The score every method is judged by, exactly as ``OBJECTIVE.md`` defines it, and its lower bound.
+"""The score every method is judged by, exactly as ``docs/objective.md`` defines it, and its lower bound.
 
     score = w_mse * MSE + w_max * max_cost + w_mean * mean_cost
 
@@ -179,7 +179,7 @@ def best_cap(dist: np.ndarray, mass: np.ndarray, weights: Weights = Weights(),
 
 def ideal_colors(colors: np.ndarray, cap: float, weights: Weights = Weights()) -> np.ndarray:
     """Each colour's own best output under ``cap``: on the segment toward its nearest vertex,
-    at distance ``clip(D - pull, 0, cap)`` from it (OBJECTIVE.md)."""
+    at distance ``clip(D - pull, 0, cap)`` from it (docs/objective.md)."""
     vertex = nearest_vertex(colors)
     dist = vertex_cost(colors)
     radius = np.clip(dist - weights.vertex_pull, 0.0, cap)

@@ -1,6 +1,6 @@
 """Scores are exact at every size: checked against an independent float64 computation.
 
-The oracle below follows OBJECTIVE.md literally, pixel by pixel, with the 8 vertices spelt out
+The oracle below follows docs/objective.md literally, pixel by pixel, with the 8 vertices spelt out
 (in chunks, so a 4 MP image fits), and shares no code with cq.objective. The images are 4 MP
 and more, quantized to palettes far from them (large MSE), where an int32 sum used to wrap.
 """

@@ -1,6 +1,6 @@
 """Direct minimisation of the exact score over the palette, the assignment and the max-cost cap.
 
-For a fixed assignment the best palette has a closed form (OBJECTIVE.md): each colour is its
+For a fixed assignment the best palette has a closed form (docs/objective.md): each colour is its
 cluster's centroid moved toward the nearest cube vertex by ``weights.vertex_pull``, then pulled
 in to radius ``T``; the best cap ``T`` is the root of a piecewise-linear derivative. For a fixed
 palette the best assignment is ``argmin_c (w_mse/3)||p-c||^2 + w_mean*cost(c)``. Alternating the

@@ -7,6 +7,9 @@ rule report:
         records=get_records,
         manifests=get_manifests,
         history=get_history,
+    # One short line instead of Snakemake's listing of every record path (inputs and reason).
+    message:
+        "cq: building the report of {params.n_results} results: {output.html}"
     output:
         csv=report(f"{RESULTS}/report.csv", caption="../report/results.rst", category="Results"),
         summary=report(f"{RESULTS}/summary.tsv", caption="../report/summary.rst", category="Summary"),
@@ -16,6 +19,7 @@ rule report:
     benchmark:
         f"{BENCHMARKS}/report.tsv"
     params:
+        n_results=len(METHODS) * len(IMAGES),
         input_dir=INPUT_DIR,
         methods=list(METHODS),
         # What discovery left out (symlink loops, links out of the folder): listed on the page.

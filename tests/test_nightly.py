@@ -92,7 +92,7 @@ def test_a_night_with_nothing_new_runs_only_the_report_and_still_logs(night):
     results = workdir / "results"
     before = record_times(results)
     done = nightly(workdir)
-    assert jobs_of(done) == set() and "rule report" in done.stderr
+    assert jobs_of(done) == set() and "(Rule: report)" in done.stderr
     assert record_times(results) == before
     runs = load_history(results)
     assert len(runs) == 2

@@ -24,7 +24,7 @@ from cq.freshness import TRANSIENT_ERRNOS, check, job_fingerprint, read_source
 from cq.histogram import ColorHistogram
 from cq.fsutil import atomic_path
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, write_indexed_png
-from cq.methods import Problem, UnknownMethodError, get_method, job_spec
+from cq.methods import Problem, Proposal, UnknownMethodError, get_method, job_spec
 from cq import bound
 from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, lower_bound, score
 from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
@@ -108,7 +108,7 @@ def peak_memory_mb() -> float:
 
 def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
                   json_path: str | os.PathLike | None, job: Job, *, reuse: bool = False,
-                  reuse_errors: bool = False) -> dict:
+                  reuse_errors: bool = False, proposal: Proposal | None = None) -> dict:
     """Quantize one file, write the indexed PNG and the JSON record; return the record.
 
     Raises only when the record itself cannot be written (a full disk, say): any failure of
@@ -119,9 +119,11 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
     are the content-addressed cache.
     ``reuse_errors`` keeps a current error record too (a corrupt file), never a transient one
     (a full disk, a time limit: retried).
+    ``proposal``: the method's output for this image, computed beforehand in a batch of
+    images (:func:`load_problem`); used only if it fits the image as read here.
     """
     if (reuse or reuse_errors) and json_path is not None:
-        kept = _reusable(image_path, png_path, json_path, job, ok=reuse, error=reuse_errors)
+        kept = reusable_record(image_path, png_path, json_path, job, ok=reuse, error=reuse_errors)
         if kept is not None:
             return kept
     t0 = time.perf_counter()
@@ -138,7 +140,7 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
         height, width = loaded.pixels.shape[:2]
         record["image"].update(notes=list(loaded.notes), width=width, height=height)
         with _time_limit(job.time_limit_s):
-            record.update(_quantize(loaded.pixels, png_path, job))
+            record.update(_quantize(loaded.pixels, png_path, job, proposal))
     except TimeLimitExceeded:
         _fail(record, f"{image_path}: {job.label} exceeded its time limit of {job.time_limit_s:g} s", png_path)
         record["transient"] = True  # retried next night (with the time the job then gets)
@@ -173,7 +175,7 @@ def same_job(record: dict, job: Job) -> bool:
     return record.get("job_fingerprint") == job_fingerprint(job)
 
 
-def _reusable(image_path, png_path, json_path, job: Job, *, ok: bool, error: bool) -> dict | None:
+def reusable_record(image_path, png_path, json_path, job: Job, *, ok: bool, error: bool) -> dict | None:
     """The record at ``json_path`` if it is current (cq.freshness.check: this job, this image
     content, not a transient failure, its PNG present when ok) and of a status asked for. It
     is kept byte for byte: a touched image's new stat is stored by `cq nightly`'s check at
@@ -188,8 +190,15 @@ def _reusable(image_path, png_path, json_path, job: Job, *, ok: bool, error: boo
     return record if current else None
 
 
-def quantize_array(image: np.ndarray, job: Job):
-    """Run the job's method on an RGB uint8 array; return (quantization, histogram, parts dict)."""
+def load_problem(image_path, job: Job) -> Problem:
+    """What the job's method receives for this file (for a batch of images run at once)."""
+    loaded = load_image(image_path, background=job.read.background, max_pixels=job.read.max_pixels)
+    return Problem(loaded.pixels, ColorHistogram.from_image(loaded.pixels), job.k, job.weights)
+
+
+def quantize_array(image: np.ndarray, job: Job, proposal: Proposal | None = None):
+    """Run the job's method on an RGB uint8 array (or take its ``proposal``, computed in a
+    batch, where it fits this image's histogram); return (quantization, histogram, parts)."""
     method = get_method(job.method)
     reason = method.unavailable_reason()
     if reason:
@@ -198,7 +207,8 @@ def quantize_array(image: np.ndarray, job: Job):
     if hist.n_pixels < job.k:
         raise TooFewPixelsError(too_few_pixels(hist.n_pixels, job.k))
     params = {**method.defaults, **job.params}
-    proposal = method.fn(Problem(image, hist, job.k, job.weights), **params)
+    if proposal is None or (proposal.labels is not None and len(proposal.labels) != hist.n_colors):
+        proposal = method.fn(Problem(image, hist, job.k, job.weights), **params)
     q = finalize(hist, proposal.palette, proposal.labels, k=job.k, weights=job.weights, rule=proposal.rule)
     notes = list(q.notes)
     if hist.n_colors < job.k:
@@ -209,9 +219,9 @@ def quantize_array(image: np.ndarray, job: Job):
     return q, hist, parts
 
 
-def _quantize(image: np.ndarray, png_path, job: Job) -> dict:
+def _quantize(image: np.ndarray, png_path, job: Job, proposal: Proposal | None = None) -> dict:
     """Quantize, write the PNG, and check the written file before the record may say ok."""
-    q, hist, parts = quantize_array(image, job)
+    q, hist, parts = quantize_array(image, job, proposal)
     claimed = q.score(hist, job.weights)
     bounds = {"lower_bound": bound.lower_bound(hist, job.k, job.weights),
               "lower_bound_any_k": lower_bound(hist, job.weights)}

@@ -172,6 +172,42 @@ def fingerprint(spec: dict) -> str:
 
 # --- the keep policy and one shard job ---------------------------------------------------------
 
+def _batched_proposals(images, reuse_of, results_dir, input_dir, job):
+    """``proposals(image)``: an iterator over the method's proposal for ``image`` when the method
+    runs many images a call here (cnn on a GPU), computed a batch ahead; else nothing.
+
+    Only images without a current record are run. A batch that fails (an unreadable file, a
+    method error) yields nothing, and its images are computed one by one as usual.
+    """
+    from cq.methods import get_method
+    from cq.pipeline import load_problem, reusable_record
+
+    method = get_method(job.method)
+    params = {**method.defaults, **job.params}
+    size = method.batch_size(**params) if method.batch else 1
+    if size <= 1:
+        return lambda image: iter(())
+    todo = [image for image in images if reusable_record(
+        f"{input_dir}/{image}", result_path(results_dir, job.label, image, ".png"),
+        result_path(results_dir, job.label, image, ".json"), job, ok=reuse_of[image],
+        error=reuse_of[image]) is None]
+    ready: dict[str, object] = {}
+
+    def proposals(image):
+        if image in todo and image not in ready:
+            chunk = todo[todo.index(image):todo.index(image) + size]
+            try:
+                problems = [load_problem(f"{input_dir}/{name}", job) for name in chunk]
+                ready.update(zip(chunk, method.batch(problems, **params)))
+            except Exception as e:  # the images run one by one, each failure in its record
+                log.warning("%s: batch of %d images failed (%s); running them one by one", job.label, len(chunk), e)
+                ready.update(dict.fromkeys(chunk))
+        found = ready.pop(image, None)
+        return iter(() if found is None else (found,))
+
+    return proposals
+
+
 def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
               image_time_limit_s: float | None) -> list[str]:
     """Quantize every image of a shard with one job ``spec``; write the manifest last.
@@ -192,15 +228,16 @@ def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
     previous = read_manifest(copy)
     rows, failed, kept, t0 = [MANIFEST_COLUMNS], [], 0, time.perf_counter()
     images = read_listing(listing)
+    reuse_of = {image: image not in previous or previous[image].get("job") == fp for image in images}
+    batches = _batched_proposals(images, reuse_of, results_dir, input_dir, job)
     for image in images:
         json_path = result_path(results_dir, job.label, image, ".json")
         png_path = result_path(results_dir, job.label, image, ".png")
-        before = previous.get(image)
-        reuse = before is None or before.get("job") == fp  # no previous line: trust the records
+        reuse = reuse_of[image]  # no previous line: trust the records
         mtime = _mtime(json_path)
         try:
             record = quantize_file(f"{input_dir}/{image}", png_path, json_path, job,
-                                   reuse=reuse, reuse_errors=reuse)
+                                   reuse=reuse, reuse_errors=reuse, proposal=next(batches(image), None))
         except Exception as e:  # the record itself could not be written: finish the others
             log.exception("%s on %s: no record written", job.label, image)
             failed.append(f"{image}: {type(e).__name__}: {e}")

@@ -189,3 +189,43 @@ def test_a_record_that_cannot_be_written_fails_the_shard_without_a_manifest(shar
     assert len(failed) == 1 and failed[0].startswith("b.png: OSError")
     assert not os.path.exists(shard["manifest"])
     assert read_record(result_path(shard["results"], "octree", "a.png", ".json"))["status"] == "ok"
+
+
+# --- many images a call (cnn on a GPU): the shard trains them in batches ---------------------
+
+def batching_cnn(monkeypatch, size):
+    """cnn registered with a batch of ``size`` images (on a GPU it is 16; on the CPU 1), its
+    batch and one-image calls counted."""
+    import dataclasses
+
+    import cq.methods as registry
+
+    cnn = registry.get_method("cnn")
+    calls = {"batch": [], "one": 0}
+
+    def batch(problems, **params):
+        calls["batch"].append(len(problems))
+        return cnn.batch(problems, **params)
+
+    def one(problem, **params):
+        calls["one"] += 1
+        return cnn.fn(problem, **params)
+
+    monkeypatch.setitem(registry._REGISTRY, "cnn", dataclasses.replace(
+        cnn, fn=one, batch=batch, batch_size=lambda **params: size))
+    return calls
+
+
+def test_a_batching_method_trains_the_shard_in_batches_and_skips_current_records(shard, monkeypatch):
+    calls = batching_cnn(monkeypatch, 2)
+    spec = Job(method="cnn", params={"epochs": 2, "steps_per_epoch": 2, "finish": 0}).to_spec()
+    manifest = manifest_path(shard["results"], "cnn", "0000")
+    assert run(shard, spec, manifest) == []
+    rows = read_manifest(manifest)
+    assert {image: row["status"] for image, row in rows.items()} == {"a.png": "ok", "b.png": "ok", "bad.jpg": "error"}
+    # a.png and b.png in one batch; the batch of bad.jpg failed to load, so it ran alone (and failed).
+    assert calls["batch"] == [2] and calls["one"] == 0
+    record = read_record(rows["a.png"]["record"])
+    assert record["extras"]["curve"][0] == record["extras"]["init_score"]
+    run(shard, spec, manifest)  # every record current: nothing trained again
+    assert calls["batch"] == [2] and calls["one"] == 0

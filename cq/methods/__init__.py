@@ -55,6 +55,10 @@ class Method:
     version: str
     defaults: dict
     requires: tuple[str, ...] = ()
+    # Optional: ``batch(problems, **params) -> (proposals, images per call)`` runs many images
+    # at once (cnn on a GPU); the shard mode uses it when it takes more than one image a call.
+    batch: Callable[..., list[Proposal]] | None = None
+    batch_size: Callable[..., int] | None = None
 
     def unavailable_reason(self) -> str | None:
         """None when the method can run here, else one line saying what is missing."""
@@ -83,6 +87,19 @@ def register(name: str, *, version: str, requires: tuple[str, ...] = (), **defau
 
     def wrap(fn):
         _REGISTRY[name] = Method(name, fn, version, defaults, requires)
+        return fn
+
+    return wrap
+
+
+def register_batch(name: str, *, size: Callable[..., int]):
+    """Decorator: ``fn(problems, **params) -> [Proposal]`` runs method ``name`` on many images
+    at once, as many as ``size(**params)`` per call (1: no batching pays here)."""
+
+    def wrap(fn):
+        method = _REGISTRY[name]
+        _REGISTRY[name] = Method(method.name, method.fn, method.version, method.defaults, method.requires,
+                                 batch=fn, batch_size=size)
         return fn
 
     return wrap

@@ -62,7 +62,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cq.histogram import coarsen
-from cq.methods import Problem, Proposal, register
+from cq.methods import Problem, Proposal, register, register_batch
 from cq.methods._cnn_exact import exact_score, finish, round_within
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
 from cq.palette_net import Optimiser, PaletteNets, backward, capped, cosine, thumbnails
@@ -219,6 +219,21 @@ def train_many(problems, config: Config = Config(), device: str = "auto", names=
         for proposal in proposals:
             proposal.extras["fallback"] = OOM_FALLBACK
         return proposals
+
+
+# Images trained at once by a shard job on a GPU. On the CPU batching does not pay (8 photos:
+# 0.16 images/s batched against 0.19 one at a time), so there a shard trains one at a time.
+GPU_BATCH = 16
+
+
+def _batch_size(*, device: str = "auto", **params) -> int:
+    return GPU_BATCH if resolve_device(device) == "cuda" else 1
+
+
+@register_batch("cnn", size=_batch_size)
+def cnn_batch(problems, *, device: str = "auto", **params) -> list[Proposal]:
+    """``cnn`` on many images at once (one network each, batched): the shard mode's GPU path."""
+    return train_many(problems, make_config(**params), device=device)
 
 
 def _train(named, config: Config, device: str) -> list[Proposal]:

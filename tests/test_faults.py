@@ -107,8 +107,14 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
                 if not (results / m / f"{i}.json").exists()}
     assert ("median_cut", SLOW) in expected
     rerun = cq_nightly(workdir)
-    assert jobs_of(rerun) == expected
-    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # nothing else redone
+    # The job running beside the slow one (2 cores) may have written its record just before
+    # the kill, while Snakemake had not yet marked it done: Snakemake then runs it again as
+    # incomplete. That one job at most; every other record stays as it was.
+    extra = jobs_of(rerun) - expected
+    assert expected <= jobs_of(rerun) and len(extra) <= 1, extra
+    redone = {results / m / f"{i}.json" for m, i in extra}
+    assert {p: p.stat().st_mtime_ns for p in done_before if p not in redone} == {
+        p: t for p, t in done_before.items() if p not in redone}  # nothing else redone
     results_are_whole(results)
     assert not [p for p in results.rglob(".*.tmp")]
     runs = load_history(results)

@@ -27,6 +27,12 @@ def _lines(rng: np.random.Generator, count: int, words: int = 9) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=words)) for _ in range(count)]
 
 
+def _canvas(width: int, height: int, background) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """A supersampled (``_SS`` times) canvas and its pen, for :func:`_downsample` afterwards."""
+    big = Image.new("RGB", (width * _SS, height * _SS), background)
+    return big, ImageDraw.Draw(big)
+
+
 def _downsample(big: Image.Image, width: int, height: int) -> np.ndarray:
     """Antialias a supersampled drawing by a box filter down to the target size."""
     return np.asarray(big.resize((width, height), Image.Resampling.BOX).convert("RGB"))
@@ -64,8 +70,7 @@ def code_on_dark(width: int, height: int, seed: int = 1) -> np.ndarray:
 def _ui(width: int, height: int, theme: dict, seed: int) -> np.ndarray:
     """A settings window: title bar, sidebar, buttons with rounded corners, toggles, labels."""
     rng = np.random.default_rng(seed)
-    big = Image.new("RGB", (width * _SS, height * _SS), theme["bg"])
-    draw = ImageDraw.Draw(big)
+    big, draw = _canvas(width, height, theme["bg"])
     s = _SS
     draw.rectangle((0, 0, width * s, 28 * s), fill=theme["bar"])
     for j, c in enumerate([(255, 95, 86), (255, 189, 46), (39, 201, 63)]):
@@ -147,8 +152,7 @@ def bar_chart(width: int, height: int, seed: int = 4) -> np.ndarray:
     if out is not None:
         return out
     rng = np.random.default_rng(seed)
-    big = Image.new("RGB", (width * _SS, height * _SS), "white")
-    draw = ImageDraw.Draw(big)
+    big, draw = _canvas(width, height, "white")
     x0, y0, x1, y1 = _axes(draw, width, height, _SS)
     groups, per = 6, 3
     step = (x1 - x0) // groups
@@ -167,8 +171,7 @@ def line_chart(width: int, height: int, seed: int = 5) -> np.ndarray:
     if out is not None:
         return out
     rng = np.random.default_rng(seed)
-    big = Image.new("RGB", (width * _SS, height * _SS), "white")
-    draw = ImageDraw.Draw(big)
+    big, draw = _canvas(width, height, "white")
     x0, y0, x1, y1 = _axes(draw, width, height, _SS)
     xs = np.linspace(x0, x1, 60)
     for j in range(4):
@@ -187,8 +190,7 @@ def pie_chart(width: int, height: int, seed: int = 6) -> np.ndarray:
     if out is not None:
         return out
     rng = np.random.default_rng(seed)
-    big = Image.new("RGB", (width * _SS, height * _SS), "white")
-    draw = ImageDraw.Draw(big)
+    big, draw = _canvas(width, height, "white")
     shares = rng.uniform(1, 5, 6)
     angles = np.concatenate([[0], np.cumsum(shares) / shares.sum() * 360])
     r = min(width, height) * _SS * 2 // 5
@@ -224,8 +226,7 @@ def flat_shapes(width: int, height: int, seed: int = 7) -> np.ndarray:
 
 def logo(width: int, height: int) -> np.ndarray:
     """A two-colour logo with antialiased curves and text on white (a few hundred edge colours)."""
-    big = Image.new("RGB", (width * _SS, height * _SS), "white")
-    draw = ImageDraw.Draw(big)
+    big, draw = _canvas(width, height, "white")
     s = _SS
     cy = height * s // 2
     r = height * s // 4
@@ -262,8 +263,7 @@ def scan_faint(width: int, height: int, seed: int = 9) -> np.ndarray:
 def slide_dark(width: int, height: int, seed: int = 10) -> np.ndarray:
     """A dark presentation slide: near-black background, white title, one accent colour."""
     rng = np.random.default_rng(seed)
-    big = Image.new("RGB", (width * _SS, height * _SS), (12, 12, 16))
-    draw = ImageDraw.Draw(big)
+    big, draw = _canvas(width, height, (12, 12, 16))
     s = _SS
     draw.text((30 * s, 30 * s), "Quarterly colour report", fill=(250, 250, 250), font=_font(30 * s))
     for i, line in enumerate(_lines(rng, 6, 6)):
@@ -293,8 +293,7 @@ def antialiased_palette(n_colours: int, seed: int = 12):
     def make(width: int, height: int) -> np.ndarray:
         rng = np.random.default_rng(seed + n_colours)
         colours = [tuple(int(v) for v in c) for c in rng.integers(0, 256, size=(n_colours, 3))]
-        big = Image.new("RGB", (width * _SS, height * _SS), "white")
-        draw = ImageDraw.Draw(big)
+        big, draw = _canvas(width, height, "white")
         for j in range(3 * n_colours):
             x, y = rng.uniform(0, width * _SS), rng.uniform(0, height * _SS)
             r = rng.uniform(8, 40) * _SS
@@ -347,8 +346,7 @@ def heatmap(width: int, height: int, seed: int = 13) -> np.ndarray:
 def street_map(width: int, height: int, seed: int = 14) -> np.ndarray:
     """A street map: pastel land-use polygons and white antialiased roads on a light ground."""
     rng = np.random.default_rng(seed)
-    big = Image.new("RGB", (width * _SS, height * _SS), (242, 239, 233))
-    draw = ImageDraw.Draw(big)
+    big, draw = _canvas(width, height, (242, 239, 233))
     fills = [(170, 211, 223), (200, 250, 204), (224, 223, 223), (255, 255, 255), (247, 250, 191),
              (252, 214, 164), (230, 230, 230)]
     for _ in range(60):

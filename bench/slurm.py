@@ -6,7 +6,7 @@
     python bench/slurm.py --images 100 --shard-size 25   # shard mode: one job per (shard, method)
 
 Runs `snakemake --profile profiles/slurm --profile profiles/slurm-test` (the one-node test
-cluster of ../shared/slurm/up.sh; started here if it is not running, then stopped by pid) in a
+cluster of tests/slurm/up.sh; started here if it is not running, then stopped by pid) in a
 scratch folder on N distinct 64x48 crops of scikit-image photographs, and prints the number of
 sbatch submissions, SLURM job ids (array tasks count once per task), the jobs Snakemake ran,
 and the wall time. Needs root for up.sh, like the test cluster.
@@ -29,7 +29,7 @@ import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-UP_SH = REPO.parent / "shared/slurm/up.sh"
+UP_SH = REPO / "tests/slurm/up.sh"
 PIDFILES = {"slurmd": "/run/slurmd.pid", "slurmctld": "/run/slurmctld.pid",
             "munged": "/run/munge/munged.pid"}
 # One line per sbatch: a plain job, or an array (its tasks are Snakemake jobs).

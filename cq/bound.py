@@ -51,7 +51,7 @@ from cq.lattice import HALF, VERTICES, kth_smallest_cost, kth_smallest_sq, octan
 from cq.lattice import radii as lattice_radii
 from cq.objective import DEFAULT_K, Weights, best_cap
 
-__all__ = ["kth_smallest_cost", "lower_bound"]
+__all__ = ["bounds", "kth_smallest_cost", "lower_bound"]
 
 _CHUNK = 1 << 14  # pixels per block of the exact lattice pass
 
@@ -173,11 +173,18 @@ def lower_bound(hist: ColorHistogram, k: int = DEFAULT_K, weights: Weights = Wei
     exact_radius : caps up to this radius get the exact lattice pass; a larger value tightens the
         bound on images whose best cap is a little larger, at a cost linear in its cube.
     """
+    return bounds(hist, k, weights, exact_radius=exact_radius)[0]
+
+
+def bounds(hist: ColorHistogram, k: int = DEFAULT_K, weights: Weights = Weights(), *,
+           exact_radius: float = 8.0) -> tuple[float, float]:
+    """``(lower_bound, any-k bound)``: the any-k bound (``cq.objective.lower_bound``, up to float
+    rounding) falls out of this computation, so a record takes both from one call."""
     with threadpool_limits(limits=1, user_api="blas"):  # products of inner size 3: threads only contend
         return _lower_bound(hist, k, weights, exact_radius)
 
 
-def _lower_bound(hist: ColorHistogram, k: int, weights: Weights, exact_radius: float) -> float:
+def _lower_bound(hist: ColorHistogram, k: int, weights: Weights, exact_radius: float) -> tuple[float, float]:
     n = float(hist.counts.sum(dtype=np.float64))
     offsets, counts, row_of = _folded(hist)
     dist = np.sqrt((offsets * offsets).sum(1).astype(np.float64))
@@ -206,4 +213,4 @@ def _lower_bound(hist: ColorHistogram, k: int, weights: Weights, exact_radius: f
         best = min(best, float(np.min(weights.max_cost * batch + totals / n)))
         keep = relaxed[4:] < best
         radii, relaxed = radii[4:][keep], relaxed[4:][keep]
-    return max(best, any_k)
+    return max(best, any_k), any_k

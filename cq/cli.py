@@ -139,8 +139,8 @@ def _quantize(args, debug: bool) -> int:
 def _score(args, debug: bool) -> int:
     from cq.histogram import ColorHistogram
     from cq.imageio import load_image
-    from cq.bound import lower_bound as k_bound
-    from cq.objective import lower_bound, score
+    from cq.bound import bounds
+    from cq.objective import score
 
     original = load_image(args.original).pixels
     quantized = load_image(args.quantized).pixels
@@ -149,10 +149,10 @@ def _score(args, debug: bool) -> int:
                          f"{args.original}'s {original.shape[1]}x{original.shape[0]}")
     s = score(original, quantized, args.weights)
     hist = ColorHistogram.from_image(original, with_inverse=False)
-    lb = k_bound(hist, s.n_colors, args.weights)  # the bound for outputs of as many colours
+    lb, any_k = bounds(hist, s.n_colors, args.weights)  # the bound for outputs of as many colours
     for key, value in s.as_dict().items():
         print(f"{key:18s} {value:.6f}" if isinstance(value, float) else f"{key:18s} {value}")
-    print(f"{'lower_bound':18s} {lb:.6f}\n{'lower_bound_any_k':18s} {lower_bound(hist, args.weights):.6f}")
+    print(f"{'lower_bound':18s} {lb:.6f}\n{'lower_bound_any_k':18s} {any_k:.6f}")
     print(f"{'gap':18s} {s.score / lb - 1:.6f}" if lb > 0 else f"{'gap':18s} -")
     return 0
 

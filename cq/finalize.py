@@ -73,12 +73,11 @@ class Quantization:
         if hist.inverse is None or hist.shape is None:
             raise ValueError("this histogram was built without its inverse")
         index = np.asarray(self.labels)[hist.inverse]
-        done: dict[int, int] = {}
+        pixels_of = {i: np.flatnonzero(hist.inverse == i) for i in {i for i, _, _ in self.splits}}
+        done = dict.fromkeys(pixels_of, 0)  # one pass over the image per split colour, not per split
         for i, label, n in self.splits:
-            where = np.flatnonzero(hist.inverse == i)
-            start = done.get(i, 0)
-            index[where[start : start + n]] = label
-            done[i] = start + n
+            index[pixels_of[i][done[i] : done[i] + n]] = label
+            done[i] += n
         return index.reshape(hist.shape)
 
     def render(self, hist: ColorHistogram) -> np.ndarray:

@@ -26,7 +26,7 @@ from cq.fsutil import atomic_path
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, write_indexed_png
 from cq.methods import Problem, Proposal, UnknownMethodError, get_method, job_spec
 from cq import bound
-from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, lower_bound, score
+from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, score
 from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
 
 log = logging.getLogger(__name__)
@@ -223,8 +223,8 @@ def _quantize(image: np.ndarray, png_path, job: Job, proposal: Proposal | None =
     """Quantize, write the PNG, and check the written file before the record may say ok."""
     q, hist, parts = quantize_array(image, job, proposal)
     claimed = q.score(hist, job.weights)
-    bounds = {"lower_bound": bound.lower_bound(hist, job.k, job.weights),
-              "lower_bound_any_k": lower_bound(hist, job.weights)}
+    k_aware, any_k = bound.bounds(hist, job.k, job.weights)
+    bounds = {"lower_bound": k_aware, "lower_bound_any_k": any_k}
     with atomic_path(png_path) as tmp:
         write_indexed_png(tmp, q.palette, q.index_image(hist))
         s = check_written(tmp, image, claimed, bounds["lower_bound"], job)

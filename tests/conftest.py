@@ -123,3 +123,26 @@ def jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
 def shard_jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
     """(method, shard) of the quantize_shard jobs a run or dry run names."""
     return set(re.findall(r"wildcards: method=(\S+), shard=(\d+)", done.stdout + done.stderr))
+
+
+# --- nightly runs: the workflow under the nightly profile, and `cq nightly` ---------------------
+
+def nightly(workdir: Path, *args: str, profile: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """One run of the workflow in ``workdir`` under the nightly profile (or the default one)."""
+    return snakemake(workdir, *args, profile=NIGHTLY if profile else None, **kwargs)
+
+
+def cq_nightly_command(workdir: Path, *configs: Path) -> list[str]:
+    """`cq nightly` on ``workdir`` (its test.yaml, or ``configs``), as cron would run it."""
+    configs = configs or (workdir / "test.yaml",)
+    return [sys.executable, "-m", "cq.nightly", "-d", str(workdir), "--cores", "2",
+            "--configfile", str(REPO / "config/config.yaml"), *map(str, configs)]
+
+
+def cq_nightly(workdir: Path, *configs: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """One night through `cq nightly`; ``check``: it must exit 0."""
+    done = subprocess.run(cq_nightly_command(workdir, *configs), capture_output=True, text=True,
+                          timeout=300, env=kwargs.pop("env", env()), **kwargs)
+    if check and done.returncode != 0:
+        pytest.fail(f"cq nightly failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done

@@ -9,7 +9,6 @@ report write.
 """
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -22,15 +21,26 @@ import yaml
 from PIL import Image
 
 import cq.fsutil
-from conftest import env, jobs_of, tiny_photo, write_tiny_photos
+from conftest import cq_nightly, cq_nightly_command, env, jobs_of, nightly, tiny_photo, write_tiny_photos
 from cq.freshness import file_sha256
 from cq.history import in_progress, load_history
 from cq.pipeline import Job, quantize_file
 from cq.record import read_record
-from test_nightly import cq_nightly, cq_nightly_command, nightly
 
 SLOW = "slow.jpg"  # 24 megapixels: median_cut takes seconds on it, long enough to be killed in
 
+
+
+def fill_disk(path, block: int) -> None:
+    """Write ``block``-byte pieces to ``path`` until the file system is full (ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * block)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
 
 def wait_for(condition, timeout=120.0, what="condition"):
     end = time.monotonic() + timeout
@@ -209,14 +219,7 @@ def test_a_full_disk_night_is_retried_and_its_history_line_kept(tmp_path):
         cq_nightly(tmp_path)
         noisy(tmp_path / "images/noise.png")  # its 37-colour PNG (about 60 KB) cannot fit
         filler = results / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(fd, b"\0" * 4096)
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
-        finally:
-            os.close(fd)
+        fill_disk(filler, 4096)
         full = cq_nightly(tmp_path, check=False)
         assert full.returncode == 1, full.stderr
         assert "No space left on device" in (tmp_path / "logs/octree/noise.png.log").read_text()  # the job's log says why
@@ -289,14 +292,7 @@ def test_disk_full_for_the_record_raises_and_leaves_no_file(tiny_disk, tmp_path,
         _inject_enospc(monkeypatch)
         (out / "filler").write_bytes(b"")
     else:  # fill the disk up to the last byte
-        fd = os.open(out / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(fd, b"\0" * 1024)
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
-        finally:
-            os.close(fd)
+        fill_disk(out / "filler", 1024)
     with pytest.raises(OSError) as raised:
         quantize_file(source, out / "n.png", out / "n.json", Job(method="octree"))
     assert raised.value.errno == errno.ENOSPC

@@ -56,7 +56,7 @@ def test_a_wrong_method_figure_is_an_error(tmp_path, photo, monkeypatch):
 
 
 def test_a_score_below_the_bound_is_an_error(tmp_path, photo, monkeypatch):
-    monkeypatch.setattr(cq.bound, "lower_bound", lambda hist, k, weights: 1e9)
+    monkeypatch.setattr(cq.bound, "bounds", lambda hist, k, weights: (1e9, 1e9))
     record, png = quantize(tmp_path, photo)
     assert record["status"] == "error" and "below the lower bound" in record["error"]
     assert not png.exists()
@@ -66,7 +66,7 @@ def test_a_failed_check_keeps_the_previous_png_out(tmp_path, photo, monkeypatch)
     """A rerun that fails its check removes the older PNG: no file contradicts the record."""
     _, png = quantize(tmp_path, photo)
     assert png.is_file()
-    monkeypatch.setattr(cq.bound, "lower_bound", lambda hist, k, weights: 1e9)
+    monkeypatch.setattr(cq.bound, "bounds", lambda hist, k, weights: (1e9, 1e9))
     record, png = quantize(tmp_path, photo)
     assert record["status"] == "error" and not png.exists()
     assert not list(png.parent.glob(".*tmp"))

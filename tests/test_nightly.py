@@ -7,8 +7,6 @@ One workspace is shared by the module; the tests run in order, each one a night.
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,34 +15,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import NIGHTLY, REPO, env, jobs_of, snakemake, tiny_photo, write_tiny_photos
+from conftest import NIGHTLY, jobs_of, nightly, tiny_photo, write_tiny_photos
 from cq.history import in_progress, load_history
 
 pytestmark = pytest.mark.slow
 
 METHODS = ["median_cut", "octree"]
 BIG = "scans/big scan.bmp"  # over 1 MB: Snakemake's default compares only times for it
-
-
-def nightly(workdir: Path, *args: str, profile: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """One run of the workflow in ``workdir`` under the nightly profile (or the default one)."""
-    return snakemake(workdir, *args, profile=NIGHTLY if profile else None, **kwargs)
-
-
-def cq_nightly_command(workdir: Path, *configs: Path) -> list[str]:
-    """`cq nightly` on ``workdir`` (its test.yaml, or ``configs``), as cron would run it."""
-    configs = configs or (workdir / "test.yaml",)
-    return [sys.executable, "-m", "cq.nightly", "-d", str(workdir), "--cores", "2",
-            "--configfile", str(REPO / "config/config.yaml"), *map(str, configs)]
-
-
-def cq_nightly(workdir: Path, *configs: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """One night through `cq nightly`; ``check``: it must exit 0."""
-    done = subprocess.run(cq_nightly_command(workdir, *configs), capture_output=True, text=True,
-                          timeout=300, env=kwargs.pop("env", env()), **kwargs)
-    if check and done.returncode != 0:
-        pytest.fail(f"cq nightly failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done
 
 
 def record_times(results: Path) -> dict[str, int]:

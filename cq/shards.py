@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import os
 import time
@@ -165,11 +164,6 @@ def manifest_records(manifests) -> list[str]:
     return paths
 
 
-def fingerprint(spec: dict) -> str:
-    """A short hash of a whole job spec (method, version, parameters, k, weights, read options)."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
 # --- the keep policy and one shard job ---------------------------------------------------------
 
 def _batched_proposals(images, reuse_of, results_dir, input_dir, job):
@@ -208,7 +202,7 @@ def _batched_proposals(images, reuse_of, results_dir, input_dir, job):
     return proposals
 
 
-def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
+def run_shard(listing: str, manifest: str, input_dir: str, results_dir: str, spec: dict,
               image_time_limit_s: float | None) -> list[str]:
     """Quantize every image of a shard with one job ``spec``; write the manifest last.
 
@@ -220,10 +214,11 @@ def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
     not carry). A record that cannot be written at all (a full disk) does not stop the other
     images; then no manifest is written and the failures are returned, one line each.
     """
+    from cq.freshness import spec_fingerprint
     from cq.pipeline import Job, quantize_file  # numpy and the methods: only in the job
+    from cq.record import describe
 
-    results_dir = os.path.dirname(os.path.dirname(os.path.dirname(manifest))) or "."
-    job, fp = Job.from_spec(spec, time_limit_s=image_time_limit_s), fingerprint(spec)
+    job, fp = Job.from_spec(spec, time_limit_s=image_time_limit_s), spec_fingerprint(spec)
     copy = previous_path(manifest)
     previous = read_manifest(copy)
     rows, failed, kept, t0 = [MANIFEST_COLUMNS], [], 0, time.perf_counter()
@@ -245,7 +240,7 @@ def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
         was_kept = mtime is not None and _mtime(json_path) == mtime
         kept += was_kept
         if not was_kept:
-            log.info("%s on %s: %s", job.label, image, outcome(record))
+            log.info("%s on %s: %s", job.label, image, describe(record))
         rows.append((image, json_path, record["status"], fp))
     log.info("%s of %s: %d images, %d recomputed, %d kept, %d without a record, %.1f s",
              os.path.basename(listing), job.label, len(images), len(rows) - 1 - kept, kept, len(failed),
@@ -256,11 +251,6 @@ def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
         write_if_changed(copy, _tsv(rows))
         write_if_changed(manifest, _tsv(rows))  # the commit point
     return failed
-
-
-def outcome(record: dict) -> str:
-    """A record in a few words, for a job's log."""
-    return f"{record['status']} " + (record["error"] or f"score {record['scores']['score']:.2f}")
 
 
 def _mtime(path: str) -> int | None:

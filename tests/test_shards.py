@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import tiny_photo, touch
 from cq.discover import result_path
 from cq.fsutil import write_if_changed
-from cq.methods import scaled, time_limit_s
+from cq.config import scaled, time_limit_s
 from cq.pipeline import Job
 from cq.record import read_record
 from cq.shards import (AUTO_PER_IMAGE_MAX, AUTO_SHARD_SIZE, assign_shards, listing_path, manifest_path,
@@ -116,7 +116,8 @@ def shard(tmp_path):
 
 
 def run(shard, spec=SPEC, manifest=None, listing=None):
-    return run_shard(listing or shard["listing"], manifest or shard["manifest"], str(shard["images"]), spec, 60)
+    return run_shard(listing or shard["listing"], manifest or shard["manifest"], str(shard["images"]),
+                     str(shard["results"]), spec, 60)
 
 
 def record_mtimes(shard) -> dict[str, int]:

@@ -67,15 +67,15 @@ def check_schema(config: dict, schema: dict) -> None:
 
 def resolve(config: dict, schema: dict) -> Settings:
     """The settings of ``config`` checked against ``schema`` and the method registry."""
-    check_schema(config, schema)
-    config = dict(config)
-    if config.get("colors") is not None:
-        config["k"] = config["colors"]
     registry = all_methods()
     for key in config:
         if key not in schema["properties"] and key not in registry:
             raise ConfigError(f"config: {key!r} is neither a setting nor a registered method "
                               f"({', '.join(registry)})")
+    check_schema(config, schema)
+    config = dict(config)
+    if config.get("colors") is not None:
+        config["k"] = config["colors"]
     results = os.path.normpath(config["results_dir"])
     settings = Settings(
         input_dir=os.path.normpath(config["input_dir"]), results_dir=results,

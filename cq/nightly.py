@@ -84,7 +84,7 @@ def load_config(workflow: Path, workdir: Path, configfiles, overrides) -> tuple[
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--config: expected KEY=VALUE, got {item!r}")
-        config[key] = yaml.safe_load(value)
+        config["colors" if key == "k" else key] = yaml.safe_load(value)  # as Snakemake gets it
     return config, files
 
 

@@ -79,7 +79,7 @@ class Run:
                     out[json_path] = why
         for shard, images in self.shards.items():  # a listing that would be other now is redone
             path = listing_path(s.results_dir, shard)
-            if _text(path) not in (None, shard_listing(s.input_dir, images)):
+            if _text(path) not in (None, shard_listing(images)):
                 out[path] = "its images changed"
         return out
 

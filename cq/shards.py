@@ -7,8 +7,7 @@ image keeps its content-addressed record, recomputes nothing.
 
 Files, all under the results folder:
 - ``shards/_images/{shard}.tsv``, the listing: the input of the shard's jobs, one line per
-  image with its size and mtime, rewritten (by a job, never by a dry run) only when one of
-  them changes, which a hash of it as a rule parameter tells Snakemake;
+  image, redone (by a job, never by a dry run) when an image joins or leaves the shard;
 - ``shards/{method}/{shard}.tsv``, the manifest: the job's declared output, one line per image
   with its record's path, status and the job's fingerprint;
 - ``shards/{method}/.{shard}.prev.tsv``: the manifest's copy that the next run of the job
@@ -116,28 +115,16 @@ def _tsv(rows) -> str:
     return out.getvalue()
 
 
-def shard_listing(input_dir: str, images) -> str:
-    """A shard's listing: one TSV line per image with its size and modification time (ns), so
-    that it changes whenever an image is added, deleted, replaced or touched. A file that
-    cannot be stat-ed is listed with -1 -1 (its job then writes an error record for it)."""
-    rows = []
-    for image in images:
-        try:
-            st = os.stat(os.path.join(input_dir, image))
-            rows.append((image, st.st_size, st.st_mtime_ns))
-        except OSError:
-            rows.append((image, -1, -1))
-    return _tsv(rows)
+def shard_listing(images) -> str:
+    """A shard's listing: its images, one TSV line each. It changes only when an image joins
+    or leaves the shard; whether an image's record is current is the record's to say
+    (cq.run.Run.start deletes the manifest of a shard with a stale record)."""
+    return _tsv((image,) for image in images)
 
 
-def listing_digest(input_dir: str, images) -> str:
-    """A short hash of the shard's listing as it would be written now."""
-    return hashlib.sha256(shard_listing(input_dir, images).encode("utf-8")).hexdigest()[:16]
-
-
-def write_listing(path: str, input_dir: str, images) -> bool:
+def write_listing(path: str, images) -> bool:
     """Write a shard's listing unless it already holds the same text; True when it wrote."""
-    return write_if_changed(path, shard_listing(input_dir, images))
+    return write_if_changed(path, shard_listing(images))
 
 
 def read_listing(path: str | os.PathLike) -> list[str]:

@@ -7,6 +7,7 @@ def _run_settings():
     return {"keep_going": execution.keep_going, "latency_wait": execution.latency_wait,
             "rerun_incomplete": dag.force_incomplete,
             "rerun_triggers": sorted(str(getattr(t, "name", t)).lower() for t in dag.rerun_triggers),
+            "forcerun": sorted(f for f in dag.forcerun if "/" not in f),
             "lock": "cq" if not execution.lock else "cq+snakemake"}
 
 

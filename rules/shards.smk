@@ -3,15 +3,14 @@
 
 
 rule shard_listing:
-    """The shard's images with their sizes and mtimes (cq.shards); redone when it would be
-    other now (cq.run.Run.start deletes it)."""
+    """The shard's images (cq.shards); redone when one joins or leaves (cq.run.Run.start)."""
     output:
         listing=f"{RESULTS}/{SHARDS_FOLDER}/_images/{{shard}}.tsv",
     log:
         f"{LOGS}/{SHARDS_FOLDER}/_images/{{shard}}.log",
     localrule: True
     run:
-        write_listing(output.listing, INPUT_DIR, SHARDS[wildcards.shard])
+        write_listing(output.listing, SHARDS[wildcards.shard])
 
 
 rule quantize_shard:

@@ -124,8 +124,11 @@ def jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
 
 
 def shard_jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
-    """(method, shard) of the quantize_shard jobs a run or dry run names."""
-    return set(re.findall(r"wildcards: method=(\S+), shard=(\d+)", done.stdout + done.stderr))
+    """(method, shard) of the quantize_shard jobs a run or dry run names (as jobs, or as manifests
+    not current: cq.run.Run.start)."""
+    out = done.stdout + done.stderr
+    stale = re.findall(r"cq: not current, a real run redoes it: \S*/shards/(?!_images/)(\S+)/(\d+)\.tsv \(", out)
+    return set(re.findall(r"wildcards: method=(\S+), shard=(\d+)", out)) | set(stale)
 
 
 # --- nightly runs: the workflow under the nightly profile, and `cq nightly` ---------------------

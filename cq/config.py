@@ -88,6 +88,14 @@ def resolve(config: dict, schema: dict) -> Settings:
     return settings
 
 
+def load(config: dict, schema_path: str | os.PathLike) -> Settings:
+    """:func:`resolve` against the schema file, and the input folder must exist."""
+    settings = resolve(config, load_schema(schema_path))
+    if not os.path.isdir(settings.input_dir):
+        raise ConfigError(f"config: input_dir {settings.input_dir!r} is not a folder")
+    return settings
+
+
 def check_folders(settings: Settings) -> None:
     """Refuse output folders that overlap the input, and method names that are result folders."""
     for key in ("results_dir", "logs_dir", "benchmarks_dir"):

@@ -5,8 +5,8 @@
 The workflow (its Snakefile, profiles/nightly and config/) is ``--workflow``, else
 ``$CQ_WORKFLOW``, else the working directory when it holds a Snakefile.
 
-1. Checks the settings (cq.config.resolve, as the Snakefile does), then takes cq's lock on the results folder
-   (cq/lock.py). A live run elsewhere refuses this one in one line (exit 75, "try again
+1. Checks the settings (cq.config.load, as the Snakefile does), then takes cq's lock on the
+   results folder (cq/lock.py). A live run elsewhere refuses this one in one line (exit 75, "try again
    later"); a dead one's lock is already free, since the kernel drops it with its holder.
 2. Runs Snakemake under that lock, with the nightly workflow profile and ``--nolock``. The
    lock file descriptor is passed down, so the lock stays held while Snakemake lives, even if
@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from cq import lock, outcome
-from cq.config import ConfigError, load_schema, resolve
+from cq.config import ConfigError, load
 from cq.run import Run
 
 WORKFLOW_ENV = "CQ_WORKFLOW"
@@ -143,9 +143,7 @@ def main(argv=None) -> int:
         workflow, workdir = workflow_dir(args.workflow), Path(args.directory).resolve()
         config, files = load_config(workflow, workdir, args.configfile, args.config)
         os.chdir(workdir)
-        settings = resolve(config, load_schema(workflow / "config/schema.yaml"))
-        if not os.path.isdir(settings.input_dir):
-            raise ConfigError(f"config: input_dir {settings.input_dir!r} is not a folder")
+        settings = load(config, workflow / "config/schema.yaml")
     except (OSError, yaml.YAMLError, ConfigError) as e:
         print(f"cq: error: {e}", file=sys.stderr)
         return 2

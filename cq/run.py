@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 
 from cq import freshness, history, lock, outcome
-from cq.config import Settings
-from cq.discover import Discovery, discover, result_path
+from cq.config import Settings, unavailable
+from cq.discover import Discovery, discover, report_warnings, result_path
 from cq.shards import (SHARDS_FOLDER, assign_shards, listing_path, manifest_path, resolve_shard_size,
                        shard_listing)
 
@@ -39,9 +39,14 @@ class Run:
     started: bool = False
 
     @classmethod
-    def plan(cls, settings: Settings) -> Run:
+    def plan(cls, settings: Settings, *, warn: bool = False) -> Run:
+        """The run over ``settings``; ``warn``: say on stderr what cannot run or was skipped."""
         s = settings
         found = discover(s.input_dir, s.extensions, exclude=[s.results_dir, s.logs_dir, s.benchmarks_dir, ".snakemake"])
+        if warn:
+            for reason in unavailable(s.methods):
+                print(f"cq: warning: {reason}; its jobs will write error records", file=sys.stderr)
+            report_warnings(found)
         size = resolve_shard_size(s.shard_size, len(found.images))
         return cls(settings, found, assign_shards(found.images, size) if size else {})
 
@@ -135,3 +140,13 @@ def _text(path: str) -> str | None:
             return f.read()
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def run_settings(execution, dag) -> dict:
+    """Snakemake's runtime settings in effect (its execution and DAG settings), for the run's
+    history line: shows which profile a run used."""
+    return {"keep_going": execution.keep_going, "latency_wait": execution.latency_wait,
+            "rerun_incomplete": dag.force_incomplete,
+            "rerun_triggers": sorted(str(getattr(t, "name", t)).lower() for t in dag.rerun_triggers),
+            "forcerun": sorted(f for f in dag.forcerun if "/" not in f),
+            "lock": "cq" if not execution.lock else "cq+snakemake"}

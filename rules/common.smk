@@ -1,34 +1,25 @@
 """The workflow's settings and input functions; the logic lives in cq (cq.config, cq.run).
-
-Parsed at start-up and, on a cluster, in every job: one config check, one directory walk, no
-image opened.
+Parsed at start-up and, on a cluster, in every job: one config check, one directory walk.
 No file name reaches Snakemake's parsers: results are named by their key (cq.discover.result_key,
-free of braces and angle brackets), and images are passed through params functions.
-"""
+free of braces and angle brackets), and images are passed through params functions."""
 
 import os
 import re
-import sys
 
 from snakemake.exceptions import WorkflowError
 
-from cq.config import ConfigError, load_schema, resolve, scaled, unavailable
-from cq.discover import report_warnings, result_key, result_path
+from cq.config import ConfigError, load, scaled
+from cq.discover import result_key, result_path
 from cq.lock import LockedError
 from cq.outcome import REPORT_ENV, all_failed
-from cq.run import Run
+from cq.run import Run, run_settings
 from cq.shards import SHARDS_FOLDER, listing_path, manifest_path, shard_runtime, write_listing
 
 try:
-    SETTINGS = resolve(config, load_schema(os.path.join(workflow.basedir, "config/schema.yaml")))
+    SETTINGS = load(config, os.path.join(workflow.basedir, "config/schema.yaml"))
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
-if not os.path.isdir(SETTINGS.input_dir):
-    raise WorkflowError(f"config: input_dir {SETTINGS.input_dir!r} is not a folder")
-for reason in unavailable(SETTINGS.methods):
-    print(f"cq: warning: {reason}; its jobs will write error records", file=sys.stderr)
-RUN = Run.plan(SETTINGS)
-report_warnings(RUN.found)
+RUN = Run.plan(SETTINGS, warn=workflow.is_main_process)
 INPUT_DIR, RESULTS, LOGS, BENCHMARKS = (SETTINGS.input_dir, SETTINGS.results_dir, SETTINGS.logs_dir,
                                         SETTINGS.benchmarks_dir)
 METHODS, IMAGES, SHARDS = SETTINGS.methods, RUN.images, RUN.shards

@@ -61,7 +61,7 @@ def finish(im, weights: Weights, steps: int, lattice_cap: float):
     low = [vertex_cost(p).max() < lattice_cap for p in (quant.palette, pal) if p is not None]
     if any(low):
         full = fine_points(im.problem.hist, im.problem.k, 400_000)
-        search = _lattice_search(points, full, im.problem.k, weights, lattice_cap)[0]
+        search = _lattice_search(points, im.problem.hist, full, im.problem.k, weights, lattice_cap)[1]
         candidates.append((search, "lattice search"))
     for pal, name in candidates:
         if pal is not None:

@@ -5,7 +5,7 @@ cluster's centroid moved toward the nearest cube vertex by ``weights.vertex_pull
 in to radius ``T``; the best cap ``T`` is the root of a piecewise-linear derivative. For a fixed
 palette the best assignment is ``argmin_c (w_mse/3)||p-c||^2 + w_mean*cost(c)``. Alternating the
 two (a Lloyd iteration on the score itself, ``T`` included) never raises the score. It runs from
-several starts (scikit-learn's weighted k-means++ on each colour's ideal target) on a 5-bit
+several starts (weighted greedy k-means++ on each colour's ideal target) on a 5-bit
 binned histogram, then on the full histogram. The same iteration then runs on uint8
 colours: each cluster picks a lattice point near its real optimum, under the one cap that suits
 all clusters best (plain rounding toward a vertex would lose a capped colour's whole slope).
@@ -186,65 +186,61 @@ def _kmedian(points: Points, cand: np.ndarray, k: int, weights: Weights) -> np.n
     return cand[chosen_arr].astype(np.uint8)
 
 
-def _lattice_search(coarse: Points, full: Points, k: int, weights: Weights, limit: float):
-    """Best k-median palette over the caps from the smallest feasible one up, while the score falls.
+def _lattice_search(coarse: Points, hist, full: Points, k: int, weights: Weights, limit: float):
+    """Best k-median palette over the lattice colours within each cap, from the smallest feasible
+    cap up to ``limit``.
 
-    The k-median runs on ``coarse``; each palette is then completed to k used colours on ``full``
-    (:func:`_fill_to_k`) and scored there exactly. Returns (palette, labels, score) or
-    (None, None, inf) when no cap up to ``limit`` has k colours.
+    The k-median runs on ``coarse``; each palette is judged by its exact score after the shared
+    finalisation on the full histogram (:func:`exact_result`), which splits pixels where that is
+    cheaper than moving whole colours. Returns (score, palette, labels on ``full``), or
+    (inf, None, None) when no cap up to ``limit`` has k colours.
     """
-    best = (None, None, np.inf)
+    best, worse = (np.inf, None, None), 0
     for cap in lattice.radii(limit):
         if cap < lattice.kth_smallest_cost(k) - 1e-9:
             continue
-        pal8 = _kmedian(coarse, lattice.colors_within(cap), k, weights)
-        result = _fill_to_k(full, pal8, k, cap, weights)
-        if result[2] >= best[2]:
+        result = exact_result(hist, full, _kmedian(coarse, lattice.colors_within(cap), k, weights), k, weights)
+        worse = worse + 1 if result[0] > best[0] else 0
+        best = min(best, result, key=lambda r: r[0])
+        if worse == _PATIENCE:
             break
-        best = result
     return best
 
 
-_FILL_SOURCES = 4096  # histogram colours (fewest pixels first) that may be moved to a new colour
+_PATIENCE = 2  # caps in a row with a worse score (not merely equal) that end the search
 
 
-def _fill_to_k(points: Points, pal8: np.ndarray, k: int, cap: float, weights: Weights):
-    """Exactly k used colours from a uint8 palette, without raising the max cost above ``cap``.
+def exact_result(hist, full: Points, pal8: np.ndarray, k: int, weights: Weights):
+    """(exact score after finalisation, palette, labels) of a uint8 palette, cost-aware assignment.
 
-    Palette colours that no point takes are dropped; then, one at a time, the uint8 colour within
-    ``cap`` of a vertex that some point (of a colour that keeps other points) takes at least
-    extra cost is added, with that point. On near-white or few-colour images fewer than k
-    lattice colours are worth taking, and the cheapest forced ones may sit at another vertex.
-    Returns (palette, labels, exact score on ``points``); score inf if k cannot be reached.
+    The palette and labels are what a method proposes: the shared finalisation turns them into
+    the scored result again (it is deterministic), so stages compare on what would be written.
     """
-    labels, cost = assign(points, pal8.astype(np.float64), weights)
-    used, labels = np.unique(labels, return_inverse=True)
-    pal = pal8[used]
-    if len(pal) < k:
-        cand = lattice.colors_within(cap)
-        cand = cand[~np.isin(pack_rgb(cand), pack_rgb(pal))]
-        src = np.argsort(points.weights, kind="stable")[:_FILL_SOURCES]
-        diff = points.colors[src, None, :] - cand[None]
-        extra = weights.pixel_mse * np.einsum("ijc,ijc->ij", diff, diff) + weights.mean_cost * vertex_cost(cand)
-        free = np.ones(len(cand), dtype=bool)
-        while len(pal) < k:
-            size = np.bincount(labels, minlength=len(pal))
-            delta = (extra - cost[src, None]) * points.weights[src, None]
-            delta[(size[labels[src]] < 2)] = np.inf
-            delta[:, ~free] = np.inf
-            i, j = np.unravel_index(np.argmin(delta), delta.shape)
-            if not np.isfinite(delta[i, j]):
-                return pal, labels, np.inf
-            pal = np.vstack([pal, cand[j].astype(np.uint8)])
-            labels[src[i]], cost[src[i]], free[j] = len(pal) - 1, extra[i, j], False
-    return pal.astype(np.uint8), labels, points_score(points, cost, pal, labels, weights)
+    labels, _ = assign(full, pal8.astype(np.float64), weights)
+    q = finalize(hist, pal8, labels, k=k, weights=weights)
+    return q.score(hist, weights).score, pal8, labels
 
 
-def _kmeans_plusplus(*args, **kwargs):
-    """scikit-learn's weighted (greedy) k-means++ seeding, imported on use: listing methods stays cheap."""
-    from sklearn.cluster import kmeans_plusplus
-
-    return kmeans_plusplus(*args, **kwargs)
+def kmeans_plusplus(x: np.ndarray, k: int, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Weighted greedy k-means++ seeds (k, 3): each new seed is the best of ``2 + log k`` draws
+    proportional to weight times squared distance to the nearest seed so far (scikit-learn's rule,
+    without importing scikit-learn: that import alone cost more than a photo's whole run).
+    With fewer points than ``k``, seeds repeat (finalisation separates them)."""
+    n_trials = 2 + int(np.log(k))
+    p = weights / weights.sum()
+    seeds = [int(rng.choice(len(x), p=p))]
+    closest = ((x - x[seeds[0]]) ** 2).sum(1)
+    for _ in range(1, min(k, len(x))):
+        cumulative = np.cumsum(weights * closest)
+        if cumulative[-1] <= 0:
+            break
+        draws = np.searchsorted(cumulative, rng.random(n_trials) * cumulative[-1], side="right")
+        draws = np.minimum(draws, len(x) - 1)
+        reach = np.minimum(closest[None], ((x[None] - x[draws][:, None]) ** 2).sum(2))
+        best = int(np.argmin(reach @ weights))
+        seeds.append(int(draws[best]))
+        closest = reach[best]
+    return x[np.resize(np.array(seeds), k)]
 
 
 def _best_start(points: Points, k: int, weights: Weights, rng: np.random.Generator, n_starts: int,
@@ -256,18 +252,11 @@ def _best_start(points: Points, k: int, weights: Weights, rng: np.random.Generat
     for start in range(n_starts):
         if start > 0 and time.perf_counter() > deadline:
             break
-        seeds, _ = _kmeans_plusplus(targets, k, sample_weight=points.weights,
-                                   random_state=int(rng.integers(1 << 31)))
+        seeds = kmeans_plusplus(targets, k, points.weights, rng)
         palette, _, score = _lloyd(points, seeds, weights, max_iter)
         if score < best[0]:
             best = (score, palette)
     return best[1]
-
-
-def _is_exact_k(palette: np.ndarray, labels: np.ndarray, k: int) -> bool:
-    """True when the palette has k distinct colours and every one is used."""
-    return (len(palette) == k and len(np.unique(pack_rgb(palette))) == k
-            and bool(np.all(np.bincount(labels, minlength=k) > 0)))
 
 
 def _one_blas_thread(fn):
@@ -282,27 +271,14 @@ def _one_blas_thread(fn):
     return wrapper
 
 
-def _search(hist, full, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine_iter, int_iter,
-            fine_max_colors, lattice_cap, deadline):
-    """Palette, labels on ``full`` and stage name of the best result for an image of > k colours."""
+def _descent(hist, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine_iter, int_iter,
+             fine_max_colors, deadline):
+    """The descent's uint8 palette for an image of > k colours, and the binned points it started on."""
     coarse = binned_points(hist, coarse_bits, k)
     palette = _best_start(coarse, k, weights, np.random.default_rng(seed), n_starts, coarse_iter, deadline)
     fine = fine_points(hist, k, fine_max_colors)
     palette, _, _ = _lloyd(fine, palette, weights, fine_iter)
-    pal8, _, _ = _integer_lloyd(fine, palette, weights, int_iter)
-    stage = "lloyd"
-    cap = float(vertex_cost(pal8).max())
-    if cap < lattice_cap:
-        pal8, labels, score = _fill_to_k(full, pal8, k, cap, weights)
-        small, small_labels, small_score = _lattice_search(coarse, full, k, weights, lattice_cap)
-        if small_score < score:
-            pal8, labels, stage = small, small_labels, "lattice"
-    else:
-        labels, _ = assign(full, pal8.astype(np.float64), weights)
-    if not _is_exact_k(pal8, labels, k):
-        q = finalize(hist, pal8, labels, k=k, weights=weights)
-        pal8, labels, stage = q.palette, q.labels, f"{stage}+finalize"
-    return pal8, labels, stage
+    return _integer_lloyd(fine, palette, weights, int_iter)[0], coarse
 
 
 @register("direct", version="3", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
@@ -332,13 +308,19 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     full = exact_points(hist)
     if hist.n_colors <= k:  # every colour its own cluster; finalisation adds the missing colours
         ideal = ideal_colors(full.colors, _bound_cap(full, weights), weights)
-        pal8, labels, _ = _integer_lloyd(full, ideal, weights, int_iter)
-        stage = "own colours"
+        pal8, coarse, stage = _integer_lloyd(full, ideal, weights, int_iter)[0], full, "own colours"
     else:
-        pal8, labels, stage = _search(hist, full, k, weights, seed=seed, n_starts=n_starts,
-                                      coarse_bits=coarse_bits, coarse_iter=coarse_iter, fine_iter=fine_iter,
-                                      int_iter=int_iter, fine_max_colors=fine_max_colors,
-                                      lattice_cap=lattice_cap, deadline=deadline)
+        pal8, coarse = _descent(hist, k, weights, seed=seed, n_starts=n_starts, coarse_bits=coarse_bits,
+                                coarse_iter=coarse_iter, fine_iter=fine_iter, int_iter=int_iter,
+                                fine_max_colors=fine_max_colors, deadline=deadline)
+        stage = "lloyd"
+    # Every stage is judged on one footing, its exact score after finalisation: none returns
+    # worse than another one computed.
+    results = {stage: exact_result(hist, full, pal8, k, weights)}
+    if float(vertex_cost(pal8).max()) < lattice_cap:
+        results["lattice"] = _lattice_search(coarse, hist, full, k, weights, lattice_cap)
+    stage = min(results, key=lambda name: results[name][0])
+    _, pal8, labels = results[stage]
     order = np.argsort(pack_rgb(pal8))  # finalize's order, so that it returns these arrays unchanged
     pal8, labels = pal8[order], np.argsort(order)[labels]
     return Proposal(pal8, labels, rule="objective", extras={

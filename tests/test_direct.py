@@ -9,8 +9,8 @@ from cq import lattice
 from cq.finalize import finalize, pixel_costs
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.methods import Problem, get_method
-from cq.methods._points import Points
-from cq.methods._points import assign as assign_points
+from cq.points import Points
+from cq.points import assign as assign_points
 from cq.objective import Weights, lower_bound_any_k, score, score_assignment, vertex_cost
 
 K = 37

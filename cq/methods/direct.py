@@ -104,6 +104,8 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     # Every stage is judged on one footing, its exact score after finalisation: none returns
     # worse than another one computed.
     results = {stage: exact_result(hist, full, pal8, k, weights)}
+    if hist.n_colors <= k:  # or each colour unmoved: under a large max cost, splits need not go far
+        results["unmoved"] = exact_result(hist, full, hist.colors, k, weights)
     if float(vertex_cost(pal8).max()) < lattice_cap:
         results["lattice"] = lattice_search(coarse, hist, full, k, weights, lattice_cap)
     stage = min(results, key=lambda name: results[name][0])

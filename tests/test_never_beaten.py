@@ -217,7 +217,8 @@ def near_white_page() -> np.ndarray:
 @example(case=Case("dark", 6, 256)).xfail(raises=AssertionError, reason="issue 17: octree 1641 beats direct 1687 "
                                           "(dark noise, 946 colours, k=256; bound 595); not fixed yet")
 @example(case=Case("dark", 12, 37))
-@example(case=Case("dark", 4, 256))  # 45 colours: direct 1634 against octree's 775 (found by bench/classes.py)
+@example(case=Case("dark", 4, 256)).xfail(raises=AssertionError, reason="issue 17: 1.60x the bound (748, no method "
+                                          "lower; octree 775, direct was 1634), 45 colours at k=256; not closed yet")
 @example(case=Case("alpha", 7, 16))
 @example(case=Case("tiny", 8, 37))
 @example(case=Case("photo", 9, 37))

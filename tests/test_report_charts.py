@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from cq.report.charts import Axis, curve_chart, line_chart, log_ticks, nice_ticks, outlier_cap, parts_bar, strip_chart
+from cq.report.charts import (Axis, curve_chart, line_chart, log_ticks, nice_ticks, outlier_cap, parts_bar, strip_chart,
+                             tick_labels)
 
 
 @pytest.mark.parametrize("lo, hi, expected", [
@@ -38,7 +39,9 @@ def test_nice_ticks_of_an_empty_or_bad_range():
 def test_log_ticks():
     assert log_ticks(1, 1000) == [1, 3, 10, 30, 100, 300, 1000]  # 1-2-5 would be 10 labels
     assert log_ticks(0.02, 5) == pytest.approx([0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5])
-    assert log_ticks(2, 9) == [2, 4, 6, 8]  # within a factor of 20: linear steps
+    assert log_ticks(2, 9) == [2, 4, 6, 8]  # 1-2-5 would be 2 labels: linear steps
+    assert log_ticks(1.01, 1.06) == pytest.approx([1.02, 1.04, 1.06])  # within a factor of 3
+    assert log_ticks(0.95, 12.5) == [1, 2, 5, 10]  # a 12x outlier: 1-2-5, not 2, 4, ..., 12
     assert len(log_ticks(1e-6, 1e6)) <= 8 and all(t > 0 for t in log_ticks(1e-6, 1e6))
     assert log_ticks(0, 10) == [] and log_ticks(5, 1) == []
 
@@ -104,3 +107,29 @@ def test_parts_bar_widths_are_the_parts_shares():
     widths = [float(w) for w in re.findall(r'width="([\d.]+)" height', svg)[1:]]
     assert widths == pytest.approx([10, 30, 60])
     assert parts_bar([("MSE", 0.0)], fmt=str) == ""
+
+
+def test_tick_labels_never_repeat():
+    curve = [37.4 - 0.02 * i for i in range(41)]  # a cnn that gained 2%: 37.4 down to 36.6
+    svg = curve_chart(curve, 40, fmt=lambda v: f"{v:,.0f}")
+    ys = re.findall(r'class="name">([^<]+)<', svg)
+    assert len(ys) >= 3 and len(set(ys)) == len(ys), ys
+    assert tick_labels([1.0, 2.0, 3.0], lambda v: f"{v:.0f}") == ["1", "2", "3"]  # fmt kept when distinct
+    assert tick_labels([0.1, 0.15, 0.2], lambda v: f"{v:.1f}") == ["0.10", "0.15", "0.20"]
+
+
+@pytest.mark.parametrize("values", [[1.0, 1.01, 1.02, 1.04], [1.0, 1.2, 1.5, 12.0], [1.0, 1.0, 1.0]])
+def test_a_ratio_axis_labels_its_reference(values):
+    svg = strip_chart([("m", values, 1.0)], label="score / best", fmt=lambda v: f"{v:.3g}", log=True, reference=1.0)
+    ticks = re.findall(r'class="tick">([^<]+)<', svg)
+    assert "1" in ticks and len(set(ticks)) == len(ticks), ticks
+    xs = sorted(float(x) for x in re.findall(r'<line x1="([\d.]+)"[^>]*class="grid"', svg))
+    assert all(b - a >= 30 for a, b in zip(xs, xs[1:])), xs  # labels stay apart
+
+
+def test_dots_name_their_image_and_link_to_its_row():
+    tips = [("<b>a</b>.png", "#r-1"), ("b.png", "#r-2"), ("c.png", None)]
+    svg = strip_chart([("m", [0.1, 0.2, 0.3], 0.2, tips)], label="gap", fmt=lambda v: f"{v:.1f}")
+    assert svg.count("<circle") == 3 and svg.count("<title>") == 3 + 1  # + the marker's
+    assert '<a href="#r-1"><circle' in svg and "<title>&lt;b&gt;a&lt;/b&gt;.png: 0.1</title>" in svg
+    assert '<a href="#r-2">' in svg and "<title>c.png: 0.3</title>" in svg and svg.count("<a ") == 2

@@ -43,7 +43,12 @@ EVIL = "<script>alert(1)</script> \"quoted\" 'single' café ✓.png"
 BUILT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 HISTORY = [{"start": "2025-01-01T10:00:00", "end": "2025-01-01T10:04:00", "status": "ok",
             "counts": {"new": 9, "failed": 3}, "time_per_method": {"kmeans": 3.0, "octree": 0.4},
-            "skipped": ["an earlier run's skip"]}]
+            "skipped": ["an earlier run's skip"]},
+           # a wide one: eight methods, every count (the table must still fit 1400 px)
+           {"start": "2025-01-02T02:30:00+00:00", "end": "2025-01-02T02:41:13+00:00", "status": "incomplete",
+            "counts": {"new": 12, "changed": 2, "unchanged": 1998, "deleted": 0, "failed": 3, "missing": 1},
+            "time_per_method": {m: 60.0 + i for i, m in enumerate(
+                ["kmeans", "median_cut", "octree", "libimagequant", "direct", "cnn", "kmeans_8init", "cnn_ideal"])}}]
 SKIPPED = ["loop/: a symlink loop <b>x</b>"]
 
 
@@ -492,6 +497,31 @@ window.addEventListener("load", function () { setTimeout(function () {
     .map(function (r) { return r.cells[1].textContent; });
   filter.value = ""; filter.dispatchEvent(new Event("input"));
   out.cards = document.querySelectorAll("section.card").length;
+  // Every cell of every table in view: shown, inside the window, its text not cut, no table
+  // scrolling sideways in its box; on a phone (cards) every cell carries its column's label.
+  var narrow = window.innerWidth <= 700;
+  out.cut = []; out.cells = 0;
+  Array.prototype.forEach.call(document.querySelectorAll("table"), function (t, ti) {
+    var name = t.id || t.className || "table " + ti, box = t.closest(".scroll");
+    if (box && box.scrollWidth > box.clientWidth + 1) {
+      out.cut.push(name + ": scrolls sideways, " + box.scrollWidth + " > " + box.clientWidth + " px"); }
+    var headHidden = t.tHead && t.tHead.getBoundingClientRect().width <= 1;
+    Array.prototype.forEach.call(t.rows, function (row, ri) {
+      var head = row.parentNode.tagName === "THEAD";
+      if (head && headHidden) { return; }
+      Array.prototype.forEach.call(row.cells, function (cell, ci) {
+        var r = cell.getBoundingClientRect(), where = name + " row " + ri + " cell " + ci;
+        out.cells += 1;
+        if (r.width < 1 || r.height < 1) { out.cut.push(where + ": not shown"); }
+        else if (r.left < -0.5 || r.right > window.innerWidth + 0.5) { out.cut.push(where + ": outside the window"); }
+        else if (cell.scrollWidth > cell.clientWidth + 1) { out.cut.push(where + ": text cut"); }
+        if (!head && narrow && (headHidden || !t.tHead)) {
+          var label = getComputedStyle(cell, "::before").content;
+          if (!label || label === "none" || label === '""') { out.cut.push(where + ": no column label"); }
+        }
+      });
+    });
+  });
   out.errors = window.__errors;
   parent.postMessage(JSON.stringify(out), "*");
 }, 0); });
@@ -528,8 +558,9 @@ def _chromium_run(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("width", [1400, 390])
 def test_chromium_lays_the_page_out_without_overflow_or_error(run, width):
-    """At a desktop's and a phone's width: nothing wider than the window, no error, every
-    image loads, the results table sorts and filters; screenshots kept for a look."""
+    """At a desktop's and a phone's width: nothing wider than the window, every cell of every
+    table in view (no column cut or scrolled away), no error, every image loads, the results
+    table sorts and filters; screenshots kept for a look."""
     _need_chromium()
     height, window = 2400, max(width, 800)
     out = run["out"]  # beside the page: same relative URLs
@@ -544,14 +575,18 @@ def test_chromium_lays_the_page_out_without_overflow_or_error(run, width):
     assert m["innerWidth"] == width
     assert m["scrollWidth"] <= m["innerWidth"], m
     assert m["errors"] == []
+    assert m["cut"] == [] and m["cells"] > 300, m["cut"][:20]
     assert m["sorted"] and set(m["filtered"]) == {"octree"}
     assert m["cards"] == len(IMAGES) + len(BROKEN) + len(HUGE) + 1  # + the stub's image
     shots = Path(os.environ.get("CQ_SCREENSHOTS", run["root"]))
     shots.mkdir(parents=True, exist_ok=True)
-    shot = shots / f"report-{width}.png"
-    _chromium_run([f"--window-size={window},{height}", f"--screenshot={shot}", host.as_uri()])
-    with Image.open(shot) as im:
-        im.crop((0, 0, width, height)).save(shot)
+    for part in ("top", "images"):  # the page's top, and its image cards
+        shot = shots / f"report-{width}-{part}.png"
+        page = f"measure-{width}.html" + ("#images" if part == "images" else "")
+        host.write_text(HOST.format(src=page, width=width, height=height), encoding="utf-8")
+        _chromium_run([f"--window-size={window},{height}", f"--screenshot={shot}", host.as_uri()])
+        with Image.open(shot) as im:
+            im.crop((0, 0, width, height)).save(shot)
     with Image.open(shot) as im:
         assert len(im.convert("RGB").getcolors(1 << 24)) > 2000  # photographs, not blank boxes
 

@@ -308,6 +308,28 @@ def test_thumbnails_are_keyed_by_content_not_by_time(run, tmp_path):
     assert not [p for p in out.rglob("*.tmp")]
 
 
+def test_best_folder_holds_each_images_winner_for_snakemake_report(run, tmp_path):
+    """`snakemake --report` shows, per image, the best output: {method}/{image}.png, the
+    first method in order on a tie; a rebuild replaces the folder (nothing stale stays)."""
+    best = tmp_path / "best"
+    (best / "octree").mkdir(parents=True)
+    (best / "octree" / "gone.png.png").write_bytes(b"stale")
+    build_report(run["records"], run["results"], run["inputs"], tmp_path / "r.csv", tmp_path / "r.html",
+                 best_dir=best, method_order=["median_cut", "kmeans", "octree", "cnn_lr1e-3"])
+    table = records_table(run["records"], run["inputs"])
+    files = {p.relative_to(best).as_posix(): p for p in best.rglob("*.png")}
+    winners = table[table["best"]].groupby("image")["method"].apply(set)
+    assert len(files) == len(winners) and "octree/gone.png.png" not in files
+    order = ["median_cut", "kmeans", "octree", "cnn_lr1e-3"]
+    for image, methods in winners.items():
+        method = min(methods, key=order.index)
+        key = result_path("", method, image, ".png").lstrip("/")
+        assert files[key].read_bytes() == Path(result_path(str(run["results"]), method, image, ".png")).read_bytes()
+    tied = [image for image, methods in winners.items() if len(methods) > 1]
+    assert tied  # the six-colour image: every method reaches the same best
+    assert not list(tmp_path.glob(".best*"))  # no staging folder left
+
+
 def test_report_is_a_function_of_its_arguments(run, tmp_path):
     """Same arguments, same bytes; a history file beside the results is not read unless passed."""
     (run["results"] / "history.jsonl").write_text(json.dumps({"start": "1999-09-09T09:09:09"}) + "\n")

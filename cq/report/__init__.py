@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cq.fsutil import atomic_path, file_mode
 from cq.report.assets import ASSETS_DIR, THUMB_PX, make_assets, prune_assets
+from cq.report.bundle import write_best_folder
 from cq.report.page import render_page
 from cq.report.tables import (CSV_COLUMNS, REFERENCE, SUMMARY_COLUMNS, TIE_RTOL, image_key, ordered_methods,
                               record_details, records_table, summary_table, write_csv)
@@ -36,7 +37,7 @@ MAX_CARDS = 500  # images with cards on the page; the CSV and summary cover all
 
 def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_path: Path,
                  html_path: Path, *, history: list[dict] = (), skipped: list[str] = (),
-                 summary_path: Path | None = None,
+                 summary_path: Path | None = None, best_dir: Path | None = None,
                  method_order: list[str] | None = None, title: str = "Colour quantization report",
                  max_cards: int = MAX_CARDS, built: datetime | None = None) -> None:
     """Write ``csv_path`` (one row per image x method), ``html_path`` (the page) and, when
@@ -74,6 +75,8 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
     write_csv(table, Path(csv_path))
     if summary_path is not None:
         write_csv(summary, Path(summary_path), index=True, sep="\t")
+    if best_dir is not None:
+        write_best_folder(table, methods, results_dir, Path(best_dir))
     order_note = ("Methods in the configured order." if method_order is not None
                   else f"Methods: {REFERENCE} first as the reference, then alphabetical.")
     page = render_page(table, summary, methods, details, assets, history=list(history), skipped=list(skipped),

@@ -98,8 +98,9 @@ def test_curve_chart_has_both_axes_and_marks_init_and_best():
 
 def test_line_chart_has_a_legend_and_a_line_per_series():
     svg = line_chart({"kmeans": [1.0, 2.0, 3.0], "octree": [0.5, math.nan, 0.7]}, ["1", "2", "3"],
-                     label="time", fmt=str)
+                     label="time", fmt=str, x_name="run", links=["#run-1", "#run-2", "#run-3"])
     assert svg.count("<polyline") == 2 and svg.count('class="legend"') == 2 and svg.count("<circle") == 5
+    assert "<title>octree, run 3: 0.7</title>" in svg and svg.count('<a href="#run-3">') == 2
 
 
 def test_parts_bar_widths_are_the_parts_shares():

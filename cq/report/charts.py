@@ -215,8 +215,10 @@ def _frame(x0, x1, y0, y1, xs: Axis, ys: Axis, fmt_x, fmt_y, x_ticks=None) -> li
 
 
 def line_chart(series: dict[str, list[float]], x_labels: list[str], *, label: str, fmt,
-               colours: dict[str, str] | None = None) -> Markup:
-    """One polyline per series over shared x positions (the history chart), with a legend."""
+               colours: dict[str, str] | None = None, links: list[str] | None = None, x_name: str = "") -> Markup:
+    """One polyline per series over shared x positions (the history chart), with a legend.
+    Each point names its series, ``x_name`` and x label, and value on hover; ``links`` (one
+    per x) make it link there (the history table's row)."""
     left, right, top, bottom, height = 80, 130, 10, 44, 230
     n = max(1, len(x_labels))
     values = [v for vs in series.values() for v in vs if finite(v)]
@@ -227,17 +229,23 @@ def line_chart(series: dict[str, list[float]], x_labels: list[str], *, label: st
                    x_ticks=range(0, n, step))
     for j, (name, vals) in enumerate(series.items()):
         colour = (colours or {}).get(name, METHOD_COLOURS[j % len(METHOD_COLOURS)])
-        pts = [(xs(i), ys(v)) for i, v in enumerate(vals) if finite(v)]
+        pts = [(i, xs(i), ys(v), v) for i, v in enumerate(vals) if finite(v)]
         if pts:
-            line = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
+            line = " ".join(f"{a:.1f},{b:.1f}" for _, a, b, _ in pts)
             parts.append(Markup('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>').format(colour, line))
-            parts.extend(Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="{}"/>').format(a, b, colour) for a, b in pts)
+            parts.extend(_point(a, b, colour, f"{name}, {x_name} {x_labels[i]}: {fmt(v)}".replace(",  ", ", "), links[i] if links else None)
+                         for i, a, b, v in pts)
         parts.append(Markup('<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
                             '<text x="{}" y="{}" class="legend">{}</text>').format(
             WIDTH - right + 12, top + 18 * j, colour, WIDTH - right + 28, top + 18 * j + 10, name))
     parts.append(Markup('<text x="{:.0f}" y="{}" class="axis-label">{}</text>').format(
         (left + WIDTH - right) / 2, height - 6, label))
     return _svg(WIDTH, height, label, parts)
+
+
+def _point(x: float, y: float, colour: str, title: str, href: str | None) -> Markup:
+    dot = Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="{}"><title>{}</title></circle>').format(x, y, colour, title)
+    return Markup('<a href="{}">{}</a>').format(href, dot) if href else dot
 
 
 def curve_chart(curve: list[float], best_epoch: int, *, fmt, width: int = 420, height: int = 190) -> Markup:

@@ -254,7 +254,8 @@ def _history(history: list[dict], colours: dict) -> dict:
     chart = None
     if methods:
         series = {m: [number((run.get("time_per_method") or {}).get(m)) for run in history] for m in methods}
-        chart = line_chart(series, [str(i + 1) for i in range(len(history))], fmt=fmt_time,
+        chart = line_chart(series, [str(i + 1) for i in range(len(history))], fmt=fmt_time, x_name="run",
                            label="time per method per run (x: run)",
-                           colours={**method_colours(methods), **colours})
+                           colours={**method_colours(methods), **colours},
+                           links=[f"#run-{i + 1}" for i in range(len(history))])
     return {"methods": methods, "rows": rows, "chart": chart}

@@ -517,7 +517,12 @@ window.addEventListener("load", function () { setTimeout(function () {
   filter.dispatchEvent(new Event("input"));
   out.filtered = Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return !r.hidden; })
     .map(function (r) { return r.cells[1].textContent; });
+  var away = Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return r.hidden; })[0];
+  var before = location.hash;
+  location.hash = "#" + away.id; window.dispatchEvent(new HashChangeEvent("hashchange"));
+  out.revealed = !away.hidden && filter.value === "";  // a chart dot's link shows its row
   filter.value = ""; filter.dispatchEvent(new Event("input"));
+  if (before) { document.getElementById(before.slice(1)).scrollIntoView(); } else { window.scrollTo(0, 0); }
   out.cards = document.querySelectorAll("section.card").length;
   // Every cell of every table in view: shown, inside the window, its text not cut, no table
   // scrolling sideways in its box; on a phone (cards) every cell carries its column's label.
@@ -598,7 +603,7 @@ def test_chromium_lays_the_page_out_without_overflow_or_error(run, width):
     assert m["scrollWidth"] <= m["innerWidth"], m
     assert m["errors"] == []
     assert m["cut"] == [] and m["cells"] > 300, m["cut"][:20]
-    assert m["sorted"] and set(m["filtered"]) == {"octree"}
+    assert m["sorted"] and set(m["filtered"]) == {"octree"} and m["revealed"]
     assert m["cards"] == len(IMAGES) + len(BROKEN) + len(HUGE) + 1  # + the stub's image
     shots = Path(os.environ.get("CQ_SCREENSHOTS", run["root"]))
     shots.mkdir(parents=True, exist_ok=True)

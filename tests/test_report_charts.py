@@ -6,6 +6,8 @@ import math
 import re
 
 import pytest
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
 
 from cq.report.charts import (Axis, curve_chart, line_chart, log_ticks, nice_ticks, outlier_cap, parts_bar, strip_chart,
                              tick_labels)
@@ -30,6 +32,20 @@ def test_nice_ticks_step_is_1_2_or_5_times_a_power_of_ten():
         assert min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-9
         assert lo <= ticks[0] < lo + step and hi - step < ticks[-1] <= hi
         assert 3 <= len(ticks) <= 11
+
+
+@given(st.floats(-1e6, 1e6), st.floats(1e-6, 1e6))
+@example(0.99, 0.09)  # a score-over-best axis: 1 and 1.05 alone before
+def test_nice_ticks_are_three_or_more_round_values_inside(lo, width):
+    hi = lo + width
+    assume(hi > lo and (hi - lo) / max(abs(lo), abs(hi), 1e-300) > 1e-9)
+    ticks = nice_ticks(lo, hi)
+    assert 3 <= len(ticks) <= 11 and all(lo - 1e-9 * width <= t <= hi + 1e-9 * width for t in ticks)
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+    step = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
+    assert max(steps) - min(steps) <= 1e-6 * step
+    mantissa = step / 10 ** math.floor(math.log10(step) + 1e-9)
+    assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-6
 
 
 def test_nice_ticks_of_an_empty_or_bad_range():

@@ -28,14 +28,22 @@ def method_colours(methods: list[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- ticks and scales
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values within [lo, hi] (steps of 1, 2 or 5 x 10^n)."""
+    """About ``count`` round tick values within [lo, hi] (steps of 1, 2 or 5 x 10^n): the
+    smallest such step that gives at most ``count`` + 1 ticks, or a finer one where that
+    leaves fewer than three (a range of 0.99 to 1.1 gets 1.00, 1.02, ..., not 1 and 1.05)."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / max(1, count)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+    steps = [m * power for m in (0.5, 1, 2, 5, 10)]
+    i = next(j for j, step in enumerate(steps) if step >= raw)
+
+    def within(step):
+        first = math.ceil(lo / step - 1e-9) * step
+        return [round(first + k * step, 12) for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+    ticks = within(steps[i])
+    return ticks if len(ticks) >= 3 or i == 0 else within(steps[i - 1])
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:

@@ -5,8 +5,9 @@ folder: 1,700 lines, one ``Reason:`` line of 6 KB). :class:`Follow` turns the sa
 one progress line: jobs done of all, failures so far, the time left (from the pace so far),
 and what runs now with the last line of its log (a cnn job's epoch and score), refreshed every
 few seconds. On a terminal the line is rewritten in place; in a log file (cron, systemd) it is
-written as a new line at every tenth of the run, or after ``every_s`` seconds with news, so a
-night's log stays short. Warnings and errors pass through as they come, one line each where
+written as a new line at every tenth of the run, and between them when there is news after
+``every_s`` seconds or a quarter of the time so far (whichever is longer): ten hours of
+epochs make about 30 lines, not 7,000. Warnings and errors pass through as they come, one line each where
 they are one line; the grouped failures are cq's end-of-run summary (cq.outcome).
 
 No Snakemake import here: ``snakemake_logger_plugin_cq`` feeds it Snakemake's log events.
@@ -165,7 +166,10 @@ class Follow:
                 self.shown = text
             return
         tenth = 10 * self.done // self.total if self.total else 0
-        if force or tenth > self.shown_tenth or (now - self.shown_at >= self.every_s and text != self.shown):
+        # news between tenths: after every_s, or a quarter of the time so far when longer, so
+        # that ten hours write about 30 lines
+        wait = max(self.every_s, (now - self.began) / 4 if self.began is not None else 0.0)
+        if force or tenth > self.shown_tenth or (now - self.shown_at >= wait and text != self.shown):
             self.write(text + "\n")
             self.shown, self.shown_tenth, self.shown_at = text, max(tenth, self.shown_tenth), now
 

@@ -66,6 +66,19 @@ def test_news_from_a_running_jobs_log_every_few_seconds(tmp_path):
     assert "epoch 4" in out.getvalue().rsplit("\r\033[K", 1)[1]
 
 
+def test_a_long_run_in_a_log_file_stays_short(tmp_path):
+    """Ten hours with news every 5 s (a cnn's epochs): about 30 lines, not 7,200."""
+    log = tmp_path / "cnn.log"
+    f, out, clock = follow()
+    f.progress(0, 3)
+    f.job_started(1, "quantize", {"method": "cnn", "key": "big.tif"}, [str(log)])
+    for epoch in range(7200):
+        log.write_text(f"epoch {epoch}\n")
+        clock.t += 5
+        f.tick()
+    assert 20 <= len(out.getvalue().splitlines()) <= 40
+
+
 def test_failures_and_warnings_get_their_own_line_and_are_counted():
     f, out, clock = follow()
     f.progress(0, 4)

@@ -125,3 +125,21 @@ def test_snakemake_starts_with_the_plugin_installed_and_offers_the_full_output_f
     done = subprocess.run([SNAKEMAKE, "--help"], capture_output=True, text=True, timeout=120, env=env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--logger-cq-full" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_run_prints_progress_lines_and_the_full_output_is_one_flag_away(tmp_path):
+    """By default (the workflow profile's logger): a few progress lines, no job listings and
+    no Reason: lines; --logger-cq-full: Snakemake's own listing of every job."""
+    from conftest import env, snakemake, write_tiny_photos
+
+    write_tiny_photos(tmp_path / "images")
+    (tmp_path / "images/broken.png").write_bytes(b"not an image")
+    (tmp_path / "test.yaml").write_text("input_dir: images\nresults_dir: results\nmethods: [median_cut, octree]\n")
+    brief = snakemake(tmp_path, env=env(CQ_TERMINAL="brief"))
+    lines = (brief.stdout + brief.stderr).splitlines()
+    assert any(line.startswith("cq: 12 of 12 jobs done") for line in lines), lines  # 5 images x 2 + report + all
+    assert not [line for line in lines if "wildcards:" in line or line.strip().startswith("Reason:")]
+    assert len(lines) <= 40, "\n".join(lines)
+    full = snakemake(tmp_path, "--forceall", "--logger-cq-full", env=env(CQ_TERMINAL="brief"))
+    assert "rule quantize:" in full.stdout + full.stderr and "wildcards: method=" in full.stdout + full.stderr

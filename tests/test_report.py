@@ -99,8 +99,8 @@ def run(tmp_path_factory):
     records = []
     for name in [*IMAGES, *BROKEN, *HUGE]:
         for method in METHODS if name not in HUGE else ["octree"]:
-            out = result_path(str(results), method, name, "")  # a 200-byte name is shortened, as in the workflow
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            out = Path(result_path(str(results), method, name, ""))  # escaped and shortened, as in the workflow
+            out.parent.mkdir(parents=True, exist_ok=True)
             records.append(quantize_file(inputs / name, f"{out}.png", f"{out}.json", Job(method=method)))
     cnn = copy.deepcopy(records[0])
     curve = [9000.0 - 50 * i + (i % 3) * 7 for i in range(41)]

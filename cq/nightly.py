@@ -119,12 +119,13 @@ def run_snakemake(cmd: list[str], held: lock.RunLock) -> int:
             signal.signal(s, h)
 
 
-def close(run: Run, since: float, status: str, *, begun: bool) -> dict:
+def close(run: Run, since_ns: int, status: str, *, begun: bool) -> dict:
     """A run whose end-of-run hooks did not run: Snakemake found nothing to do (hooks only run
-    when a job does), or it died. Closed here as the hooks would (cq.run.Run.close)."""
+    when a job does), or it died. Closed here as the hooks would (cq.run.Run.close); this
+    run's results are those written since ``since_ns``, the mark taken before Snakemake started."""
     if not begun:
         run.begin({"lock": "cq", "by": "cq nightly"})
-    run.since = since
+    run.since_ns = since_ns
     return run.close(status, report_built=False)
 
 
@@ -154,6 +155,8 @@ def main(argv=None) -> int:
         return EX_LOCKED
     with held:
         since = time.time()
+        from cq.history import mark_start
+        since_ns = mark_start(settings.results_dir)  # the records written from now on are this night's
         rc = run_snakemake(snakemake_command(args, files, workflow, workdir), held)
         if DRY_RUN.intersection(args.snakemake_args):
             return rc
@@ -169,7 +172,7 @@ def main(argv=None) -> int:
                       file=sys.stderr)
                 return 1
             status = "ok" if rc == 0 else f"killed (signal {-rc})" if rc < 0 else f"error (exit {rc})"
-            summary = close(Run.plan(settings), since, status, begun=run is not None and not run.get("end"))
+            summary = close(Run.plan(settings), since_ns, status, begun=run is not None and not run.get("end"))
     return outcome.exit_status(summary, rc)
 
 

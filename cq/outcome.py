@@ -45,27 +45,25 @@ def last_line(path: str) -> str | None:
         return None
 
 
-def missing_reason(log_path: str | None, since: float) -> str:
+def missing_reason(log_path: str | None, since_ns: int) -> str:
     """Why a result is missing, from its job's log (written this run, or not)."""
-    try:
-        written = log_path is not None and os.stat(log_path).st_mtime >= since - 1
-    except OSError:
-        written = False
-    if not written:
+    from cq.history import written_this_run
+
+    if log_path is None or not written_this_run(log_path, since_ns):
         return "not run: the run ended (stopped, killed or failed) before this job started"
     tail = last_line(log_path)
     return ("the job died without writing its record (killed, out of memory or a crash)"
             + (f"; its log ends: {tail}" if tail else "; its log is empty"))
 
 
-def missing(results_dir: str, images, methods, log_of, since: float) -> list[dict]:
+def missing(results_dir: str, images, methods, log_of, since_ns: int) -> list[dict]:
     """[{image, method, reason}] for each (image, method) that has no record."""
     out = []
     for method in methods:
         for image in images:
             if not os.path.exists(result_path(results_dir, method, image, ".json")):
                 out.append({"image": image, "method": method,
-                            "reason": missing_reason(log_of(method, image), since)})
+                            "reason": missing_reason(log_of(method, image), since_ns)})
     return out
 
 
@@ -98,12 +96,12 @@ def write_report(results_dir: str, input_dir: str, images, methods, *, gone=(), 
     return len(records)
 
 
-def count_results(index: dict, methods, since: float) -> dict:
+def count_results(index: dict, methods, since_ns: int) -> dict:
     """ok / failed counts over all results (from cq.best's record index), and those written
-    since ``since``, with the first failures of this run."""
+    by this run (an mtime at or after its start mark, cq.history.mark_start), with the first
+    failures of this run."""
     counts = {"ok": 0, "failed": 0, "ok_this_run": 0, "failed_this_run": 0}
     failures = []
-    since_ns = int((since - 1) * 1e9)
     for image, entry in index.items():
         for method in methods:
             if method not in entry:
@@ -127,24 +125,25 @@ def status_of(summary: dict, status: str) -> str:
     return status
 
 
-def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: float, *,
+def conclude(results_dir: str, input_dir: str, images, methods, log_of, since_ns: int, *,
              report_built: bool, finish=None, skipped=()) -> dict:
     """Finish a run's products and return its summary: ``best/``, then ``finish(summary)``
     (the history line, so that the report shows the run as ended), then the report when the
     run's report job did not build it, then ``.history/outcome.json``."""
     from cq.best import refresh_index, update_best
 
-    gone, problems = missing(results_dir, images, methods, log_of, since), []
+    gone, problems = missing(results_dir, images, methods, log_of, since_ns), []
     try:
         best_updated, index = update_best(results_dir, images, methods)
     except OSError as e:
         log.error("cq: %s/best could not be updated: %s", results_dir, e)
         best_updated, index = 0, refresh_index(results_dir, images, methods)
         problems.append(f"best/ not updated: {e.strerror or e}")
-    summary = count_results(index, methods, since)
+    summary = count_results(index, methods, since_ns)
     summary.update(missing=len(gone), first_missing=[f"{m['method']} on {m['image']}: {m['reason']}"
                                                       for m in gone[:FIRST_FAILURES]],
-                   best_updated=best_updated, report=str(Path(results_dir) / "report.html"), since=since)
+                   best_updated=best_updated, report=str(Path(results_dir) / "report.html"),
+                   since_ns=since_ns)
     if finish is not None:
         line = finish(summary)
         if line and line.get("note"):

@@ -31,7 +31,7 @@ OUTCOME = ".history/outcome.json"
 # Set to "cq" by `cq nightly`, which runs Snakemake without its report job: the report is then
 # built by the end-of-run hook (atomically over the previous one, never deleted first).
 REPORT_ENV = "CQ_REPORT_BY"
-FIRST_FAILURES = 5
+NAMED = 10  # images named per reason at the end of a run; the report lists every one
 
 
 def last_line(path: str) -> str | None:
@@ -101,7 +101,7 @@ def count_results(index: dict, methods, since_ns: int) -> dict:
     by this run (an mtime at or after its start mark, cq.history.mark_start), with the first
     failures of this run."""
     counts = {"ok": 0, "failed": 0, "ok_this_run": 0, "failed_this_run": 0}
-    failures = []
+    failures = []  # every failed result, this run's or not: what is broken now
     for image, entry in index.items():
         for method in methods:
             if method not in entry:
@@ -111,9 +111,33 @@ def count_results(index: dict, methods, since_ns: int) -> dict:
             counts["ok" if ok else "failed"] += 1
             if version[0] >= since_ns:
                 counts["ok_this_run" if ok else "failed_this_run"] += 1
-                if not ok and len(failures) < FIRST_FAILURES:
-                    failures.append(f"{method} on {image}: {error}")
-    return {**counts, "first_failures": failures}
+            if not ok:
+                failures.append((method, image, error))
+    return {**counts, "failure_groups": group_by_reason(failures)}
+
+
+def reason_of(image: str, message) -> str:
+    """A failure's reason without the file it names ("images/a.jpg: not an image Pillow can
+    read" -> "not an image Pillow can read"), so equal reasons group; its first line."""
+    lines = str(message or "").strip().splitlines()
+    text = lines[0] if lines else "no message"
+    at = text.find(f"{image}: ")
+    return text[at + len(image) + 2:] if at >= 0 else text
+
+
+def group_by_reason(failures) -> list[dict]:
+    """(method, image, message) -> [{reason, results, images: the first NAMED, n_images,
+    methods}], the most frequent reason first."""
+    groups: dict[str, dict] = {}
+    for method, image, message in failures:
+        g = groups.setdefault(reason_of(image, message), {"results": 0, "images": set(), "methods": set()})
+        g["results"] += 1
+        g["images"].add(image)
+        g["methods"].add(method)
+    out = [{"reason": reason, "results": g["results"], "n_images": len(g["images"]),
+            "images": sorted(g["images"])[:NAMED], "methods": sorted(g["methods"])}
+           for reason, g in groups.items()]
+    return sorted(out, key=lambda g: (-g["results"], g["reason"]))
 
 
 def status_of(summary: dict, status: str) -> str:
@@ -140,8 +164,7 @@ def conclude(results_dir: str, input_dir: str, images, methods, log_of, since_ns
         best_updated, index = 0, refresh_index(results_dir, images, methods)
         problems.append(f"best/ not updated: {e.strerror or e}")
     summary = count_results(index, methods, since_ns)
-    summary.update(missing=len(gone), first_missing=[f"{m['method']} on {m['image']}: {m['reason']}"
-                                                      for m in gone[:FIRST_FAILURES]],
+    summary.update(missing=len(gone), missing_groups=group_by_reason((m["method"], m["image"], m["reason"]) for m in gone),
                    best_updated=best_updated, report=str(Path(results_dir) / "report.html"),
                    since_ns=since_ns)
     if finish is not None:
@@ -170,17 +193,23 @@ def read_outcome(results_dir: str) -> dict | None:
 
 
 def print_summary(summary: dict, stream=None) -> None:
-    """A few lines: results ok and failed, the first failures and missing, the report's path."""
+    """A few lines: results ok and failed; every failure and missing result grouped by reason,
+    with counts and the images named (the first NAMED of each); problems; the report's path."""
     stream = stream or sys.stderr
+    report = summary["report"]
     print(f"cq: {summary['ok']} results ok, {summary['failed']} failed, {summary['missing']} missing "
           f"(this run: {summary['ok_this_run']} ok, {summary['failed_this_run']} failed)", file=stream)
-    for line in summary["first_failures"]:
-        print(f"cq:   failed: {line}", file=stream)
-    for line in summary["first_missing"]:
-        print(f"cq:   missing: {line}", file=stream)
+    for kind, groups in (("failed", summary.get("failure_groups") or []), ("missing", summary.get("missing_groups") or [])):
+        for g in groups:
+            names = ", ".join(g["images"]) + (f" and {g['n_images'] - len(g['images'])} more" if g["n_images"] > len(g["images"]) else "")
+            methods = g["methods"][0] if len(g["methods"]) == 1 else f"{len(g['methods'])} methods"
+            print(f"cq:   {kind}: {g['results']} × {g['reason']} ({methods}): {names}", file=stream)
+    if summary.get("failure_groups") or summary.get("missing_groups"):
+        print(f"cq:   every failure with its message: {report}#failures and {Path(report).with_name('report.csv')}",
+              file=stream)
     for line in summary.get("problems", ()):
         print(f"cq:   problem: {line}", file=stream)
-    print(f"cq: report: {summary['report']}", file=stream)
+    print(f"cq: report: {report}", file=stream)
 
 
 def exit_status(summary: dict, snakemake_rc: int = 0) -> int:

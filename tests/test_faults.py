@@ -367,6 +367,6 @@ def test_a_night_whose_results_all_failed_exits_1_with_a_summary(tmp_path):
     done = cq_nightly(tmp_path, check=False)
     assert done.returncode == 1
     assert "cq: 0 results ok, 2 failed, 0 missing" in done.stderr
-    assert "cq:   failed: octree on a.jpg: images/a.jpg: not an image Pillow can read" in done.stderr
+    assert "cq:   failed: 2 × not an image Pillow can read (octree): a.jpg, b.png" in done.stderr
     assert f"cq: report: results/report.html" in done.stderr
     assert load_history(tmp_path / "results")[-1]["status"] == "failed"

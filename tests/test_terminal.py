@@ -143,3 +143,29 @@ def test_a_run_prints_progress_lines_and_the_full_output_is_one_flag_away(tmp_pa
     assert len(lines) <= 40, "\n".join(lines)
     full = snakemake(tmp_path, "--forceall", "--logger-cq-full", env=env(CQ_TERMINAL="brief"))
     assert "rule quantize:" in full.stdout + full.stderr and "wildcards: method=" in full.stdout + full.stderr
+
+
+def test_the_end_of_a_run_groups_every_failure_by_reason_and_names_every_file():
+    """Issue 19.4: the summary named the first 5 failures, all of one file; now every failing
+    file is named under its reason, with counts, and the full list's path."""
+    from cq.outcome import group_by_reason, print_summary
+
+    failures = [(m, f"{name}", f"images/{name}: not an image Pillow can read")
+                for m in ("kmeans", "octree", "cnn") for name in ("text.png", "b c.jpg")]
+    failures += [(m, "empty.png", "images/empty.png: empty file (0 bytes)") for m in ("kmeans", "octree", "cnn")]
+    failures += [("octree", f"many/{i:03d}.png", f"images/many/{i:03d}.png: truncated") for i in range(25)]
+    groups = group_by_reason(failures)
+    assert [(g["reason"], g["results"], g["n_images"]) for g in groups] == [
+        ("truncated", 25, 25), ("not an image Pillow can read", 6, 2), ("empty file (0 bytes)", 3, 1)]
+    out = io.StringIO()
+    print_summary({"ok": 8, "failed": 34, "missing": 1, "ok_this_run": 8, "failed_this_run": 34,
+                   "failure_groups": groups,
+                   "missing_groups": group_by_reason([("cnn", "big.tif", "the job died (killed)")]),
+                   "report": "results/report.html"}, out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 7, lines
+    assert "cq:   failed: 6 × not an image Pillow can read (3 methods): b c.jpg, text.png" in lines
+    assert "cq:   failed: 3 × empty file (0 bytes) (3 methods): empty.png" in lines
+    assert lines[1].startswith("cq:   failed: 25 × truncated (octree): many/000.png,") and lines[1].endswith("and 15 more")
+    assert "cq:   missing: 1 × the job died (killed) (cnn): big.tif" in lines
+    assert "results/report.html#failures" in lines[-2] and lines[-1] == "cq: report: results/report.html"

@@ -86,7 +86,8 @@ def test_an_unexpected_error_is_one_line_unless_debug(photo, tmp_path):
     assert r.returncode == 1 and "Traceback" in r.stderr
 
 
-@pytest.mark.parametrize("args", [[], ["quantize"], ["score"], ["methods"]], ids=["cq", "quantize", "score", "methods"])
+@pytest.mark.parametrize("args", [[], ["quantize"], ["score"], ["methods"], ["nightly"]],
+                         ids=["cq", "quantize", "score", "methods", "nightly"])
 def test_help_is_plain_text(args):
     """Help is read in a terminal: no reStructuredText or Markdown markup."""
     r = cq(*args, "--help")

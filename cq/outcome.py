@@ -74,11 +74,12 @@ def missing_stub(item: dict, input_dir: str) -> dict:
 
 
 def write_report(results_dir: str, input_dir: str, images, methods, *, gone=(), index: dict | None = None,
-                 skipped=(), csv_path=None, html_path=None, summary_path=None) -> int:
+                 skipped=(), csv_path=None, html_path=None, summary_path=None, best_dir=None) -> int:
     """The report (cq.report) over the record of every (image, method), a corrupt one as an
     error row (cq.record.load_or_stub), plus one error row per ``gone`` (missing) result,
     with the run history and what discovery skipped; returns the number of rows. Used by the
-    report job and by the end-of-run hook alike."""
+    report job and by the end-of-run hook alike. ``best_dir``: each image's best output for
+    ``snakemake --report`` (cq.report.bundle)."""
     from cq.best import is_valid
     from cq.history import load_history
     from cq.record import load_or_stub
@@ -92,14 +93,14 @@ def write_report(results_dir: str, input_dir: str, images, methods, *, gone=(), 
     records += [missing_stub(item, input_dir) for item in gone]
     build_report(records, Path(results_dir), Path(input_dir), Path(csv_path or Path(results_dir) / "report.csv"),
                  Path(html_path or Path(results_dir) / "report.html"), history=load_history(results_dir),
-                 summary_path=summary_path, skipped=list(skipped), method_order=list(methods))
+                 summary_path=summary_path, skipped=list(skipped), method_order=list(methods), best_dir=best_dir)
     return len(records)
 
 
 def count_results(index: dict, methods, since_ns: int) -> dict:
     """ok / failed counts over all results (from cq.best's record index), and those written
-    by this run (an mtime at or after its start mark, cq.history.mark_start), with the first
-    failures of this run."""
+    by this run (an mtime at or after its start mark, cq.history.mark_start), with every
+    failure grouped by reason (:func:`group_by_reason`)."""
     counts = {"ok": 0, "failed": 0, "ok_this_run": 0, "failed_this_run": 0}
     failures = []  # every failed result, this run's or not: what is broken now
     for image, entry in index.items():

@@ -1,5 +1,7 @@
 """Snakemake logger plugin ``cq``: a progress line a person can follow (cq.terminal), instead of
-Snakemake's dozen lines per job. Enabled by the workflow profile (``logger: [cq]``).
+Snakemake's dozen lines per job. ``cq nightly`` enables it (``--logger cq``, with the checkout
+on Snakemake's PYTHONPATH: Snakemake finds logger plugins by module name on its path, never in
+an editable install); a plain run: ``PYTHONPATH=$PWD snakemake --logger cq``.
 
 Snakemake's own output is one flag away: ``--logger-cq-full`` (or ``CQ_TERMINAL=full`` in
 the environment) hands every record to Snakemake's default handler, as without the plugin.

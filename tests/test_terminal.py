@@ -120,29 +120,38 @@ def test_snakemake_starts_with_the_plugin_installed_and_offers_the_full_output_f
     """The plugin is found by its module name: a broken one would stop every Snakemake start."""
     import subprocess
 
-    from conftest import SNAKEMAKE, env
+    from conftest import REPO, SNAKEMAKE, env
 
-    done = subprocess.run([SNAKEMAKE, "--help"], capture_output=True, text=True, timeout=120, env=env())
+    done = subprocess.run([SNAKEMAKE, "--help"], capture_output=True, text=True, timeout=120,
+                          env=env(PYTHONPATH=str(REPO)))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--logger-cq-full" in done.stdout
 
 
 @pytest.mark.slow
-def test_a_run_prints_progress_lines_and_the_full_output_is_one_flag_away(tmp_path):
-    """By default (the workflow profile's logger): a few progress lines, no job listings and
-    no Reason: lines; --logger-cq-full: Snakemake's own listing of every job."""
-    from conftest import env, snakemake, write_tiny_photos
+def test_cq_nightly_prints_progress_lines_and_the_full_output_is_one_flag_away(tmp_path):
+    """cq nightly runs Snakemake with the plugin (the checkout first on its PYTHONPATH: an
+    editable install hides plugins from Snakemake): a few progress lines, no job listings, no
+    Reason: lines, every failing file named at the end; --logger-cq-full: Snakemake's listing."""
+    import subprocess
+
+    from conftest import cq_nightly_command, env, write_tiny_photos
 
     write_tiny_photos(tmp_path / "images")
     (tmp_path / "images/broken.png").write_bytes(b"not an image")
     (tmp_path / "test.yaml").write_text("input_dir: images\nresults_dir: results\nmethods: [median_cut, octree]\n")
-    brief = snakemake(tmp_path, env=env(CQ_TERMINAL="brief"))
+    brief = subprocess.run(cq_nightly_command(tmp_path), capture_output=True, text=True, timeout=300,
+                           env={k: v for k, v in env().items() if k != "CQ_TERMINAL"})
     lines = (brief.stdout + brief.stderr).splitlines()
-    assert any(line.startswith("cq: 12 of 12 jobs done") for line in lines), lines  # 5 images x 2 + report + all
+    assert brief.returncode == 0, "\n".join(lines)
+    assert any(line.startswith("cq: 10 of 10 jobs done") for line in lines), lines  # 5 images x 2
+    assert "cq:   failed: 2 × not an image Pillow can read (2 methods): broken.png" in lines
     assert not [line for line in lines if "wildcards:" in line or line.strip().startswith("Reason:")]
-    assert len(lines) <= 40, "\n".join(lines)
-    full = snakemake(tmp_path, "--forceall", "--logger-cq-full", env=env(CQ_TERMINAL="brief"))
-    assert "rule quantize:" in full.stdout + full.stderr and "wildcards: method=" in full.stdout + full.stderr
+    assert len(lines) <= 30, "\n".join(lines)
+    (tmp_path / "images/new.png").write_bytes((tmp_path / "images/rocket.png").read_bytes())
+    full = subprocess.run([*cq_nightly_command(tmp_path), "--", "--logger-cq-full"], capture_output=True,
+                          text=True, timeout=300, env={k: v for k, v in env().items() if k != "CQ_TERMINAL"})
+    assert full.returncode == 0 and "wildcards: method=" in full.stdout + full.stderr
 
 
 def test_the_end_of_a_run_groups_every_failure_by_reason_and_names_every_file():

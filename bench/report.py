@@ -66,6 +66,9 @@ def synthesise(real: dict, n_images: int, root: Path) -> list[dict]:
                                      ("cnn", "kmeans", 0.8)]:
             record, png = copy.deepcopy(real[photo, base][0]), real[photo, base][1]
             record["image"]["path"] = str(root / "in" / rel)
+            # each copy its own content hash: thumbnails are keyed by content, and copies of
+            # one photo would otherwise share theirs (the bench measures one per image)
+            record["image"]["sha256"] = f"{i:064x}"
             record["method"] = method
             if rng.random() < 0.01:
                 record.update(status="error", error=f"{rel}: method {method} failed: RuntimeError: synthetic")

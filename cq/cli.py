@@ -17,6 +17,16 @@ from cq.methods import UnknownMethodError, all_methods, get_method
 from cq.objective import DEFAULT_K, Weights
 
 USAGE, FAILURE = 2, 1
+# What `cq --help` prints: plain text (the module docstring is for readers of the code).
+DESCRIPTION = "Reduce images to exactly k colours and score them: one image at a time, or every night."
+EPILOG = """examples:
+  cq quantize photo.jpg photo-37.png --method kmeans
+  cq score photo.jpg photo-37.png
+  cq methods
+  cq nightly --config input_dir=/data/photos results_dir=/data/cq
+
+exit status: 0 success, 1 failure (one line naming the file), 2 bad usage.
+A whole folder: snakemake --cores 2 (see README.md)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,25 +75,26 @@ def _parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of an unexpected error")
-    p = _Parser(prog="cq", description=__doc__.splitlines()[0], parents=[debug])
+    p = _Parser(prog="cq", description=DESCRIPTION, epilog=EPILOG, parents=[debug],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     q = sub.add_parser("quantize", help="reduce one image to exactly k colours", parents=[debug])
-    q.add_argument("input")
+    q.add_argument("input", help="the image to reduce")
     q.add_argument("output", help="indexed PNG to write")
-    q.add_argument("--method", required=True)
+    q.add_argument("--method", required=True, help="a method or variant name (cq methods lists them)")
     q.add_argument("--k", type=_k, default=DEFAULT_K, help=f"colours, 1 to {MAX_K} (default {DEFAULT_K})")
     q.add_argument("--json", help="where to write the result record")
     q.add_argument("--weights", type=_weights, default=Weights(), help="MSE,MAX,MEAN (default 2,21,42)")
     q.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
-                   help="a method parameter (JSON value), repeatable; `cq methods` lists them")
+                   help="a method parameter (JSON value), repeatable; cq methods lists them")
     q.add_argument("--quiet", action="store_true", help="no progress on stderr")
     s = sub.add_parser("score", help="score a quantized image against its original", parents=[debug])
-    s.add_argument("original")
-    s.add_argument("quantized")
-    s.add_argument("--weights", type=_weights, default=Weights())
+    s.add_argument("original", help="the image before quantization")
+    s.add_argument("quantized", help="the quantized image, of the same size")
+    s.add_argument("--weights", type=_weights, default=Weights(), help="MSE,MAX,MEAN (default 2,21,42)")
     sub.add_parser("methods", help="list the methods, their parameters and whether they can run here",
                    parents=[debug])
-    sub.add_parser("nightly", help="the nightly run under cq's lock (cq nightly --help)", add_help=False)
+    sub.add_parser("nightly", help="one unattended run over a folder, under a lock (cq nightly --help)", add_help=False)
     return p
 
 

@@ -12,7 +12,9 @@ cq.outcome). No Snakemake import here.
   there even on a full disk.
 - ``finish`` adds ``failed`` (error records written by this run), ``missing`` (records still
   absent, e.g. a job that died) and the time per method (the sum of ``wall_time_s`` of the
-  records written by this run), appends the line to ``{results_dir}/history.jsonl``
+  records written by this run). "Written by this run" is an mtime at or after the run's start
+  mark, ``.history/started``, touched by ``begin`` (:func:`mark_start`): the file system's
+  clock on both sides, no slack, no rounding, appends the line to ``{results_dir}/history.jsonl``
   (rewritten atomically: never a half line) and makes the new snapshot the reference. When
   the disk is full, the line is written in place into ``current.json`` instead.
 - The next ``begin`` (under the lock, so the previous run is over) appends what it finds in
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,6 +44,7 @@ STATE_DIR = ".history"
 SNAPSHOT = "snapshot.json"
 NEXT_SNAPSHOT = "snapshot.next.json"
 CURRENT = "current.json"
+STARTED = "started"  # touched when a run begins: its mtime tells this run's files from older ones
 RESERVE = 64 * 1024  # bytes kept in current.json for the final line
 COUNT_KEYS = ("new", "changed", "unchanged", "deleted", "failed", "missing")
 
@@ -234,6 +238,22 @@ def _remove_temporaries(results_dir: str) -> int:
     return removed
 
 
+def mark_start(results_dir: str) -> int:
+    """Touch ``.history/started`` and return its mtime (ns): what this run writes later has an
+    mtime at least this. The file system's own clock, with no slack and no rounding, so which
+    records are this run's never depends on how long a start took (nor on the clock of the
+    host that runs the jobs). Where the mark cannot be touched, this host's clock now."""
+    path = state_dir(results_dir) / STARTED
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        os.utime(path)  # an empty file: no data block, so a full disk still takes it
+        return os.stat(path).st_mtime_ns
+    except OSError as e:
+        log.warning("cq: %s not touched (%s): this host's clock marks the run's start", path, e.strerror or e)
+        return time.time_ns()
+
+
 def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str], *,
           prune_deleted: bool = False, other_dirs=(), settings: dict | None = None,
           skipped=()) -> dict:
@@ -273,7 +293,8 @@ def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str
             pruned = prune(deleted, results_dir, other_dirs, input_dir=input_dir)
         else:
             log.warning("cq: no image found, so nothing is pruned (is the input folder mounted?)")
-    run = {"start": _iso(_now()), "end": None, "status": "running", "counts": counts,
+    run = {"start": _iso(_now()), "since_ns": mark_start(results_dir), "end": None, "status": "running",
+           "counts": counts,
            "methods": list(methods), "images": len(images), "pruned": pruned,
            "deleted_images": deleted[:100], "skipped": list(skipped)[:100], "settings": settings or {}}
     if pending:
@@ -304,17 +325,12 @@ def in_progress(results_dir: str) -> dict | None:
     return run if isinstance(run, dict) and run else None
 
 
-def _created_this_run(record: dict, start: datetime | None) -> bool:
-    created = _parse(record.get("created"))
-    return start is not None and created is not None and created >= start
-
-
-def tally(records, start: datetime | None, methods=()) -> dict:
+def tally(records, methods=()) -> dict:
     """failed, failed_images and time per method (0 for each of ``methods`` that did nothing)
-    of the records written since ``start``."""
+    of this run's records."""
     times, failed, failed_images = dict.fromkeys(methods, 0.0), 0, set()
     for record in records:
-        if not isinstance(record, dict) or not _created_this_run(record, start):
+        if not isinstance(record, dict):
             continue
         method = str(record.get("method"))
         try:
@@ -327,21 +343,36 @@ def tally(records, start: datetime | None, methods=()) -> dict:
     return {"failed": failed, "failed_images": len(failed_images), "time_per_method": times}
 
 
-def _records_since(results_dir: str, images, methods, start_ts: float):
-    """(records written since ``start_ts``, how many are missing), reading only those files."""
+def written_this_run(path: str, since_ns: int) -> bool:
+    """Whether the file at ``path`` was written since the run's start mark (False if absent)."""
+    try:
+        return os.stat(path).st_mtime_ns >= since_ns
+    except OSError:
+        return False
+
+
+def _records_since(results_dir: str, images, methods, since_ns: int):
+    """(the records written since ``since_ns``, how many are missing), reading only those."""
     records, missing = [], 0
     for method in methods:
         for rel in images:
             path = result_path(results_dir, method, rel, ".json")
-            try:
-                if os.stat(path).st_mtime < start_ts - 1:
-                    continue
-                records.append(json.loads(Path(path).read_text(encoding="utf-8")))
-            except FileNotFoundError:
+            if not os.path.lexists(path):
                 missing += 1
-            except (OSError, ValueError):
-                continue
+            elif written_this_run(path, since_ns):
+                try:
+                    records.append(json.loads(Path(path).read_text(encoding="utf-8")))
+                except (OSError, ValueError):
+                    continue
     return records, missing
+
+
+def since_ns(run: dict) -> int:
+    """The run's start mark (:func:`mark_start`); a line of an older version has its start time."""
+    if isinstance(run.get("since_ns"), int):
+        return run["since_ns"]
+    start = _parse(run.get("start"))
+    return int(start.timestamp() * 1e9) if start else 0
 
 
 def finish(results_dir: str, images, methods, status: str = "ok") -> dict | None:
@@ -352,9 +383,8 @@ def finish(results_dir: str, images, methods, status: str = "ok") -> dict | None
         return None
     pending = run.pop("pending", [])
     _remove_temporaries(results_dir)  # every job is over: what a killed job left is garbage
-    start = _parse(run.get("start"))
-    records, missing = _records_since(results_dir, images, methods, start.timestamp() if start else 0.0)
-    done = tally(records, start, run.get("methods") or ())
+    records, missing = _records_since(results_dir, images, methods, since_ns(run))
+    done = tally(records, run.get("methods") or ())
     counts = {**run.get("counts", {}), "failed": done["failed"], "missing": missing}
     run["counts"] = {key: counts.get(key, 0) for key in COUNT_KEYS}
     run.update(end=_iso(_now()), status=status, failed_images=done["failed_images"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,15 @@ class LoadedImage:
     pixels: np.ndarray
     notes: tuple[str, ...] = ()
     mode: str = "RGB"
+
+
+COMPOSITE_NOTE = "transparency composited over ({}, {}, {})"  # a record's note; the report reads it back
+
+
+def composited_over(notes: str | None) -> tuple[int, int, int] | None:
+    """The background a transparent image was composited over, as its record's notes say."""
+    found = re.search(re.escape(COMPOSITE_NOTE).replace(r"\{\}", r"(\d+)"), notes or "")
+    return tuple(int(v) for v in found.groups()) if found else None
 
 
 def load_image(path: str | os.PathLike, *, background: tuple[int, int, int] | None = (255, 255, 255),
@@ -102,7 +112,7 @@ def _to_rgb(im: Image.Image, path: Path, background) -> LoadedImage:
         if alpha.min() < 255:
             if background is None:
                 raise ImageError(f"{path}: has transparency and no background colour is configured")
-            notes.append(f"transparency composited over {tuple(background)}")
+            notes.append(COMPOSITE_NOTE.format(*background))
         base = Image.new("RGBA", im.size, tuple(background or (255, 255, 255)) + (255,))
         im = Image.alpha_composite(base, im)
     if im.mode != "RGB":

@@ -43,11 +43,15 @@ from cq.run import Run
 
 WORKFLOW_ENV = "CQ_WORKFLOW"
 DRY_RUN = {"-n", "--dry-run", "--dryrun"}
+PLUGIN = "snakemake_logger_plugin_cq"  # the progress line's Snakemake logger plugin, in the workflow's folder
 EX_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; cron may simply try the next night
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="cq nightly", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="cq nightly", description=(
+        "One command for an unattended run over a folder that changes: only new or changed images, "
+        "a report whatever fails, best/ kept current, one history line per run. Exit status: 0 done, "
+        "1 a result missing or every result failed, 2 bad settings, 75 another run holds the results folder."))
     p.add_argument("--workflow", "-w", default=os.environ.get(WORKFLOW_ENV),
                    help=f"the cq workflow's folder (default: ${WORKFLOW_ENV}, else here)")
     p.add_argument("--directory", "-d", default=".", help="Snakemake's working directory (default: here)")
@@ -97,6 +101,8 @@ def snakemake_command(args, files, workflow: Path, workdir: Path) -> list[str]:
            # deletes a job's outputs before it runs, which took the page away for seconds
            # (for good, if the run was killed then), and skips the job when another one died.
            "--omit-from", "report"]
+    if (workflow / PLUGIN).is_dir():  # cq's progress line (cq/terminal.py), found on run_snakemake's path
+        cmd += ["--logger", "cq"]
     if files:
         cmd += ["--configfile", *files]
     if args.config:  # Snakemake's --config refuses one-letter keys: k is passed as colors
@@ -104,9 +110,13 @@ def snakemake_command(args, files, workflow: Path, workdir: Path) -> list[str]:
     return cmd + list(args.snakemake_args)
 
 
-def run_snakemake(cmd: list[str], held: lock.RunLock) -> int:
-    """Run Snakemake holding ``held`` (its descriptor is inherited); forward SIGTERM/SIGINT."""
+def run_snakemake(cmd: list[str], held: lock.RunLock, workflow: Path | None = None) -> int:
+    """Run Snakemake holding ``held`` (its descriptor is inherited); forward SIGTERM/SIGINT.
+    ``workflow`` goes first on its PYTHONPATH: Snakemake finds logger plugins by module name
+    on its path only, never in an editable install (pip install -e)."""
     env = {**os.environ, lock.TOKEN_ENV: held.owner["token"], outcome.REPORT_ENV: "cq"}
+    if workflow is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workflow), env.get("PYTHONPATH")) if p)
     child = subprocess.Popen(cmd, env=env, pass_fds=(held.fd,))
 
     def forward(signum, frame):
@@ -119,12 +129,13 @@ def run_snakemake(cmd: list[str], held: lock.RunLock) -> int:
             signal.signal(s, h)
 
 
-def close(run: Run, since: float, status: str, *, begun: bool) -> dict:
+def close(run: Run, since_ns: int, status: str, *, begun: bool) -> dict:
     """A run whose end-of-run hooks did not run: Snakemake found nothing to do (hooks only run
-    when a job does), or it died. Closed here as the hooks would (cq.run.Run.close)."""
+    when a job does), or it died. Closed here as the hooks would (cq.run.Run.close); this
+    run's results are those written since ``since_ns``, the mark taken before Snakemake started."""
     if not begun:
         run.begin({"lock": "cq", "by": "cq nightly"})
-    run.since = since
+    run.since_ns = since_ns
     return run.close(status, report_built=False)
 
 
@@ -154,7 +165,9 @@ def main(argv=None) -> int:
         return EX_LOCKED
     with held:
         since = time.time()
-        rc = run_snakemake(snakemake_command(args, files, workflow, workdir), held)
+        from cq.history import mark_start
+        since_ns = mark_start(settings.results_dir)  # the records written from now on are this night's
+        rc = run_snakemake(snakemake_command(args, files, workflow, workdir), held, workflow)
         if DRY_RUN.intersection(args.snakemake_args):
             return rc
         from cq.history import in_progress
@@ -169,7 +182,7 @@ def main(argv=None) -> int:
                       file=sys.stderr)
                 return 1
             status = "ok" if rc == 0 else f"killed (signal {-rc})" if rc < 0 else f"error (exit {rc})"
-            summary = close(Run.plan(settings), since, status, begun=run is not None and not run.get("end"))
+            summary = close(Run.plan(settings), since_ns, status, begun=run is not None and not run.get("end"))
     return outcome.exit_status(summary, rc)
 
 

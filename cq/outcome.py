@@ -31,7 +31,7 @@ OUTCOME = ".history/outcome.json"
 # Set to "cq" by `cq nightly`, which runs Snakemake without its report job: the report is then
 # built by the end-of-run hook (atomically over the previous one, never deleted first).
 REPORT_ENV = "CQ_REPORT_BY"
-FIRST_FAILURES = 5
+NAMED = 10  # images named per reason at the end of a run; the report lists every one
 
 
 def last_line(path: str) -> str | None:
@@ -45,27 +45,25 @@ def last_line(path: str) -> str | None:
         return None
 
 
-def missing_reason(log_path: str | None, since: float) -> str:
+def missing_reason(log_path: str | None, since_ns: int) -> str:
     """Why a result is missing, from its job's log (written this run, or not)."""
-    try:
-        written = log_path is not None and os.stat(log_path).st_mtime >= since - 1
-    except OSError:
-        written = False
-    if not written:
+    from cq.history import written_this_run
+
+    if log_path is None or not written_this_run(log_path, since_ns):
         return "not run: the run ended (stopped, killed or failed) before this job started"
     tail = last_line(log_path)
     return ("the job died without writing its record (killed, out of memory or a crash)"
             + (f"; its log ends: {tail}" if tail else "; its log is empty"))
 
 
-def missing(results_dir: str, images, methods, log_of, since: float) -> list[dict]:
+def missing(results_dir: str, images, methods, log_of, since_ns: int) -> list[dict]:
     """[{image, method, reason}] for each (image, method) that has no record."""
     out = []
     for method in methods:
         for image in images:
             if not os.path.exists(result_path(results_dir, method, image, ".json")):
                 out.append({"image": image, "method": method,
-                            "reason": missing_reason(log_of(method, image), since)})
+                            "reason": missing_reason(log_of(method, image), since_ns)})
     return out
 
 
@@ -76,11 +74,12 @@ def missing_stub(item: dict, input_dir: str) -> dict:
 
 
 def write_report(results_dir: str, input_dir: str, images, methods, *, gone=(), index: dict | None = None,
-                 skipped=(), csv_path=None, html_path=None, summary_path=None) -> int:
+                 skipped=(), csv_path=None, html_path=None, summary_path=None, best_dir=None) -> int:
     """The report (cq.report) over the record of every (image, method), a corrupt one as an
     error row (cq.record.load_or_stub), plus one error row per ``gone`` (missing) result,
     with the run history and what discovery skipped; returns the number of rows. Used by the
-    report job and by the end-of-run hook alike."""
+    report job and by the end-of-run hook alike. ``best_dir``: each image's best output for
+    ``snakemake --report`` (cq.report.bundle)."""
     from cq.best import is_valid
     from cq.history import load_history
     from cq.record import load_or_stub
@@ -94,16 +93,16 @@ def write_report(results_dir: str, input_dir: str, images, methods, *, gone=(), 
     records += [missing_stub(item, input_dir) for item in gone]
     build_report(records, Path(results_dir), Path(input_dir), Path(csv_path or Path(results_dir) / "report.csv"),
                  Path(html_path or Path(results_dir) / "report.html"), history=load_history(results_dir),
-                 summary_path=summary_path, skipped=list(skipped), method_order=list(methods))
+                 summary_path=summary_path, skipped=list(skipped), method_order=list(methods), best_dir=best_dir)
     return len(records)
 
 
-def count_results(index: dict, methods, since: float) -> dict:
+def count_results(index: dict, methods, since_ns: int) -> dict:
     """ok / failed counts over all results (from cq.best's record index), and those written
-    since ``since``, with the first failures of this run."""
+    by this run (an mtime at or after its start mark, cq.history.mark_start), with every
+    failure grouped by reason (:func:`group_by_reason`)."""
     counts = {"ok": 0, "failed": 0, "ok_this_run": 0, "failed_this_run": 0}
-    failures = []
-    since_ns = int((since - 1) * 1e9)
+    failures = []  # every failed result, this run's or not: what is broken now
     for image, entry in index.items():
         for method in methods:
             if method not in entry:
@@ -113,9 +112,33 @@ def count_results(index: dict, methods, since: float) -> dict:
             counts["ok" if ok else "failed"] += 1
             if version[0] >= since_ns:
                 counts["ok_this_run" if ok else "failed_this_run"] += 1
-                if not ok and len(failures) < FIRST_FAILURES:
-                    failures.append(f"{method} on {image}: {error}")
-    return {**counts, "first_failures": failures}
+            if not ok:
+                failures.append((method, image, error))
+    return {**counts, "failure_groups": group_by_reason(failures)}
+
+
+def reason_of(image: str, message) -> str:
+    """A failure's reason without the file it names ("images/a.jpg: not an image Pillow can
+    read" -> "not an image Pillow can read"), so equal reasons group; its first line."""
+    lines = str(message or "").strip().splitlines()
+    text = lines[0] if lines else "no message"
+    at = text.find(f"{image}: ")
+    return text[at + len(image) + 2:] if at >= 0 else text
+
+
+def group_by_reason(failures) -> list[dict]:
+    """(method, image, message) -> [{reason, results, images: the first NAMED, n_images,
+    methods}], the most frequent reason first."""
+    groups: dict[str, dict] = {}
+    for method, image, message in failures:
+        g = groups.setdefault(reason_of(image, message), {"results": 0, "images": set(), "methods": set()})
+        g["results"] += 1
+        g["images"].add(image)
+        g["methods"].add(method)
+    out = [{"reason": reason, "results": g["results"], "n_images": len(g["images"]),
+            "images": sorted(g["images"])[:NAMED], "methods": sorted(g["methods"])}
+           for reason, g in groups.items()]
+    return sorted(out, key=lambda g: (-g["results"], g["reason"]))
 
 
 def status_of(summary: dict, status: str) -> str:
@@ -127,24 +150,24 @@ def status_of(summary: dict, status: str) -> str:
     return status
 
 
-def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: float, *,
+def conclude(results_dir: str, input_dir: str, images, methods, log_of, since_ns: int, *,
              report_built: bool, finish=None, skipped=()) -> dict:
     """Finish a run's products and return its summary: ``best/``, then ``finish(summary)``
     (the history line, so that the report shows the run as ended), then the report when the
     run's report job did not build it, then ``.history/outcome.json``."""
     from cq.best import refresh_index, update_best
 
-    gone, problems = missing(results_dir, images, methods, log_of, since), []
+    gone, problems = missing(results_dir, images, methods, log_of, since_ns), []
     try:
         best_updated, index = update_best(results_dir, images, methods)
     except OSError as e:
         log.error("cq: %s/best could not be updated: %s", results_dir, e)
         best_updated, index = 0, refresh_index(results_dir, images, methods)
         problems.append(f"best/ not updated: {e.strerror or e}")
-    summary = count_results(index, methods, since)
-    summary.update(missing=len(gone), first_missing=[f"{m['method']} on {m['image']}: {m['reason']}"
-                                                      for m in gone[:FIRST_FAILURES]],
-                   best_updated=best_updated, report=str(Path(results_dir) / "report.html"), since=since)
+    summary = count_results(index, methods, since_ns)
+    summary.update(missing=len(gone), missing_groups=group_by_reason((m["method"], m["image"], m["reason"]) for m in gone),
+                   best_updated=best_updated, report=str(Path(results_dir) / "report.html"),
+                   since_ns=since_ns)
     if finish is not None:
         line = finish(summary)
         if line and line.get("note"):
@@ -171,17 +194,23 @@ def read_outcome(results_dir: str) -> dict | None:
 
 
 def print_summary(summary: dict, stream=None) -> None:
-    """A few lines: results ok and failed, the first failures and missing, the report's path."""
+    """A few lines: results ok and failed; every failure and missing result grouped by reason,
+    with counts and the images named (the first NAMED of each); problems; the report's path."""
     stream = stream or sys.stderr
+    report = summary["report"]
     print(f"cq: {summary['ok']} results ok, {summary['failed']} failed, {summary['missing']} missing "
           f"(this run: {summary['ok_this_run']} ok, {summary['failed_this_run']} failed)", file=stream)
-    for line in summary["first_failures"]:
-        print(f"cq:   failed: {line}", file=stream)
-    for line in summary["first_missing"]:
-        print(f"cq:   missing: {line}", file=stream)
+    for kind, groups in (("failed", summary.get("failure_groups") or []), ("missing", summary.get("missing_groups") or [])):
+        for g in groups:
+            names = ", ".join(g["images"]) + (f" and {g['n_images'] - len(g['images'])} more" if g["n_images"] > len(g["images"]) else "")
+            methods = g["methods"][0] if len(g["methods"]) == 1 else f"{len(g['methods'])} methods"
+            print(f"cq:   {kind}: {g['results']} × {g['reason']} ({methods}): {names}", file=stream)
+    if summary.get("failure_groups") or summary.get("missing_groups"):
+        print(f"cq:   every failure with its message: {report}#failures and {Path(report).with_name('report.csv')}",
+              file=stream)
     for line in summary.get("problems", ()):
         print(f"cq:   problem: {line}", file=stream)
-    print(f"cq: report: {summary['report']}", file=stream)
+    print(f"cq: report: {report}", file=stream)
 
 
 def exit_status(summary: dict, snakemake_rc: int = 0) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 
 from cq import freshness, history, lock, outcome
@@ -35,7 +34,7 @@ class Run:
     settings: Settings
     found: Discovery
     shards: dict = field(default_factory=dict)  # shard name -> its images; {} for one job per image
-    since: float = field(default_factory=time.time)
+    since_ns: int = 0  # the run's start mark (cq.history.mark_start), set by begin
     started: bool = False
 
     @classmethod
@@ -112,10 +111,11 @@ class Run:
                 pass
 
     def begin(self, run_settings: dict) -> None:
-        s, self.since = self.settings, time.time()
-        history.begin(s.results_dir, s.input_dir, self.images, self.methods, prune_deleted=s.prune_deleted,
-                      other_dirs=(s.logs_dir, s.benchmarks_dir), settings=run_settings,
-                      skipped=self.found.warnings)
+        s = self.settings
+        line = history.begin(s.results_dir, s.input_dir, self.images, self.methods, prune_deleted=s.prune_deleted,
+                             other_dirs=(s.logs_dir, s.benchmarks_dir), settings=run_settings,
+                             skipped=self.found.warnings)
+        self.since_ns = line["since_ns"]
 
     def close(self, status: str, *, report_built: bool) -> dict:
         """best/, the history line (its status: ok, failed when every result of this run
@@ -128,7 +128,7 @@ class Run:
                                   status=outcome.status_of(summary, status))
 
         summary = outcome.conclude(s.results_dir, s.input_dir, self.images, self.methods,
-                                   lambda m, i: self.log_of(m, i, shard_of), self.since, finish=finish,
+                                   lambda m, i: self.log_of(m, i, shard_of), self.since_ns, finish=finish,
                                    skipped=self.found.warnings, report_built=report_built)
         outcome.print_summary(summary)
         return summary

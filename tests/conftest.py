@@ -92,8 +92,11 @@ def _scontrol_shim() -> Path:
 
 
 def env(**extra) -> dict:
-    """This process's environment with the scontrol stand-in first on PATH, plus ``extra``."""
-    return {**os.environ, "PATH": f"{_scontrol_shim()}{os.pathsep}{os.environ['PATH']}", **extra}
+    """This process's environment with the scontrol stand-in first on PATH, plus ``extra``.
+    Snakemake's full output (CQ_TERMINAL=full, not cq's progress line): the tests read which
+    jobs ran from its job listings; tests/test_terminal.py sets its own."""
+    return {**os.environ, "PATH": f"{_scontrol_shim()}{os.pathsep}{os.environ['PATH']}", "CQ_TERMINAL": "full",
+            **extra}
 
 
 def command(workdir: Path, *args: str, profile: Path | None = None) -> list[str]:

@@ -1,5 +1,6 @@
 """The cq command: exit codes, messages naming the file, and the score printout."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -83,3 +84,24 @@ def test_an_unexpected_error_is_one_line_unless_debug(photo, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
     r = cq(*args, "--debug")
     assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["quantize"], ["score"], ["methods"], ["nightly"]],
+                         ids=["cq", "quantize", "score", "methods", "nightly"])
+def test_help_is_plain_text(args):
+    """Help is read in a terminal: no reStructuredText or Markdown markup."""
+    r = cq(*args, "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: cq")
+    assert "``" not in r.stdout and "`" not in r.stdout
+
+
+def test_every_argument_has_help():
+    from cq.cli import _parser
+
+    parsers = [_parser()]
+    for parser in parsers:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(p for name, p in action.choices.items() if name != "nightly")
+            elif action.help is None:
+                raise AssertionError(f"{parser.prog}: {action.option_strings or action.dest} has no help")

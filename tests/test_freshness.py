@@ -191,7 +191,7 @@ def test_missing_results_are_listed_with_the_reason_from_their_log(tmp_path):
     (logs / "octree").mkdir(parents=True)
     (logs / "octree/a.png.log").write_text("start\nKilled by signal 9\n")
     gone = outcome.missing(str(tmp_path / "results"), ["a.png", "b.png"], ["octree"],
-                           lambda m, i: str(logs / m / f"{i}.log"), since=0)
+                           lambda m, i: str(logs / m / f"{i}.log"), since_ns=0)
     assert [g["image"] for g in gone] == ["a.png", "b.png"]
     assert "died" in gone[0]["reason"] and "Killed by signal 9" in gone[0]["reason"]
     assert gone[1]["reason"].startswith("not run")

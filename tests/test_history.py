@@ -1,4 +1,5 @@
-"""The run history around the workflow: the prune guard, and the line of a failed run."""
+"""The run history around the workflow: the prune guard, the line of a failed run, and which
+results are this run's (by the run's start mark, never by how long a start took)."""
 
 import json
 
@@ -8,7 +9,9 @@ import yaml
 from PIL import Image
 
 from conftest import snakemake, tiny_photo
-from cq import history
+import os
+
+from cq import history, outcome
 from cq.discover import result_path
 
 
@@ -38,6 +41,51 @@ def test_prune_deleted_never_prunes_when_no_image_is_found(tmp_path, caplog):
     record_b.write_text("{}")
     assert history.begin(results, str(images), ["c.png"], ["octree"], prune_deleted=True)["pruned"] == 1
     assert not record_b.exists()
+
+
+def _record(path, status, mtime_ns):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"status": status, "method": "octree", "wall_time_s": 1.5,
+                                "image": {"path": str(path)}, "error": None if status == "ok" else "bad"}))
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_this_runs_results_are_those_written_since_its_start_mark(tmp_path):
+    """Regression (issue 19.2): an error record, or a folder in a record's place, made a moment
+    before the run, was counted as the run's own when the run's start was within 1 s of it, so
+    the history said "failed" or "error" depending on the machine's load. The start mark is a
+    file's mtime: a nanosecond before it is another run's, at it or after is this run's."""
+    results = str(tmp_path / "results")
+    images = ["old.png", "new.png", "gone.png"]
+    since = history.mark_start(results)
+    old = tmp_path / result_path("results", "octree", "old.png", ".json")
+    new = tmp_path / result_path("results", "octree", "new.png", ".json")
+    _record(old, "error", since - 1)
+    _record(new, "ok", since)
+    assert not history.written_this_run(str(old), since) and history.written_this_run(str(new), since)
+    records, missing = history._records_since(results, images, ["octree"], since)
+    assert [r["status"] for r in records] == ["ok"] and missing == 1
+    assert history.tally(records, ["octree"]) == {"failed": 0, "failed_images": 0, "time_per_method": {"octree": 1.5}}
+    index = {"old.png": {"octree": [[since - 1, 0, 0], "error", None, "bad"]},
+             "new.png": {"octree": [[since, 0, 0], "ok", 1.0, None]}}
+    counts = outcome.count_results(index, ["octree"], since)
+    assert (counts["ok_this_run"], counts["failed_this_run"], counts["failed"]) == (1, 0, 1)
+    # Only the old error record and nothing of this run: the run did not fail, it did nothing.
+    del index["new.png"]
+    summary = {**outcome.count_results(index, ["octree"], since), "missing": 0}
+    assert outcome.status_of(summary, "error") == "error" and outcome.status_of(summary, "ok") == "ok"
+
+
+def test_the_start_mark_is_the_file_systems_clock_and_only_grows(tmp_path):
+    results = str(tmp_path / "results")
+    first = history.mark_start(results)
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    second = history.mark_start(results)
+    assert first <= probe.stat().st_mtime_ns <= second
+    line = history.begin(results, str(tmp_path), [], ["octree"])
+    assert line["since_ns"] >= second and history.since_ns(line) == line["since_ns"]
+    assert history.since_ns({"start": "2026-01-02T03:04:05+00:00"}) == 1767323045 * 10**9  # an older line
 
 
 @pytest.mark.slow

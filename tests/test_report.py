@@ -1,10 +1,12 @@
-"""The report: CSV rows and columns, an escaped and complete HTML page, small cached thumbnails,
-gaps and ties that hold up on odd images, and a page that fits a phone and a desktop in Chromium.
+"""The report: CSV rows and columns, an escaped and complete HTML page, small thumbnails keyed
+by content, gaps and ties that hold up on odd images, and a page that fits a phone and a
+desktop in Chromium with every column of every table in view.
 
 Records come from real quantizations of a hostile folder: crops of scikit-image photographs,
-a transparent image, a six-colour and a grey image, three broken files, names made of markup,
-quotes and unicode; plus a CNN-like record with a training curve and an error stub as the
-workflow builds it for unreadable JSON.
+a transparent image, a six-colour and a grey image, an 8x8 one, a 4000x3000 one (octree only),
+three broken files, names made of markup, quotes and unicode and a 190-character one; plus a
+CNN-like record with a training curve and an error stub as the workflow builds it for
+unreadable JSON.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ EVIL = "<script>alert(1)</script> \"quoted\" 'single' café ✓.png"
 BUILT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 HISTORY = [{"start": "2025-01-01T10:00:00", "end": "2025-01-01T10:04:00", "status": "ok",
             "counts": {"new": 9, "failed": 3}, "time_per_method": {"kmeans": 3.0, "octree": 0.4},
-            "skipped": ["an earlier run's skip"]}]
+            "skipped": ["an earlier run's skip"]},
+           # a wide one: eight methods, every count (the table must still fit 1400 px)
+           {"start": "2025-01-02T02:30:00+00:00", "end": "2025-01-02T02:41:13+00:00", "status": "incomplete",
+            "counts": {"new": 12, "changed": 2, "unchanged": 1998, "deleted": 0, "failed": 3, "missing": 1},
+            "time_per_method": {m: 60.0 + i for i, m in enumerate(
+                ["kmeans", "median_cut", "octree", "libimagequant", "direct", "cnn", "kmeans_8init", "cnn_ideal"])}}]
 SKIPPED = ["loop/: a symlink loop <b>x</b>"]
 
 
@@ -67,7 +74,13 @@ IMAGES = {
     "transparent.png": _transparent,
     "six colours.png": _six_colours,
     "grey & 50%.png": lambda: data.camera()[100:196, 100:228],
+    "tiny.png": lambda: data.chelsea()[100:108, 100:108],
+    "a long name from a camera that nobody renamed " * 4 + "IMG_20240101_123456789.jpg":
+        lambda: data.coffee()[0:90:2, 0:140:2],
 }
+# A 12-megapixel image: octree only (the others take seconds on it); its thumbnail is 160 px.
+HUGE = {"huge 4000x3000.png": lambda: np.dstack(np.broadcast_arrays(
+    *np.ogrid[0:255:3000j, 0:255:4000j], np.full((1, 1), 128.0))).astype(np.uint8)}
 BROKEN = {"empty.png": b"", "truncated.png": None, "not an image.jpg": b"plain text, no image"}
 
 
@@ -76,7 +89,7 @@ def run(tmp_path_factory):
     """Input folder, results of every method, and one built report (paths and records)."""
     root = tmp_path_factory.mktemp("report")
     inputs, results = root / "in", root / "results"
-    for name, make in IMAGES.items():
+    for name, make in {**IMAGES, **HUGE}.items():
         (inputs / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.ascontiguousarray(make())).save(inputs / name)
     png = (inputs / "astronaut.png").read_bytes()
@@ -84,9 +97,9 @@ def run(tmp_path_factory):
     for name, content in BROKEN.items():
         (inputs / name).write_bytes(content)
     records = []
-    for name in [*IMAGES, *BROKEN]:
-        for method in METHODS:
-            out = Path(result_path(str(results), method, name, ""))
+    for name in [*IMAGES, *BROKEN, *HUGE]:
+        for method in METHODS if name not in HUGE else ["octree"]:
+            out = Path(result_path(str(results), method, name, ""))  # escaped and shortened, as in the workflow
             out.parent.mkdir(parents=True, exist_ok=True)
             records.append(quantize_file(inputs / name, f"{out}.png", f"{out}.json", Job(method=method)))
     cnn = copy.deepcopy(records[0])
@@ -117,7 +130,7 @@ def test_csv_has_one_row_per_image_and_method(run):
     rows = _csv(run["out"] / "report.csv")
     assert tuple(rows[0]) == CSV_COLUMNS
     n_images = len(IMAGES) + len(BROKEN)
-    assert len(rows) == n_images * len(METHODS) + 1 + 1  # + cnn, stub
+    assert len(rows) == n_images * len(METHODS) + len(HUGE) + 1 + 1  # + cnn, stub
     assert len({(r["image"], r["method"]) for r in rows}) == len(rows)
     assert {r["method"] for r in rows if r["image"] == f"sub dir/{EVIL}"} == set(METHODS)
     failed = [r for r in rows if r["status"] == "error"]
@@ -174,7 +187,9 @@ def test_html_has_every_section_and_one_result_row_each(run):
     assert page.count('<svg class="chart"') == 4 + 1 + 1  # gap, best, kmeans, time; history; training
     table = records_table(run["records"], run["inputs"])
     body = page[page.index('id="results-table"'):page.index('id="images"')]
-    assert body.count("<tr>") == 1 + len(table)  # the header row and one row per result
+    assert body.count("<tr") == 1 + len(table)  # the header row and one row per result
+    ids = re.findall(r'<tr id="(r-[0-9a-f]{12})">', body)
+    assert len(set(ids)) == len(table)  # every row an anchor: chart dots link to it
     assert page.count('class="tile fail"') == int((table["status"] != "ok").sum())
 
 
@@ -207,15 +222,32 @@ def test_training_reads_the_record_and_falls_back_on_the_curve():
     assert training({"extras": {"curve": [1.0]}}) is None and training({}) is None
 
 
-def test_transparent_original_keeps_alpha_on_a_checkerboard(run):
+def test_transparent_original_is_shown_on_a_checkerboard_beside_what_was_quantized(run):
     page, out = run["html"], run["out"]
     card = page[page.index("<h3>transparent.png</h3>"):]
-    src = unquote(re.search(r'<img src="([^"]+)" alt="original"', card).group(1))
+    card = card[:card.index("</section>")]
+    src = unquote(re.search(r'<img src="([^"]+)" alt="original"[^>]* class="alpha"', card).group(1))
     with Image.open(out / src) as im:
         assert im.format == "PNG" and im.mode == "RGBA" and np.asarray(im)[..., 3].min() == 0
+    composite = unquote(re.search(r'<img src="([^"]+)" alt="what was quantized"', card).group(1))
+    with Image.open(out / composite) as im:  # over white, as read.background says by default
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+        assert im.mode == "RGB" and pixels[0, 0].min() > 240 and pixels.std() > 20
     css = resources.files("cq.report").joinpath("templates", "report.css").read_text(encoding="utf-8")
+    checker = re.search(r"\.tile \.frame img\.alpha\{([^}]*)\}", css).group(1)
+    assert "linear-gradient(45deg" in checker and "background-size:16px 16px" in checker
     frame = re.search(r"\.tile \.frame\{([^}]*)\}", css).group(1)
-    assert "linear-gradient(45deg" in frame and "background-size:16px 16px" in frame
+    assert "background" not in frame  # an opaque image is drawn on nothing: no letterbox
+    opaque = page[page.index("<h3>coffee.jpg</h3>"):]
+    assert 'class="alpha"' not in opaque[:opaque.index("</section>")] and page.count('class="alpha"') == 1
+    assert page.count('alt="what was quantized"') == 1
+
+
+def test_a_tiny_image_is_drawn_large_and_pixelated(run):
+    card = run["html"][run["html"].index("<h3>tiny.png</h3>"):]
+    card = card[:card.index("</section>")]
+    sizes = re.findall(r'<img src="[^"]+" alt="[^"]*" width="(\d+)" height="(\d+)" class="px"', card)
+    assert len(sizes) == 1 + len(METHODS) and set(sizes) == {(str(THUMB_PX), str(THUMB_PX))}
 
 
 def test_thumbnails_exist_are_small_and_relative(run):
@@ -224,7 +256,8 @@ def test_thumbnails_exist_are_small_and_relative(run):
     assert sources and all(not s.startswith(("/", "file:", "http")) for s in sources)
     assert page.count('loading="lazy"') == len(sources)
     thumbs = [out / s for s in sources if "/pal/" not in s]
-    assert len(thumbs) == len(IMAGES) * (1 + len(METHODS)) + 1  # originals, outputs, the cnn copy
+    # originals, outputs, the cnn copy, the transparent image's composite
+    assert len(thumbs) == len(IMAGES) * (1 + len(METHODS)) + 2 * len(HUGE) + 1 + 1
     for path in thumbs:
         with Image.open(path) as im:
             assert max(im.size) <= THUMB_PX
@@ -233,20 +266,68 @@ def test_thumbnails_exist_are_small_and_relative(run):
     assert all(len(Image.open(p).convert("RGB").getcolors(1000)) <= 37 for p in quantized)
 
 
-def test_thumbnails_are_cached_and_rebuilt_when_stale(run, tmp_path):
-    out = tmp_path / "out"
-    args = (run["records"], run["results"], run["inputs"], out / "r.csv", out / "r.html")
-    build_report(*args)
-    thumbs = sorted((out / "report_files").rglob("*.*"))
-    mtimes = {p: p.stat().st_mtime_ns for p in thumbs}
-    build_report(*args)
-    assert {p: p.stat().st_mtime_ns for p in thumbs} == mtimes
-    source = run["results"] / "octree" / "coffee.jpg.png"
-    os.utime(source, ns=(source.stat().st_atime_ns, max(mtimes.values()) + 10**9))
-    build_report(*args)
-    changed = [p for p in thumbs if p.stat().st_mtime_ns != mtimes[p]]
-    assert len(changed) == 1 and changed[0].suffix == ".png"
+def test_thumbnails_are_keyed_by_content_not_by_time(run, tmp_path):
+    """A second build rewrites nothing; content replaced under a preserved mtime (and then
+    quantized again, as the workflow does) gets a new thumbnail, and the old one goes."""
+    inputs, results, out = tmp_path / "in", tmp_path / "results", tmp_path / "out"
+    shutil.copytree(run["inputs"], inputs)
+    shutil.copytree(run["results"], results)
+    records = [copy.deepcopy(r) for r in run["records"] if r["method"] != "cnn_lr1e-3"]
+    for r in records:
+        r["image"]["path"] = r["image"]["path"].replace(str(run["inputs"]), str(inputs))
+
+    def build(records):
+        build_report(records, results, inputs, out / "r.csv", out / "r.html")
+        thumbs = [p for kind in ("orig", "q") for p in (out / "report_files" / kind).glob("*.*")]
+        return {p.relative_to(out): p.stat().st_mtime_ns for p in thumbs}
+
+    def original_of(name):
+        card = (out / "r.html").read_text(encoding="utf-8")
+        card = card[card.index(f"<h3>{name}</h3>"):]
+        with Image.open(out / unquote(re.search(r'<img src="([^"]+)" alt="original"', card).group(1))) as im:
+            return np.asarray(im.convert("RGB"), dtype=float)
+
+    first = build(records)
+    assert build(records) == first
+    before = original_of("coffee.jpg")
+    image = inputs / "coffee.jpg"
+    stat = image.stat()
+    Image.fromarray(np.ascontiguousarray(data.astronaut()[100:196, 200:328])).save(image, quality=95)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    records = [r if r["image"]["path"] != str(image) else
+               quantize_file(image, f"{results / r['method'] / 'coffee.jpg'}.png",
+                             f"{results / r['method'] / 'coffee.jpg'}.json", Job(method=r["method"]))
+               for r in records]
+    second = build(records)
+    changed = {p for p in second if first.get(p) != second[p]}
+    gone = set(first) - set(second)
+    assert len(changed) == 1 + len(METHODS) and len(gone) == 1 + len(METHODS)  # its original and outputs
+    after = original_of("coffee.jpg")
+    reference = np.asarray(Image.fromarray(data.astronaut()[100:196, 200:328]).resize(after.shape[1::-1]), dtype=float)
+    assert np.abs(after - reference).mean() < 8 < np.abs(before - reference).mean()
     assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_best_folder_holds_each_images_winner_for_snakemake_report(run, tmp_path):
+    """`snakemake --report` shows, per image, the best output: {method}/{image}.png, the
+    first method in order on a tie; a rebuild replaces the folder (nothing stale stays)."""
+    best = tmp_path / "best"
+    (best / "octree").mkdir(parents=True)
+    (best / "octree" / "gone.png.png").write_bytes(b"stale")
+    build_report(run["records"], run["results"], run["inputs"], tmp_path / "r.csv", tmp_path / "r.html",
+                 best_dir=best, method_order=["median_cut", "kmeans", "octree", "cnn_lr1e-3"])
+    table = records_table(run["records"], run["inputs"])
+    files = {p.relative_to(best).as_posix(): p for p in best.rglob("*.png")}
+    winners = table[table["best"]].groupby("image")["method"].apply(set)
+    assert len(files) == len(winners) and "octree/gone.png.png" not in files
+    order = ["median_cut", "kmeans", "octree", "cnn_lr1e-3"]
+    for image, methods in winners.items():
+        method = min(methods, key=order.index)
+        key = result_path("", method, image, ".png").lstrip("/")
+        assert files[key].read_bytes() == Path(result_path(str(run["results"]), method, image, ".png")).read_bytes()
+    tied = [image for image, methods in winners.items() if len(methods) > 1]
+    assert tied  # the six-colour image: every method reaches the same best
+    assert not list(tmp_path.glob(".best*"))  # no staging folder left
 
 
 def test_report_is_a_function_of_its_arguments(run, tmp_path):
@@ -267,7 +348,7 @@ def test_history_shows_the_runs_passed_in_and_nothing_running(run):
     page = run["html"]
     history = page[page.index('<h2 id="history">'):page.index("<footer>")]
     assert "2025-01-01T10:00:00" in history and "4.0 min" in history and "new 9, failed 3" in history
-    assert history.count("<tr><td>") == len(HISTORY) and "running" not in history
+    assert len(re.findall(r'<tr id="run-\d+"><td data-label="Run">', history)) == len(HISTORY) and "running" not in history
     assert "2026-01-02 03:04:05 UTC" in history  # says when it was built, so it is never stale
 
 
@@ -436,8 +517,38 @@ window.addEventListener("load", function () { setTimeout(function () {
   filter.dispatchEvent(new Event("input"));
   out.filtered = Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return !r.hidden; })
     .map(function (r) { return r.cells[1].textContent; });
+  var away = Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return r.hidden; })[0];
+  var before = location.hash;
+  location.hash = "#" + away.id; window.dispatchEvent(new HashChangeEvent("hashchange"));
+  out.revealed = !away.hidden && filter.value === "";  // a chart dot's link shows its row
   filter.value = ""; filter.dispatchEvent(new Event("input"));
+  if (before) { document.getElementById(before.slice(1)).scrollIntoView(); } else { window.scrollTo(0, 0); }
   out.cards = document.querySelectorAll("section.card").length;
+  // Every cell of every table in view: shown, inside the window, its text not cut, no table
+  // scrolling sideways in its box; on a phone (cards) every cell carries its column's label.
+  var narrow = window.innerWidth <= 700;
+  out.cut = []; out.cells = 0;
+  Array.prototype.forEach.call(document.querySelectorAll("table"), function (t, ti) {
+    var name = t.id || t.className || "table " + ti, box = t.closest(".scroll");
+    if (box && box.scrollWidth > box.clientWidth + 1) {
+      out.cut.push(name + ": scrolls sideways, " + box.scrollWidth + " > " + box.clientWidth + " px"); }
+    var headHidden = t.tHead && t.tHead.getBoundingClientRect().width <= 1;
+    Array.prototype.forEach.call(t.rows, function (row, ri) {
+      var head = row.parentNode.tagName === "THEAD";
+      if (head && headHidden) { return; }
+      Array.prototype.forEach.call(row.cells, function (cell, ci) {
+        var r = cell.getBoundingClientRect(), where = name + " row " + ri + " cell " + ci;
+        out.cells += 1;
+        if (r.width < 1 || r.height < 1) { out.cut.push(where + ": not shown"); }
+        else if (r.left < -0.5 || r.right > window.innerWidth + 0.5) { out.cut.push(where + ": outside the window"); }
+        else if (cell.scrollWidth > cell.clientWidth + 1) { out.cut.push(where + ": text cut"); }
+        if (!head && narrow && (headHidden || !t.tHead)) {
+          var label = getComputedStyle(cell, "::before").content;
+          if (!label || label === "none" || label === '""') { out.cut.push(where + ": no column label"); }
+        }
+      });
+    });
+  });
   out.errors = window.__errors;
   parent.postMessage(JSON.stringify(out), "*");
 }, 0); });
@@ -474,8 +585,9 @@ def _chromium_run(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("width", [1400, 390])
 def test_chromium_lays_the_page_out_without_overflow_or_error(run, width):
-    """At a desktop's and a phone's width: nothing wider than the window, no error, every
-    image loads, the results table sorts and filters; screenshots kept for a look."""
+    """At a desktop's and a phone's width: nothing wider than the window, every cell of every
+    table in view (no column cut or scrolled away), no error, every image loads, the results
+    table sorts and filters; screenshots kept for a look."""
     _need_chromium()
     height, window = 2400, max(width, 800)
     out = run["out"]  # beside the page: same relative URLs
@@ -490,14 +602,18 @@ def test_chromium_lays_the_page_out_without_overflow_or_error(run, width):
     assert m["innerWidth"] == width
     assert m["scrollWidth"] <= m["innerWidth"], m
     assert m["errors"] == []
-    assert m["sorted"] and set(m["filtered"]) == {"octree"}
-    assert m["cards"] == len(IMAGES) + len(BROKEN) + 1  # + the stub's image
+    assert m["cut"] == [] and m["cells"] > 300, m["cut"][:20]
+    assert m["sorted"] and set(m["filtered"]) == {"octree"} and m["revealed"]
+    assert m["cards"] == len(IMAGES) + len(BROKEN) + len(HUGE) + 1  # + the stub's image
     shots = Path(os.environ.get("CQ_SCREENSHOTS", run["root"]))
     shots.mkdir(parents=True, exist_ok=True)
-    shot = shots / f"report-{width}.png"
-    _chromium_run([f"--window-size={window},{height}", f"--screenshot={shot}", host.as_uri()])
-    with Image.open(shot) as im:
-        im.crop((0, 0, width, height)).save(shot)
+    for part in ("top", "images"):  # the page's top, and its image cards
+        shot = shots / f"report-{width}-{part}.png"
+        page = f"measure-{width}.html" + ("#images" if part == "images" else "")
+        host.write_text(HOST.format(src=page, width=width, height=height), encoding="utf-8")
+        _chromium_run([f"--window-size={window},{height}", f"--screenshot={shot}", host.as_uri()])
+        with Image.open(shot) as im:
+            im.crop((0, 0, width, height)).save(shot)
     with Image.open(shot) as im:
         assert len(im.convert("RGB").getcolors(1 << 24)) > 2000  # photographs, not blank boxes
 

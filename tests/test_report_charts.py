@@ -6,8 +6,11 @@ import math
 import re
 
 import pytest
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
 
-from cq.report.charts import Axis, curve_chart, line_chart, log_ticks, nice_ticks, outlier_cap, parts_bar, strip_chart
+from cq.report.charts import (Axis, curve_chart, line_chart, log_ticks, nice_ticks, outlier_cap, parts_bar, strip_chart,
+                             tick_labels)
 
 
 @pytest.mark.parametrize("lo, hi, expected", [
@@ -31,6 +34,20 @@ def test_nice_ticks_step_is_1_2_or_5_times_a_power_of_ten():
         assert 3 <= len(ticks) <= 11
 
 
+@given(st.floats(-1e6, 1e6), st.floats(1e-6, 1e6))
+@example(0.99, 0.09)  # a score-over-best axis: 1 and 1.05 alone before
+def test_nice_ticks_are_three_or_more_round_values_inside(lo, width):
+    hi = lo + width
+    assume(hi > lo and (hi - lo) / max(abs(lo), abs(hi), 1e-300) > 1e-9)
+    ticks = nice_ticks(lo, hi)
+    assert 3 <= len(ticks) <= 11 and all(lo - 1e-9 * width <= t <= hi + 1e-9 * width for t in ticks)
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+    step = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
+    assert max(steps) - min(steps) <= 1e-6 * step
+    mantissa = step / 10 ** math.floor(math.log10(step) + 1e-9)
+    assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-6
+
+
 def test_nice_ticks_of_an_empty_or_bad_range():
     assert nice_ticks(5, 5) == [5] and nice_ticks(math.nan, 1) == [] and nice_ticks(2, 1) == [2]
 
@@ -38,7 +55,9 @@ def test_nice_ticks_of_an_empty_or_bad_range():
 def test_log_ticks():
     assert log_ticks(1, 1000) == [1, 3, 10, 30, 100, 300, 1000]  # 1-2-5 would be 10 labels
     assert log_ticks(0.02, 5) == pytest.approx([0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5])
-    assert log_ticks(2, 9) == [2, 4, 6, 8]  # within a factor of 20: linear steps
+    assert log_ticks(2, 9) == [2, 4, 6, 8]  # 1-2-5 would be 2 labels: linear steps
+    assert log_ticks(1.01, 1.06) == pytest.approx([1.02, 1.04, 1.06])  # within a factor of 3
+    assert log_ticks(0.95, 12.5) == [1, 2, 5, 10]  # a 12x outlier: 1-2-5, not 2, 4, ..., 12
     assert len(log_ticks(1e-6, 1e6)) <= 8 and all(t > 0 for t in log_ticks(1e-6, 1e6))
     assert log_ticks(0, 10) == [] and log_ticks(5, 1) == []
 
@@ -95,8 +114,9 @@ def test_curve_chart_has_both_axes_and_marks_init_and_best():
 
 def test_line_chart_has_a_legend_and_a_line_per_series():
     svg = line_chart({"kmeans": [1.0, 2.0, 3.0], "octree": [0.5, math.nan, 0.7]}, ["1", "2", "3"],
-                     label="time", fmt=str)
+                     label="time", fmt=str, x_name="run", links=["#run-1", "#run-2", "#run-3"])
     assert svg.count("<polyline") == 2 and svg.count('class="legend"') == 2 and svg.count("<circle") == 5
+    assert "<title>octree, run 3: 0.7</title>" in svg and svg.count('<a href="#run-3">') == 2
 
 
 def test_parts_bar_widths_are_the_parts_shares():
@@ -104,3 +124,29 @@ def test_parts_bar_widths_are_the_parts_shares():
     widths = [float(w) for w in re.findall(r'width="([\d.]+)" height', svg)[1:]]
     assert widths == pytest.approx([10, 30, 60])
     assert parts_bar([("MSE", 0.0)], fmt=str) == ""
+
+
+def test_tick_labels_never_repeat():
+    curve = [37.4 - 0.02 * i for i in range(41)]  # a cnn that gained 2%: 37.4 down to 36.6
+    svg = curve_chart(curve, 40, fmt=lambda v: f"{v:,.0f}")
+    ys = re.findall(r'class="name">([^<]+)<', svg)
+    assert len(ys) >= 3 and len(set(ys)) == len(ys), ys
+    assert tick_labels([1.0, 2.0, 3.0], lambda v: f"{v:.0f}") == ["1", "2", "3"]  # fmt kept when distinct
+    assert tick_labels([0.1, 0.15, 0.2], lambda v: f"{v:.1f}") == ["0.10", "0.15", "0.20"]
+
+
+@pytest.mark.parametrize("values", [[1.0, 1.01, 1.02, 1.04], [1.0, 1.2, 1.5, 12.0], [1.0, 1.0, 1.0]])
+def test_a_ratio_axis_labels_its_reference(values):
+    svg = strip_chart([("m", values, 1.0)], label="score / best", fmt=lambda v: f"{v:.3g}", log=True, reference=1.0)
+    ticks = re.findall(r'class="tick">([^<]+)<', svg)
+    assert "1" in ticks and len(set(ticks)) == len(ticks), ticks
+    xs = sorted(float(x) for x in re.findall(r'<line x1="([\d.]+)"[^>]*class="grid"', svg))
+    assert all(b - a >= 30 for a, b in zip(xs, xs[1:])), xs  # labels stay apart
+
+
+def test_dots_name_their_image_and_link_to_its_row():
+    tips = [("<b>a</b>.png", "#r-1"), ("b.png", "#r-2"), ("c.png", None)]
+    svg = strip_chart([("m", [0.1, 0.2, 0.3], 0.2, tips)], label="gap", fmt=lambda v: f"{v:.1f}")
+    assert svg.count("<circle") == 3 and svg.count("<title>") == 3 + 1  # + the marker's
+    assert '<a href="#r-1"><circle' in svg and "<title>&lt;b&gt;a&lt;/b&gt;.png: 0.1</title>" in svg
+    assert '<a href="#r-2">' in svg and "<title>c.png: 0.3</title>" in svg and svg.count("<a ") == 2

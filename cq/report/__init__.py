@@ -8,10 +8,12 @@ which the caller reads and passes in (the workflow declares its history file as 
   per-method summary; :mod:`cq.report.assets`: thumbnails and palette strips;
   :mod:`cq.report.charts`: SVG charts, ticks and scales; :mod:`cq.report.page`: the page,
   from ``templates/report.html.j2`` (Jinja2, autoescaped) with ``report.css``/``report.js``.
-- The page shows, per image, the original (on a checkerboard: transparency shows) and every
-  method's output with its palette, score, the score's parts and gap, the best marked (a tie
+- The page shows, per image, the original (a transparent one on a checkerboard, beside the
+  composite that was quantized) and every method's output with its palette, score, the score's parts and gap, the best marked (a tie
   as a tie); a summary per method; charts; a results table that sorts and filters (a small
-  inline script, offline); every failure; the finished runs of the history.
+  inline script, offline); every failure; the finished runs of the history. Every chart dot
+  names its image and links to its row. Below 700 px each table row becomes a card of
+  labelled cells, so no column is cut on a phone.
 - Every text is escaped and every URL quoted: file names are data, never markup.
 """
 
@@ -21,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cq.fsutil import atomic_path, file_mode
-from cq.report.assets import ASSETS_DIR, THUMB_PX, make_assets
+from cq.report.assets import ASSETS_DIR, THUMB_PX, make_assets, prune_assets
+from cq.report.bundle import write_best_folder
 from cq.report.page import render_page
 from cq.report.tables import (CSV_COLUMNS, REFERENCE, SUMMARY_COLUMNS, TIE_RTOL, image_key, ordered_methods,
                               record_details, records_table, summary_table, write_csv)
@@ -34,7 +37,7 @@ MAX_CARDS = 500  # images with cards on the page; the CSV and summary cover all
 
 def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_path: Path,
                  html_path: Path, *, history: list[dict] = (), skipped: list[str] = (),
-                 summary_path: Path | None = None,
+                 summary_path: Path | None = None, best_dir: Path | None = None,
                  method_order: list[str] | None = None, title: str = "Colour quantization report",
                  max_cards: int = MAX_CARDS, built: datetime | None = None) -> None:
     """Write ``csv_path`` (one row per image x method), ``html_path`` (the page) and, when
@@ -57,7 +60,8 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
     built : the time the page says it was built (default: now), so that a test can pin it.
 
     Thumbnails are written first, then the CSV, then the page, so the page never points at a
-    thumbnail that is not there yet, and the previous page stays readable until replaced.
+    thumbnail that is not there yet, and the previous page stays readable until replaced;
+    then the thumbnails no page shows any more are deleted.
     """
     results_dir, input_dir = Path(results_dir), Path(input_dir)
     html_path = Path(html_path)
@@ -71,6 +75,8 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
     write_csv(table, Path(csv_path))
     if summary_path is not None:
         write_csv(summary, Path(summary_path), index=True, sep="\t")
+    if best_dir is not None:
+        write_best_folder(table, methods, results_dir, Path(best_dir))
     order_note = ("Methods in the configured order." if method_order is not None
                   else f"Methods: {REFERENCE} first as the reference, then alphabetical.")
     page = render_page(table, summary, methods, details, assets, history=list(history), skipped=list(skipped),
@@ -78,3 +84,4 @@ def build_report(records: list[dict], results_dir: Path, input_dir: Path, csv_pa
                        shown=shown)
     with atomic_path(html_path) as tmp:
         Path(tmp).write_bytes(page.encode("utf-8"))
+    prune_assets(html_path.parent, assets.values())

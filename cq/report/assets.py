@@ -1,28 +1,34 @@
 """The page's pictures: thumbnails of originals and outputs, and palette strips, in ``report_files/``.
 
 - Originals are read with cq's rules (the bomb guard stays) and kept as JPEG, or as PNG with
-  their alpha when they have transparency (the page draws them on a checkerboard).
+  their alpha when they have transparency (the page draws them on a checkerboard). A
+  transparent original also gets its *composite*: the opaque image the methods quantized,
+  over the background its records name (``read.background``).
 - Quantized outputs are resized with NEAREST to PNG, so their colours stay the palette's.
-- Thumbnails are named by a hash of the source path and rebuilt only when missing, empty or
-  older than the source; palette strips are named by a hash of the palette. Nothing there is
-  ever deleted. Every file is written atomically (without fsync: cheap to remake).
+- Thumbnails are named by content, never by path or time: an original by the sha256 of its
+  bytes (its record's, else hashed here), an output by the job that wrote it (fingerprint and
+  time of its record). So content replaced under a preserved mtime gets a new thumbnail, and
+  one that exists is current. Palette strips are named by the palette. Files no page uses
+  any more are deleted after the page is written (:func:`prune_assets`). Every file is
+  written atomically (without fsync: cheap to remake).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
 from cq.discover import result_path
-from cq.imageio import ImageError, load_image
+from cq.imageio import ImageError, composited_over, load_image
 from cq.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
@@ -32,19 +38,33 @@ ASSETS_DIR = "report_files"
 PALETTE_COLUMNS = 13
 
 
-def asset_name(kind: str, source: str, suffix: str) -> str:
-    """A stable file name under report_files/ for a source path (hash: safe for any name)."""
-    digest = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+ASSET_KINDS = ("orig", "comp", "q", "pal")
+
+
+def asset_name(kind: str, key: str, suffix: str) -> str:
+    """The file name under report_files/ for a content key (hashed: safe for any name)."""
+    digest = hashlib.sha1(f"{THUMB_PX} {key}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
     return f"{kind}/{digest}{suffix}"
 
 
-def fresh(target: Path, source: Path) -> bool:
-    """True when ``target`` exists, is not empty and is not older than ``source``."""
+def fresh(target: Path) -> bool:
+    """True when ``target`` exists and is not empty: its name says which content it shows."""
     try:
-        made = target.stat()
-        return made.st_size > 0 and made.st_mtime >= source.stat().st_mtime
+        return target.stat().st_size > 0
     except OSError:
         return False
+
+
+def content_hash(path: Path) -> str | None:
+    """sha256 of a file's bytes (for an image no record hashed), None when unreadable."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def thumb_size(width: int, height: int) -> tuple[int, int]:
@@ -69,7 +89,7 @@ def thumbnail_original(source: Path, target: Path) -> bool:
     A ``.png`` target keeps the alpha of a transparent original (:func:`make_assets` picks
     the suffix with :func:`has_alpha`); a ``.jpg`` one is opaque.
     """
-    if fresh(target, source):
+    if fresh(target):
         return True
     try:
         loaded = load_image(source)  # the bomb guard: a refused image gets no thumbnail
@@ -87,6 +107,22 @@ def thumbnail_original(source: Path, target: Path) -> bool:
     return True
 
 
+def thumbnail_composite(source: Path, target: Path, background: tuple[int, int, int]) -> bool:
+    """Write an opaque JPEG thumbnail of a transparent original composited over ``background``:
+    what the methods were given to quantize."""
+    if fresh(target):
+        return True
+    try:
+        loaded = load_image(source, background=background)
+    except ImageError:
+        return False
+    im = Image.fromarray(loaded.pixels, "RGB")
+    im.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    with atomic_path(target, fsync=False) as tmp:
+        im.save(tmp, format="JPEG", quality=82, optimize=True)
+    return True
+
+
 def has_alpha(source: Path) -> bool:
     """Whether an image file declares transparency (reads the header only)."""
     try:
@@ -98,7 +134,7 @@ def has_alpha(source: Path) -> bool:
 
 def thumbnail_quantized(source: Path, target: Path) -> bool:
     """Write a NEAREST-resized PNG thumbnail of a quantized output (its palette stays exact)."""
-    if fresh(target, source):
+    if fresh(target):
         return True
     try:
         with Image.open(source) as im:
@@ -123,7 +159,7 @@ def palette_strip(palette, target: Path) -> None:
 
     The page shows it scaled up with ``image-rendering: pixelated``: one square per colour.
     """
-    if target.exists() and target.stat().st_size > 0:
+    if fresh(target):
         return
     colours = sorted_palette(palette)
     rows = max(1, -(-len(colours) // PALETTE_COLUMNS))
@@ -148,35 +184,69 @@ def make_assets(table: pd.DataFrame, details: dict, results_dir: Path, input_dir
                 page_dir: Path, workers: int | None = None) -> dict:
     """Write the thumbnails and palette strips; return URLs (relative to the page) by key.
 
-    Keys: ``("orig", image)``, ``("q", image, method)``, ``("pal", image, method)``, plus
-    ``("href-orig", image)`` / ``("href-q", image, method)`` linking the full files (only
-    where a thumbnail could be made, so that no link points at a missing file). URLs are
-    percent-quoted. Work runs on a thread pool (Pillow releases the GIL while decoding).
+    Keys: ``("orig", image)``, ``("comp", image)`` (transparent originals only),
+    ``("q", image, method)``, ``("pal", image, method)``, plus ``("href-orig", image)`` /
+    ``("href-q", image, method)`` linking the full files (only where a thumbnail could be
+    made, so that no link points at a missing file). URLs are percent-quoted. Work runs on a
+    thread pool (Pillow releases the GIL while decoding).
     """
     results_dir, page_dir = Path(results_dir).resolve(), Path(page_dir).resolve()
     root = page_dir / ASSETS_DIR
     tasks, urls = [], {}  # task: (kind, key, writer, source, asset name)
-    for image, path in table.groupby("image", sort=False)["image_path"].first().items():
-        if not isinstance(path, str) or not path:
+    firsts = table.groupby("image", sort=False)[["image_path", "notes"]].agg(_first_text)
+    hashes = {}  # the sha256 of an image's bytes as its records have it (all agree when current)
+    for (image, _), detail in details.items():
+        hashes[image] = hashes.get(image) or detail.get("sha256")
+    for image, (path, notes) in firsts.iterrows():
+        if not path:
             continue
         source = Path(path) if Path(path).is_absolute() or Path(path).exists() else input_dir / image
         source = source.resolve()
-        suffix = ".png" if has_alpha(source) else ".jpg"
-        tasks.append(("orig", (image,), thumbnail_original, source, asset_name("orig", str(source), suffix)))
+        digest = hashes.get(image) or content_hash(source)
+        if digest is None:
+            continue
+        alpha = has_alpha(source)
+        tasks.append(("orig", (image,), thumbnail_original, source,
+                      asset_name("orig", digest, ".png" if alpha else ".jpg")))
+        background = composited_over(notes) if alpha else None
+        if background is not None:
+            composite = functools.partial(thumbnail_composite, background=background)
+            tasks.append(("comp", (image,), composite, source, asset_name("comp", f"{digest} {background}", ".jpg")))
     for row in table[table["status"] == "ok"].itertuples():
         png = quantized_png(results_dir, row.method, row.image)
+        detail = details.get((row.image, row.method), {})
         if png is not None:  # results_dir is resolved: png is absolute
-            tasks.append(("q", (row.image, row.method), thumbnail_quantized, png, asset_name("q", str(png), ".png")))
-        palette = details.get((row.image, row.method), {}).get("palette")
-        if palette:
-            urls["pal", row.image, row.method] = _palette_asset(palette, root)
+            key = f"{detail.get('sha256')} {row.method} {detail.get('output')}"
+            tasks.append(("q", (row.image, row.method), thumbnail_quantized, png, asset_name("q", key, ".png")))
+        if detail.get("palette"):
+            urls["pal", row.image, row.method] = _palette_asset(detail["palette"], root)
     with ThreadPoolExecutor(workers or min(8, usable_cpus())) as pool:
         done = pool.map(lambda t: _safely(t[2], t[3], root / t[4]), tasks)
         for (kind, key, _, source, name), ok in zip(tasks, done):
             if ok:
                 urls[(kind, *key)] = quote(f"{ASSETS_DIR}/{name}")
-                urls[(f"href-{kind}", *key)] = relative_url(source, page_dir)
+                if kind != "comp":
+                    urls[(f"href-{kind}", *key)] = relative_url(source, page_dir)
     return {k: v for k, v in urls.items() if v}
+
+
+def _first_text(values: pd.Series) -> str:
+    """The first non-empty text of a column's group ('' when none)."""
+    return next((v for v in values if isinstance(v, str) and v), "")
+
+
+def prune_assets(page_dir: Path, urls) -> int:
+    """Delete the files under report_files/ that none of ``urls`` (the page's) names; return
+    how many. Runs after the page is replaced, so no page in place loses a picture."""
+    root = Path(page_dir) / ASSETS_DIR
+    keep = {unquote(u)[len(ASSETS_DIR) + 1:] for u in urls if isinstance(u, str) and u.startswith(ASSETS_DIR + "/")}
+    removed = 0
+    for kind in ASSET_KINDS:
+        for path in (root / kind).glob("*") if (root / kind).is_dir() else ():
+            if f"{kind}/{path.name}" not in keep and not path.name.startswith(".") and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _safely(writer, source: Path, target: Path) -> bool:

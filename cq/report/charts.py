@@ -28,30 +28,61 @@ def method_colours(methods: list[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- ticks and scales
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values within [lo, hi] (steps of 1, 2 or 5 x 10^n)."""
+    """About ``count`` round tick values within [lo, hi] (steps of 1, 2 or 5 x 10^n): the
+    smallest such step that gives at most ``count`` + 1 ticks, or a finer one where that
+    leaves fewer than three (a range of 0.99 to 1.1 gets 1.00, 1.02, ..., not 1 and 1.05)."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / max(1, count)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+    steps = [m * power for m in (0.5, 1, 2, 5, 10)]
+    i = next(j for j, step in enumerate(steps) if step >= raw)
+
+    def within(step):
+        first = math.ceil(lo / step - 1e-9) * step
+        return [round(first + k * step, 12) for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+    ticks = within(steps[i])
+    return ticks if len(ticks) >= 3 or i == 0 else within(steps[i - 1])
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
     """Ticks for a log axis over [lo, hi] (lo > 0): round linear steps within less than a
-    factor of 20; otherwise 1-2-5, 1-3 or 1 per decade, whichever gives at most ``max_ticks``."""
+    factor of 3; otherwise 1-2-5, 1-3 or 1 per decade, whichever gives at most ``max_ticks``
+    (and at least three; else the linear steps)."""
     if not (0 < lo < hi and math.isfinite(hi)):
         return []
-    if hi / lo < 20:
-        return [t for t in nice_ticks(lo, hi) if t > 0]
+    linear = [t for t in nice_ticks(lo, hi) if t > 0]
+    if hi / lo < 3:
+        return linear
     decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
     for mantissas in ((1, 2, 5), (1, 3), (1,)):  # the densest that keeps labels apart
         out = [m * 10.0 ** e for e in decades for m in mantissas if lo <= m * 10.0 ** e <= hi]
         if len(out) <= max_ticks:
-            return out
+            return out if len(out) >= 3 else linear
     step = math.ceil(len(out) / max_ticks)  # many decades: every step-th power of ten
     return out[::step]
+
+
+def tick_labels(ticks: list[float], fmt) -> list[str]:
+    """``fmt`` of each tick, unless that repeats a label (37, 37, 37 for 36.6, 36.8, 37.0):
+    then plain numbers with as many decimals as the ticks' spacing needs."""
+    labels = [fmt(t) for t in ticks]
+    if len(set(labels)) == len(labels) or len(ticks) < 2:
+        return labels
+    step = min(b - a for a, b in zip(ticks, ticks[1:]) if b > a) if len(set(ticks)) > 1 else 1.0
+    digits = max(0, -math.floor(math.log10(step) + 1e-9))
+    while len({f"{t:,.{digits}f}" for t in ticks}) < len(set(ticks)) and digits < 12:
+        digits += 1
+    return [f"{t:,.{digits}f}" for t in ticks]
+
+
+def with_tick(ticks: list[float], value: float | None, axis, min_px: float = 36) -> list[float]:
+    """``ticks`` plus ``value`` (e.g. the reference 1 of a ratio axis) when it is on the axis,
+    less the ticks too close to it for their labels to stay apart."""
+    if value is None or not axis.lo <= value <= axis.hi:
+        return ticks
+    return sorted([t for t in ticks if abs(axis(t) - axis(value)) >= min_px] + [value])
 
 
 def outlier_cap(values) -> float | None:
@@ -109,48 +140,52 @@ def _svg(width: int, height: int, label: str, body: list) -> Markup:
     return head + Markup("").join(body) + Markup("</svg>")
 
 
-def strip_chart(series: list[tuple[str, list[float], float]], *, label: str, fmt, log: bool = False,
+def strip_chart(series: list[tuple], *, label: str, fmt, log: bool = False,
                 reference: float | None = None, colours: dict[str, str] | None = None,
                 clip: bool = False) -> Markup:
     """One row per method: a dot per image (jittered) and a bar at the summary value.
 
-    ``series`` holds (method, values, marker); ``reference`` draws a dashed line (e.g. 1.0
-    for a ratio to kmeans). ``clip`` (linear axes): outliers beyond :func:`outlier_cap` sit
-    at the axis's end as triangles, with their count.
+    ``series`` holds (method, values, marker) or (method, values, marker, tips), tips being
+    one (title, href) per value: the dot names its image on hover and links to its row.
+    ``reference`` draws a dashed line (e.g. 1.0 for a ratio to kmeans) and gets a tick.
+    ``clip`` (linear axes): outliers beyond :func:`outlier_cap` sit at the axis's end as
+    triangles, with their count.
     """
     left, right, row_h, top = 120, 80, 32, 10
     height = top + row_h * len(series) + 40
-    values = [v for _, vs, _ in series for v in vs]
+    values = [v for _, vs, *_ in series for v in vs]
     cap = outlier_cap(values) if clip and not log else None
     axis = Axis(values, left, WIDTH - right, log, include=[reference] if reference else [], cap=cap)
     bottom = top + row_h * len(series)
     parts = []
-    for tick in axis.ticks():
+    ticks = with_tick(axis.ticks(), reference, axis)
+    for tick, text in zip(ticks, tick_labels(ticks, fmt)):
         x = axis(tick)
         parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="grid"/>'
-                            '<text x="{0:.1f}" y="{3}" class="tick">{4}</text>').format(x, top, bottom, bottom + 16, fmt(tick)))
+                            '<text x="{0:.1f}" y="{3}" class="tick">{4}</text>').format(x, top, bottom, bottom + 16, text))
     if reference:
         parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="ref"/>'
                             ).format(axis(reference), top, bottom))
     if cap is not None:
         parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="clip"/>'
                             ).format(axis.x1, top, bottom))
-    for i, (method, vals, marker) in enumerate(series):
+    for i, (method, vals, marker, *more) in enumerate(series):
+        tips = more[0] if more else [None] * len(vals)
         y = top + row_h * i + row_h / 2
         colour = (colours or {}).get(method, METHOD_COLOURS[0])
         parts.append(Markup('<text x="{}" y="{:.1f}" class="name">{}</text>').format(left - 8, y + 4, method))
-        shown = [v for v in vals if finite(v) and (v > 0 or not log)]
-        inside = [v for v in shown if not axis.clipped(v)]
+        shown = [(v, tip) for v, tip in zip(vals, tips) if finite(v) and (v > 0 or not log)]
+        inside = [(v, tip) for v, tip in shown if not axis.clipped(v)]
         opacity = min(0.75, max(0.2, 6 / math.sqrt(max(1, len(shown)))))  # many dots: lighter
         parts.append(Markup('<g fill="{}" fill-opacity="{:.2f}">').format(colour, opacity))
-        parts.extend(Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3.5"/>').format(
-            axis(v), y + ((j * 0.618034) % 1 - 0.5) * 16) for j, v in enumerate(inside))
+        parts.extend(_dot(axis(v), y + ((j * 0.618034) % 1 - 0.5) * 16, tip, fmt(v)) for j, (v, tip) in enumerate(inside))
         parts.append(Markup("</g>"))
         if len(inside) < len(shown):
             n = len(shown) - len(inside)
             parts.append(Markup('<path d="M{0:.1f},{1:.1f}l8,5l-8,5z" fill="{2}" class="outlier">'
-                                '<title>{3} value(s) beyond {4}, up to {5}</title></path>').format(
-                axis.x1 + 2, y - 5, colour, n, fmt(axis.hi), fmt(max(shown))))
+                                '<title>{3} value(s) beyond {4}, up to {5}: {6}</title></path>').format(
+                axis.x1 + 2, y - 5, colour, n, fmt(axis.hi), fmt(max(v for v, _ in shown)),
+                "; ".join(f"{tip[0]} {fmt(v)}" for v, tip in shown if axis.clipped(v) and tip)))
         if finite(marker) and (marker > 0 or not log):
             x = axis(marker)
             parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1:.1f}" y2="{2:.1f}" class="marker">'
@@ -162,23 +197,36 @@ def strip_chart(series: list[tuple[str, list[float], float]], *, label: str, fmt
     return _svg(WIDTH, height, note, parts)
 
 
+def _dot(x: float, y: float, tip: tuple[str, str] | None, value: str) -> Markup:
+    """A chart's dot; with a tip, it names its image on hover and links to its row."""
+    if tip is None:
+        return Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3.5"/>').format(x, y)
+    title, href = tip
+    dot = Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3.5"><title>{}: {}</title></circle>').format(x, y, title, value)
+    return Markup('<a href="{}">{}</a>').format(href, dot) if href else dot
+
+
 def _frame(x0, x1, y0, y1, xs: Axis, ys: Axis, fmt_x, fmt_y, x_ticks=None) -> list:
     """Grid lines and tick labels of a two-axis chart (x along the bottom, y on the left)."""
     parts = []
-    for t in ys.ticks():
+    y_ticks = ys.ticks()
+    for t, text in zip(y_ticks, tick_labels(y_ticks, fmt_y)):
         y = ys(t)
         parts.append(Markup('<line x1="{0}" x2="{1}" y1="{2:.1f}" y2="{2:.1f}" class="grid"/>'
-                            '<text x="{3}" y="{4:.1f}" class="name">{5}</text>').format(x0, x1, y, x0 - 6, y + 4, fmt_y(t)))
-    for t in (x_ticks if x_ticks is not None else xs.ticks()):
+                            '<text x="{3}" y="{4:.1f}" class="name">{5}</text>').format(x0, x1, y, x0 - 6, y + 4, text))
+    x_ticks = list(x_ticks if x_ticks is not None else xs.ticks())
+    for t, text in zip(x_ticks, tick_labels(x_ticks, fmt_x)):
         x = xs(t)
         parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="grid"/>'
-                            '<text x="{0:.1f}" y="{3}" class="tick">{4}</text>').format(x, y0, y1, y1 + 16, fmt_x(t)))
+                            '<text x="{0:.1f}" y="{3}" class="tick">{4}</text>').format(x, y0, y1, y1 + 16, text))
     return parts
 
 
 def line_chart(series: dict[str, list[float]], x_labels: list[str], *, label: str, fmt,
-               colours: dict[str, str] | None = None) -> Markup:
-    """One polyline per series over shared x positions (the history chart), with a legend."""
+               colours: dict[str, str] | None = None, links: list[str] | None = None, x_name: str = "") -> Markup:
+    """One polyline per series over shared x positions (the history chart), with a legend.
+    Each point names its series, ``x_name`` and x label, and value on hover; ``links`` (one
+    per x) make it link there (the history table's row)."""
     left, right, top, bottom, height = 80, 130, 10, 44, 230
     n = max(1, len(x_labels))
     values = [v for vs in series.values() for v in vs if finite(v)]
@@ -189,17 +237,23 @@ def line_chart(series: dict[str, list[float]], x_labels: list[str], *, label: st
                    x_ticks=range(0, n, step))
     for j, (name, vals) in enumerate(series.items()):
         colour = (colours or {}).get(name, METHOD_COLOURS[j % len(METHOD_COLOURS)])
-        pts = [(xs(i), ys(v)) for i, v in enumerate(vals) if finite(v)]
+        pts = [(i, xs(i), ys(v), v) for i, v in enumerate(vals) if finite(v)]
         if pts:
-            line = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
+            line = " ".join(f"{a:.1f},{b:.1f}" for _, a, b, _ in pts)
             parts.append(Markup('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>').format(colour, line))
-            parts.extend(Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="{}"/>').format(a, b, colour) for a, b in pts)
+            parts.extend(_point(a, b, colour, f"{name}, {x_name} {x_labels[i]}: {fmt(v)}".replace(",  ", ", "), links[i] if links else None)
+                         for i, a, b, v in pts)
         parts.append(Markup('<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
                             '<text x="{}" y="{}" class="legend">{}</text>').format(
             WIDTH - right + 12, top + 18 * j, colour, WIDTH - right + 28, top + 18 * j + 10, name))
     parts.append(Markup('<text x="{:.0f}" y="{}" class="axis-label">{}</text>').format(
         (left + WIDTH - right) / 2, height - 6, label))
     return _svg(WIDTH, height, label, parts)
+
+
+def _point(x: float, y: float, colour: str, title: str, href: str | None) -> Markup:
+    dot = Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="{}"><title>{}</title></circle>').format(x, y, colour, title)
+    return Markup('<a href="{}">{}</a>').format(href, dot) if href else dot
 
 
 def curve_chart(curve: list[float], best_epoch: int, *, fmt, width: int = 420, height: int = 190) -> Markup:

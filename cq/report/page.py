@@ -8,6 +8,7 @@ and filter script are package files inlined into the page, which stays one offli
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from datetime import datetime
 from importlib import resources
@@ -16,6 +17,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from cq.report.assets import THUMB_PX
 from cq.report.charts import curve_chart, line_chart, method_colours, parts_bar, strip_chart
 from cq.report.fmt import finite, fmt_num, fmt_pct, fmt_ratio, fmt_time
 from cq.report.tables import LOOSE_GAP, REFERENCE, SCORE_FLOOR, TIE_RTOL, number
@@ -33,6 +35,22 @@ def _environment() -> jinja2.Environment:
 def _static(name: str) -> Markup:
     """A package file inlined as is (our own CSS or script, never data)."""
     return Markup(resources.files("cq.report").joinpath("templates", name).read_text(encoding="utf-8"))
+
+
+def anchor(image: str, method: str | None = None) -> str:
+    """The id of an image's card (``i-``) or of a result's row (``r-``): a hash, safe for any name."""
+    key = image if method is None else f"{image}\0{method}"
+    return ("i-" if method is None else "r-") + hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def display_size(width, height, box: int = THUMB_PX) -> dict | None:
+    """How large a thumbnail is drawn: fitted into the box; an image under half the box is
+    scaled up, pixelated (an 8x8 icon shows its pixels), a larger one kept at its size."""
+    if pd.isna(width) or pd.isna(height) or not width or not height:
+        return None
+    scale = box / max(int(width), int(height))
+    scale = 1.0 if 1 < scale < 2 else scale
+    return {"w": max(1, round(int(width) * scale)), "h": max(1, round(int(height) * scale)), "pixelated": scale > 1}
 
 
 def render_page(table: pd.DataFrame, summary: pd.DataFrame, methods: list[str], details: dict,
@@ -100,13 +118,19 @@ def _charts(shown: pd.DataFrame, summary: pd.DataFrame, methods: list[str], colo
     tight = ok[~ok["bound_loose"].astype(bool)]
 
     def series(frame, column, marker):
-        return [(m, list(frame[frame["method"] == m][column]), summary.at[m, marker]) for m in methods]
+        out = []
+        for m in methods:
+            mine = frame[frame["method"] == m]
+            tips = [(image, f"#{anchor(image, m)}") for image in mine["image"]]
+            out.append((m, list(mine[column]), summary.at[m, marker], tips))
+        return out
 
     charts = [{"title": "Gap to the lower bound, per image",
                "svg": strip_chart(series(tight, "gap", "gap_median"), fmt=fmt_pct, colours=colours, clip=True,
                                   label="(score − bound) / bound; dots: images; bar: median")},
               {"title": "Score over the image's best, per image",
-               "svg": strip_chart([(m, [1 + v for v in vs], mk) for m, vs, mk in series(ok, "vs_best", "vs_best_geomean")],
+               "svg": strip_chart([(m, [1 + v for v in vs], mk, tips)
+                                   for m, vs, mk, tips in series(ok, "vs_best", "vs_best_geomean")],
                                   fmt=lambda v: f"{v:.3g}", log=True, reference=1.0, colours=colours,
                                   label="score / best score (log scale; 1 = best); bar: geometric mean")}]
     if summary["ratio_to_kmeans_geomean"].notna().any():
@@ -140,6 +164,7 @@ def _result_row(row: dict) -> dict:
 
     gap = _sort_key(row["gap"]) if ok and not row["bound_loose"] else ""
     return {"image": row["image"], "method": row["method"], "status": row["status"],
+            "id": anchor(row["image"], row["method"]), "card": anchor(row["image"]),
             "standing": "tie" if row["tie"] else "best" if row["best"] else "",
             "score": cell(row["score"], fmt_num),
             "parts": [cell(row[key], fmt_num) for key, _ in PART_NAMES],
@@ -158,7 +183,7 @@ def _card(image: str, rows: list[dict], methods: list[str], assets: dict, detail
     if any(r["bound_loose"] for r in rows):
         facts.append(f"bound loose (every result is over {fmt_pct(LOOSE_GAP + 1.0)} of it): no gap shown")
     by_method = {r["method"]: r for r in rows}
-    tiles = [_tile(by_method[m], image, assets, details) for m in methods if m in by_method]
+    tiles = [_tile(by_method[m], image, assets, details) | {"id": anchor(image, m)} for m in methods if m in by_method]
     trainings = []
     for m in methods:
         t = details.get((image, m), {}).get("training")
@@ -166,9 +191,12 @@ def _card(image: str, rows: list[dict], methods: list[str], assets: dict, detail
             trainings.append({"method": m, "svg": curve_chart(t["curve"], t["best_epoch"], fmt=lambda v: fmt_num(v, 0)),
                               "init": fmt_num(t["init"]), "best": fmt_num(t["best"]), "epoch": t["best_epoch"],
                               "epochs": len(t["curve"]) - 1, "gain": fmt_pct(t["gain"])})
-    return {"image": image, "facts": " · ".join(f for f in facts if f),
-            "original": {"src": assets.get(("orig", image)), "href": assets.get(("href-orig", image))},
-            "tiles": tiles, "trainings": trainings}
+    size = display_size(sized[0]["width"], sized[0]["height"]) if sized else None
+    composite = assets.get(("comp", image))
+    return {"image": image, "id": anchor(image), "facts": " · ".join(f for f in facts if f), "size": size,
+            "original": {"src": assets.get(("orig", image)), "href": assets.get(("href-orig", image)),
+                         "alpha": bool(composite)},
+            "composite": composite, "tiles": tiles, "trainings": trainings}
 
 
 def _tile(row: dict, image: str, assets: dict, details: dict) -> dict:
@@ -196,6 +224,21 @@ def _duration(start, end) -> float:
         return math.nan
 
 
+def _when(stamp, since=None) -> dict:
+    """An ISO timestamp as the history table shows it: date and time to the second, the date
+    left out when it is ``since``'s; the full stamp stays in the ``datetime`` attribute."""
+    try:
+        t = datetime.fromisoformat(str(stamp))
+    except (TypeError, ValueError):
+        return {"iso": "", "text": str(stamp) if stamp else "–"}
+    try:
+        same_day = since is not None and datetime.fromisoformat(str(since)).date() == t.date()
+    except ValueError:
+        same_day = False
+    zone = "" if t.utcoffset() is None else " UTC" if not t.utcoffset() else t.strftime(" %z")
+    return {"iso": str(stamp), "text": t.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S") + zone}
+
+
 def _history(history: list[dict], colours: dict) -> dict:
     """Run history: rows (start, end, duration, status, counts, time per method) and a chart."""
     methods = list(dict.fromkeys(m for run in history for m in (run.get("time_per_method") or {})))
@@ -204,14 +247,15 @@ def _history(history: list[dict], colours: dict) -> dict:
         counts = run.get("counts")
         counts = ", ".join(f"{k} {v}" for k, v in counts.items()) if isinstance(counts, dict) else counts
         times = run.get("time_per_method") or {}
-        rows.append({"n": i + 1, "start": run.get("start"), "end": run.get("end") or "–",
+        rows.append({"n": i + 1, "start": _when(run.get("start")), "end": _when(run.get("end"), run.get("start")),
                      "duration": fmt_time(_duration(run.get("start"), run.get("end"))),
                      "status": run.get("status") or "", "counts": counts,
-                     "times": [fmt_time(number(times.get(m))) for m in methods]})
+                     "times": [(m, fmt_time(number(times.get(m)))) for m in methods if m in times]})
     chart = None
     if methods:
         series = {m: [number((run.get("time_per_method") or {}).get(m)) for run in history] for m in methods}
-        chart = line_chart(series, [str(i + 1) for i in range(len(history))], fmt=fmt_time,
+        chart = line_chart(series, [str(i + 1) for i in range(len(history))], fmt=fmt_time, x_name="run",
                            label="time per method per run (x: run)",
-                           colours={**method_colours(methods), **colours})
+                           colours={**method_colours(methods), **colours},
+                           links=[f"#run-{i + 1}" for i in range(len(history))])
     return {"methods": methods, "rows": rows, "chart": chart}

@@ -220,6 +220,9 @@ def training(record: dict) -> dict | None:
 
 
 def record_details(records: list[dict], input_dir: Path | None) -> dict[tuple[str, str], dict]:
-    """What the page shows beyond the table, by (image, method): palette and training."""
-    return {(image, method): {"palette": record.get("palette") or [], "training": training(record)}
+    """What the page shows beyond the table, by (image, method): palette and training, and
+    what names the thumbnails: the image's content hash and the job that wrote the output."""
+    return {(image, method): {"palette": record.get("palette") or [], "training": training(record),
+                              "sha256": as_dict(record.get("image")).get("sha256"),
+                              "output": f"{record.get('job_fingerprint')} {record.get('created')}"}
             for record, (image, method, _) in zip(records, identify(records, input_dir))}

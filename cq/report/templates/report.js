@@ -39,4 +39,10 @@
   }
   filter.addEventListener("input", apply);
   apply();
+  // A chart dot links to its row: a row the filter hides is shown again (the filter cleared).
+  function reveal() {
+    var row = location.hash.length > 1 && document.getElementById(location.hash.slice(1));
+    if (row && row.hidden) { filter.value = ""; apply(); row.scrollIntoView(); }
+  }
+  window.addEventListener("hashchange", reveal);
 })();

@@ -11,6 +11,9 @@ rule report:
         csv=report(f"{RESULTS}/report.csv", caption="../report/results.rst", category="Results"),
         summary=report(f"{RESULTS}/summary.tsv", caption="../report/summary.rst", category="Summary"),
         html=f"{RESULTS}/report.html",
+        best=report(directory(f"{RESULTS}/report_best"), patterns=["{method,[^/]+}/{image}.png"],
+                    caption="../report/best.rst", category="Best result per image",
+                    labels={"image": "{image}", "method": "{method}"}),
     log:
         f"{LOGS}/report.log",
     benchmark:

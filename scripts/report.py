@@ -15,7 +15,7 @@ def main(smk) -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         n = write_report(smk.params.results_dir, smk.params.input_dir, smk.params.images, smk.params.methods,
                          skipped=smk.params.skipped, csv_path=smk.output.csv, html_path=smk.output.html,
-                         summary_path=smk.output.summary)
+                         summary_path=smk.output.summary, best_dir=smk.output.best)
         logging.getLogger("cq").info("report of %d records", n)
 
 

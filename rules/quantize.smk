@@ -2,6 +2,7 @@ rule quantize:
     """Reduce one image to k colours by one method (a registered method or a variant)."""
     input:
         image=get_image,
+        network=get_cnn_folder_network,
     output:
         # The JSON record is the commit point: cq writes it last and atomically, for a bad
         # image too (status "error", and then no PNG). So the record is the declared output

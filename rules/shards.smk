@@ -21,6 +21,7 @@ rule quantize_shard:
     rule quantize; records still valid are kept (cq.shards.run_shard)."""
     input:
         listing=get_listing,
+        network=get_cnn_folder_network,
     output:
         # Written last and atomically: the shard's images, their records and statuses.
         manifest=f"{RESULTS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.tsv",

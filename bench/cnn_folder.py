@@ -13,12 +13,13 @@ constant-trained network, the fine-tuned palette, the result after the finish, a
 cnn_folder / direct, and the CPU seconds of each method's call (histogram built before, shared;
 the first cnn_folder call, which imports torch and loads the network, is timed apart: a shard
 job pays it once). Last, the geometric means and the targets of issue 21.
-Run: nice -n 10 python bench/cnn_folder.py [--n-train 200] [--epochs 30] [--threads 1]
+Run: nice -n 10 python bench/cnn_folder.py [--n-train 200] [--epochs 30] [--threads 1] [--param name=value]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import os
 import sys
@@ -86,7 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training and the method")
-    parser.add_argument("--steps", type=int, default=None, help="cnn_folder fine-tuning steps (default: the method's)")
+    parser.add_argument("--param", action="append", default=[], help="cnn_folder parameter name=value")
     parser.add_argument("--limit", type=int, default=0, help="test on the first N test photos only (0: all)")
     args = parser.parse_args(argv)
     import torch
@@ -107,9 +108,9 @@ def main(argv=None) -> None:
     print(f"ablation network (constant input) trained: {const_facts['cpu_s']:.0f} CPU s\n")
 
     method, direct = get_method("cnn_folder"), get_method("direct")
-    params = {"network": f"{folder}/net.pt", "device": "cpu", "threads": args.threads}
-    if args.steps is not None:
-        params["steps"] = args.steps
+    params = {"network": f"{folder}/net.pt", "device": "cpu", "threads": args.threads,
+              **{name: ast.literal_eval(value) for name, value in (p.split("=", 1) for p in args.param)}}
+    print(f"cnn_folder v{method.version} {params}")
     problems = [Problem(im, ColorHistogram.from_image(np.ascontiguousarray(im)), K) for im in test_images]
     _, first = cpu_call(method.fn, problems[0], **params)
     print(f"first cnn_folder call (imports, network load) {first:.2f} CPU s; not counted below\n")

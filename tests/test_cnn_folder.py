@@ -171,5 +171,7 @@ def test_the_workflow_trains_the_network_once(tmp_path):
     stamp = trained.stat().st_mtime_ns
     second = snakemake(tmp_path)
     assert "Nothing to be done" in second.stderr + second.stdout and trained.stat().st_mtime_ns == stamp
-    changed = snakemake(tmp_path, "-n", "--config", "cnn_folder_network={'epochs': 3, 'sample': 3}")
-    assert "rule cnn_folder_network:" in changed.stdout
+    config["cnn_folder_network"]["epochs"] = 3  # a training setting changed: a new network, new records
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(config))
+    changed = snakemake(tmp_path, "-n")
+    assert changed.stdout.count("rule cnn_folder_network:") == 1 and changed.stdout.count("rule quantize:") == 4

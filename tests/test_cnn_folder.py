@@ -175,3 +175,27 @@ def test_the_workflow_trains_the_network_once(tmp_path):
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(config))
     changed = snakemake(tmp_path, "-n")
     assert changed.stdout.count("rule cnn_folder_network:") == 1 and changed.stdout.count("rule quantize:") == 4
+
+
+def _columns(network: str = "") -> dict:
+    spec = {"method": "cnn_folder", "params": {"network": network}, "k": K, "weights": {"mse": 2}}
+    return {"cnn_folder": {"spec": spec}, "kmeans": {"spec": {"method": "kmeans", "params": {}}}}
+
+
+def test_plan_names_the_network_in_the_jobs_it_serves(tmp_path):
+    config = {"cnn_folder_network": {"sample": 2}, "extensions": ["png"]}
+    assert folder_module.plan(config, {"kmeans": _columns()["kmeans"]}, "in", ["a.png"], "results") is None
+    own = _columns("mine.pt")
+    assert folder_module.plan(config, own, "in", ["a.png"], "results") is None
+    assert own["cnn_folder"]["spec"]["params"]["network"] == "mine.pt"
+    methods = _columns()
+    plan = folder_module.plan(config, methods, str(tmp_path), ["a.png", "b.png", "c.png"], "results")
+    assert len(plan.sample) == 2 and plan.path.startswith("results/_cnn_folder/")
+    assert methods["cnn_folder"]["spec"]["params"]["network"] == plan.path
+    rule_input = folder_module.input_function(methods)
+    assert rule_input(type("W", (), {"method": "cnn_folder"})) == [plan.path]
+    assert rule_input(type("W", (), {"method": "kmeans"})) == []
+    with pytest.raises(ValueError, match="train_dir 'nowhere' is not a folder"):
+        folder_module.plan({**config, "cnn_folder_network": {"train_dir": "nowhere"}}, _columns(), "in", [], "r")
+    with pytest.raises(ValueError, match="no images to train on"):
+        folder_module.plan(config, _columns(), "in", [], "results")

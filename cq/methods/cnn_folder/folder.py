@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,6 +56,62 @@ def network_id(conf: dict, k: int, weights: dict, listing: str) -> str:
 
 def network_path(results_dir: str, ident: str) -> str:
     return os.path.join(results_dir, FOLDER, ident, "network.pt")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The workflow's folder network: settings, the folder sampled, the sampled images, its file."""
+
+    settings: dict
+    folder: str
+    sample: list
+    path: str
+
+    @property
+    def record(self) -> str:
+        return os.path.join(os.path.dirname(self.path), "network.json")
+
+    @property
+    def log(self) -> str:
+        return os.path.basename(os.path.dirname(self.path)) + ".log"
+
+
+def plan(config: dict, methods: dict, input_dir: str, images, results_dir: str, exclude=()) -> Plan | None:
+    """The network the workflow trains, or None when no cnn_folder column needs it (every one names
+    its own file). Fills the network's path into those columns' job specs (``methods``, as
+    ``cq.methods.resolve`` gives them), so their records name it. A bad setting is a ValueError."""
+    from cq.discover import discover
+    from cq.shards import shard_listing
+
+    columns = [e for e in methods.values() if e["spec"]["method"] == "cnn_folder" and not e["spec"]["params"]["network"]]
+    if not columns:
+        return None
+    conf = settings(config.get("cnn_folder_network"))
+    folder = input_dir
+    if conf["train_dir"]:
+        folder = os.path.normpath(conf["train_dir"])
+        if not os.path.isdir(folder):
+            raise ValueError(f"cnn_folder_network.train_dir {folder!r} is not a folder")
+        images = discover(folder, config["extensions"], exclude=list(exclude)).images
+    sample = choose_sample(images, conf["sample"])
+    if not sample:
+        raise ValueError(f"cnn_folder_network: no images to train on under {folder!r}")
+    spec = columns[0]["spec"]
+    path = network_path(results_dir, network_id(conf, spec["k"], spec["weights"], shard_listing(folder, sample)))
+    for entry in columns:
+        entry["spec"]["params"]["network"] = path
+    return Plan(conf, folder, sample, path)
+
+
+def input_function(methods: dict):
+    """The workflow's input function of a job: the network file its cnn_folder column reads (none
+    for other methods)."""
+
+    def network(wildcards) -> list[str]:
+        spec = methods[wildcards.method]["spec"]
+        return [spec["params"]["network"]] if spec["method"] == "cnn_folder" else []
+
+    return network
 
 
 def _downscaled(pixels: np.ndarray, longest: int) -> np.ndarray:

@@ -6,7 +6,9 @@ by group (no picture on both sides), the training set is ``--n-train`` crops of 
 sources (there are fewer than 200 sources), the test set one whole picture per test group.
 
 It trains the folder network on the training crops (CPU seconds of the training alone), and a
-second network on the same crops with the image input replaced by a constant (the ablation). Per
+second network on the same crops with the image input replaced by a constant (the ablation: the
+network sees a constant thumbnail, histogram and cap hint; its palette still mixes the image's own
+colour bins by their true shares). Per
 test photo it prints, as score / k-aware lower bound (cq.bound): the prediction alone (rounded
 within its cap, finalised to exactly k), the same network fed the constant input, the
 constant-trained network, the fine-tuned palette, the result after the finish, and direct; then

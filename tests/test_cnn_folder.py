@@ -69,8 +69,9 @@ def test_exactly_k_colours_and_a_valid_record(network, tmp_path):
 
 
 def test_the_inputs_matter(network):
-    """Fed a constant in place of each image's thumbnail, histogram and cap hint, the same network
-    predicts palettes that score at least 2% worse (geometric mean over the photographs)."""
+    """Shown a constant in place of each image's thumbnail, histogram and cap hint (its palette still
+    mixes the image's own bins), the same network predicts palettes that score at least 2% worse
+    (geometric mean over the photographs)."""
     net, _, problems, _ = network
     own = [exact(p, pal, cap) for p, pal, cap in zip(problems, *predict(net, problems, "cpu"))]
     blind = [exact(p, pal, cap) for p, pal, cap in zip(problems, *predict(net, problems, "cpu", constant=True))]

@@ -164,16 +164,15 @@ def run_many(problems, **params) -> list[Proposal]:
 
 def predict(net, problems, device, constant: bool = False):
     """The network's capped palettes (B, k, 3) float64 and caps (B,) for the problems, one forward pass.
-    ``constant`` replaces the image input by a constant (the ablation; the colours mixed stay the image's)."""
+    ``constant``: the network sees a constant in place of each image (the ablation, ``FolderNet``)."""
     import torch
 
-    from cq.methods.cnn_folder.network import constant_inputs, inputs
+    from cq.methods.cnn_folder.network import inputs
     from cq.palette_net import capped
 
     feats = [features(p.image, p.hist, net.shape.input_size, net.shape.bin_bits, p.weights) for p in problems]
     with torch.no_grad():
-        net_inputs = inputs(feats, device)
-        raw, cap = net(*(constant_inputs(*net_inputs) if constant else net_inputs))
+        raw, cap = net(*inputs(feats, device), blind=constant)
         palette = capped(raw, cap)[0]
     return palette.double().cpu().numpy(), cap.double().cpu().numpy()
 

@@ -73,13 +73,21 @@ class FolderNet(nn.Module):
         d2 = ((a[:, None, :] - self.centres[None]) ** 2).sum(-1)
         return -d2 / (2 * bin_width**2)
 
-    def forward(self, thumb, share, means, cap_hint):
-        """Raw palettes (B, k, 3) (pulled toward their vertices, not yet capped) and caps (B,)."""
+    def forward(self, thumb, share, means, cap_hint, blind: bool = False):
+        """Raw palettes (B, k, 3) (pulled toward their vertices, not yet capped) and caps (B,).
+
+        ``blind`` (the ablation): the network sees constants in place of the thumbnail, the bin
+        shares and the cap hint; the palette still mixes the image's own bins by their true shares.
+        """
+        seen = share
+        if blind:
+            thumb, seen, cap_hint = (torch.full_like(thumb, 0.5), torch.full_like(share, 1.0 / share.shape[1]),
+                                     torch.full_like(cap_hint, 30.0))
         h = thumb
         for conv in self.convs:
             h = F.max_pool2d(F.relu(conv(h)), 2)
         hint = (cap_hint + 1.0).log().unsqueeze(1)
-        h = self.dense(torch.cat([h.flatten(1), share.clamp_min(0).sqrt(), hint], dim=1))
+        h = self.dense(torch.cat([h.flatten(1), seen.clamp_min(0).sqrt(), hint], dim=1))
         out = self.head(h)
         low_rank = out[:, :-1].reshape(len(out), self.shape.k, self.shape.rank) @ self.bins
         mix = torch.softmax(self.anchors + low_rank + share.clamp_min(1e-12).log().unsqueeze(1), dim=2)
@@ -98,9 +106,3 @@ def inputs(batch, device):
     return tuple(torch.as_tensor(np.stack([getattr(f, name) for f in batch]), device=device)
                  for name in ("thumb", "share", "means", "cap_hint"))
 
-
-def constant_inputs(thumbs, share, means, cap_hint):
-    """The ablation's inputs: thumbnail, bin shares and cap hint replaced by constants (the bin
-    means, the colours a palette mixes, stay the image's own)."""
-    return (torch.full_like(thumbs, 0.5), torch.full_like(share, 1.0 / share.shape[1]), means,
-            torch.full_like(cap_hint, 30.0))

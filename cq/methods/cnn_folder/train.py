@@ -69,14 +69,13 @@ def anchors(samples, k: int, seed: int) -> np.ndarray:
     return centres[np.arange(k) % len(centres)]
 
 
-def _batch_tensors(batch, device, constant: bool):
+def _batch_tensors(batch, device):
     """Network inputs and padded surrogate colours of a list of Samples."""
     import torch
 
-    from cq.methods.cnn_folder.network import constant_inputs, inputs
+    from cq.methods.cnn_folder.network import inputs
 
-    net_inputs = constant_inputs(*inputs([s.features for s in batch], device)) if constant else \
-        inputs([s.features for s in batch], device)
+    net_inputs = inputs([s.features for s in batch], device)
     n = max(len(s.points) for s in batch)
     x = np.zeros((len(batch), n, 3), np.float32)
     w = np.zeros((len(batch), n), np.float32)
@@ -100,7 +99,7 @@ def train(samples, shape, weights: Weights = Weights(), config: TrainConfig = Tr
         net = FolderNet(shape, anchors(samples, shape.k, config.seed), weights).to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
         rng = np.random.default_rng(config.seed)
-        batches = [_batch_tensors([samples[i] for i in chunk], device, config.constant_input)
+        batches = [_batch_tensors([samples[i] for i in chunk], device)
                    for chunk in np.array_split(np.arange(len(samples)), max(1, -(-len(samples) // config.batch)))]
         total = max(1, config.epochs * len(batches) - 1)
         curve, step = [], 0
@@ -111,7 +110,7 @@ def train(samples, shape, weights: Weights = Weights(), config: TrainConfig = Tr
                 tau = config.tau_start * (config.tau_end / config.tau_start) ** progress
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * 0.5 * (1 + np.cos(np.pi * progress))
-                palette, caps = net(*inp)
+                palette, caps = net(*inp, blind=config.constant_input)
                 loss = surrogate_loss(palette, caps, x, w, weights, tau)[0].mean()
                 optimizer.zero_grad()
                 loss.backward()

@@ -10,11 +10,12 @@ exactly k) is finished as the cnn finishes: direct's uint8 placement, kept only 
 
 Measured (``bench/cnn_folder.py``; 200 crops of 95 training pictures, 25 held-out pictures of other
 sources at <= 512 px; score / k-aware lower bound, geometric means; CPU seconds, 2-core machine at
-load 5-9): the prediction alone 1.0093 (the same network fed a constant input 1.33, a network
-trained on a constant input 1.21); fine-tuned 1.0074; finished 1.0045, against direct's 1.0031
-(cnn_folder / direct 1.0015; no worse than direct on 1 photo of 25); per image 0.26 CPU s median
-against direct's 0.20 (1.3x in total: three exact scores on the full histogram, the prediction's,
-the fine-tuned palette's and the finish's, cost most of it); training 17-21 CPU s for 30 epochs.
+load 6): the prediction alone 1.0093; the same network shown a constant input 1.32, a network
+trained on a constant input 1.21 (+2.1% median per photo, worse on 23 of 25); fine-tuned 1.0074;
+finished 1.0045, against direct's 1.0031 (cnn_folder / direct 1.0015; no worse than direct on 1
+photo of 25); per image 0.30 CPU s median against direct's 0.27 (1.25x in total: three exact
+scores on the full histogram, the prediction's, the fine-tuned palette's and the finish's, cost
+most of it); training 19 CPU s for 30 epochs on 200 crops.
 """
 
 from __future__ import annotations

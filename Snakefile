@@ -17,10 +17,10 @@ include: "rules/cnn_folder.smk"
 include: "rules/quantize.smk"
 include: "rules/shards.smk"
 include: "rules/report.smk"
-include: "rules/history.smk"
+include: "rules/run.smk"
 
 
 rule all:
     input:
-        get_final_output(),
+        get_final_output,
     default_target: True

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _photos import PHOTOS  # noqa: E402
 
 from cq.histogram import ColorHistogram  # noqa: E402
-from cq.objective import lower_bound, score  # noqa: E402
+from cq.objective import lower_bound_any_k, score  # noqa: E402
 from cq.pipeline import Job, quantize_array  # noqa: E402
 
 BASELINES = ["kmeans", "median_cut", "octree", "libimagequant"]
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"{'image':22s} {'method':14s} {'score':>10s} {'/kmeans':>8s} {'gap':>8s} {'time s':>7s}")
     for name, load in PHOTOS.items():
         image = load()
-        lb = lower_bound(ColorHistogram.from_image(image, with_inverse=False))
+        lb = lower_bound_any_k(ColorHistogram.from_image(image, with_inverse=False))
         results = {m: run(m, image) for m in methods}
         ref = results.get("kmeans", (math.nan,))[0]
         for m, (s, sec) in results.items():

@@ -36,7 +36,7 @@ from _photos import PHOTOS  # noqa: E402
 from cq.finalize import finalize  # noqa: E402
 from cq.histogram import ColorHistogram  # noqa: E402
 from cq.methods import Problem, get_method  # noqa: E402
-from cq.objective import lower_bound  # noqa: E402
+from cq.objective import lower_bound_any_k  # noqa: E402
 
 K = 37
 
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     print(f"score / lower bound (any-k)\n{header}\n{'-' * len(header)}", flush=True)
     rows = []
     for name, problem in problems.items():
-        bound = lower_bound(problem.hist)
+        bound = lower_bound_any_k(problem.hist)
         proposal, wall, cpu = timed(method.fn, problem, **params)
         e = proposal.extras
         final = exact_score(problem, proposal)

@@ -63,7 +63,7 @@ def exact(problem: Problem, proposal) -> float:
 
 def predicted_score(net, problem: Problem, constant: bool) -> float:
     """The network's palette for one image, rounded within its cap and finalised (no fine-tuning)."""
-    from cq.methods._cnn_exact import exact_score, round_within
+    from cq.methods.cnn.exact import exact_score, round_within
     from cq.methods.cnn_folder.features import surrogate_points
     from cq.methods.cnn_folder.method import _State, predict
 

@@ -36,7 +36,7 @@ from cnn import exact_score, load, parse_params  # noqa: E402
 
 from cq.histogram import ColorHistogram  # noqa: E402
 from cq.methods import Problem, get_method  # noqa: E402
-from cq.objective import Weights, lower_bound  # noqa: E402
+from cq.objective import Weights, lower_bound_any_k  # noqa: E402
 
 K = 37
 BIG = (5472, 3648)  # 20 MP
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     for name, image in images.items():
         problem = Problem(image, ColorHistogram.from_image(image), K)
         problems.append(problem)
-        bound = lower_bound(problem.hist)
+        bound = lower_bound_any_k(problem.hist)
         test, wall, score = run(problem, device, params)
         _, wall_cpu, score_cpu = run(problem, "cpu", params)
         e = test.extras

@@ -30,7 +30,7 @@ from cq.bound import lower_bound  # noqa: E402
 from cq.finalize import finalize  # noqa: E402
 from cq.histogram import ColorHistogram  # noqa: E402
 from cq.methods import Problem, all_methods, get_method  # noqa: E402
-from cq.objective import lower_bound as any_k_lower_bound  # noqa: E402
+from cq.objective import lower_bound_any_k as any_k_lower_bound  # noqa: E402
 from cq.objective import score  # noqa: E402
 
 K = 37

@@ -18,7 +18,7 @@ _EXPORTS = {
     "Problem": "cq.methods", "Proposal": "cq.methods", "all_methods": "cq.methods",
     "get_method": "cq.methods", "register": "cq.methods",
     "DEFAULT_K": "cq.objective", "Score": "cq.objective", "Weights": "cq.objective",
-    "lower_bound": "cq.objective", "score": "cq.objective", "score_assignment": "cq.objective",
+    "lower_bound": "cq.bound", "lower_bound_any_k": "cq.objective", "score": "cq.objective", "score_assignment": "cq.objective",
     "vertex_cost": "cq.objective",
 }
 

@@ -1,6 +1,6 @@
 """A lower bound on the score that knows the output has exactly ``k`` distinct uint8 colours.
 
-``cq.objective.lower_bound`` lets every pixel take its own real-valued colour, any number of
+``cq.objective.lower_bound_any_k`` lets every pixel take its own real-valued colour, any number of
 them; on images whose best cap is small (graphics, near-white scans, dark photographs, images
 with fewer than k colours) it is far below anything reachable. Three facts about uint8 colours
 (``cq.lattice``) close most of that gap:
@@ -178,7 +178,7 @@ def lower_bound(hist: ColorHistogram, k: int = DEFAULT_K, weights: Weights = Wei
 
 def bounds(hist: ColorHistogram, k: int = DEFAULT_K, weights: Weights = Weights(), *,
            exact_radius: float = 8.0) -> tuple[float, float]:
-    """``(lower_bound, any-k bound)``: the any-k bound (``cq.objective.lower_bound``, up to float
+    """``(lower_bound, any-k bound)``: the any-k bound (``cq.objective.lower_bound_any_k``, up to float
     rounding) falls out of this computation, so a record takes both from one call."""
     with threadpool_limits(limits=1, user_api="blas"):  # products of inner size 3: threads only contend
         return _lower_bound(hist, k, weights, exact_radius)

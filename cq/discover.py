@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 from dataclasses import dataclass, field
-
-# "{name}" or "{name,regex}" in a path is a wildcard to Snakemake, with no escape: such files
-# are skipped and reported rather than stopping the whole run.
-_WILDCARD = re.compile(r"\{\s*[\w.]+\s*[,}]")
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp")
 
@@ -107,9 +102,6 @@ def _entries(folder: str, prefix: str, warnings: list[str]):
         if "\n" in entry.name or "\r" in entry.name:
             warnings.append(f"{rel!r}: skipped, name contains a line break")
             continue
-        if "{" in entry.name and _WILDCARD.search(entry.name):
-            warnings.append(f"{rel}: skipped, '{{name}}' in a file name is read as a Snakemake wildcard")
-            continue
         yield entry, rel
 
 
@@ -165,11 +157,17 @@ MAX_COMPONENT_BYTES = 200
 _HASH_CHARS = 12
 
 
+# Snakemake reads "{name}" in a path as a wildcard and "<name>" as a path variable, with no
+# escape: result names percent-encode braces and angle brackets (and "%", so that no two
+# names meet), and no image name ever reaches Snakemake's parsers.
+_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", "<": "%3C", ">": "%3E"})
+
+
 def result_key(image: str) -> str:
-    """The name of an image's results: its relative path, with every component over
-    :data:`MAX_COMPONENT_BYTES` cut to a stem plus ``~`` and a hash of the whole component
-    (extension kept), so that no result path is ever "File name too long"."""
-    return "/".join(_short_component(part) for part in image.split("/"))
+    """The name of an image's results: its relative path with ``%{}<>`` percent-encoded, and
+    every component over :data:`MAX_COMPONENT_BYTES` cut to a stem plus ``~`` and a hash of
+    the whole component (extension kept), so that no result path is ever "File name too long"."""
+    return "/".join(_short_component(part.translate(_ESCAPES)) for part in image.split("/"))
 
 
 def _short_component(part: str) -> str:

@@ -172,27 +172,25 @@ def _merge_down(hist, pal, labels, k, weights):
 
 
 def _best_split_up(hist, pal, labels, k, weights):
-    """:func:`_split_up` under the smallest max cost that k colours allow and, for an image of
-    fewer than k colours, also under the max cost that :func:`_split_floor` estimates best (on a
-    small image a few more colours near its own vertex can beat single pixels sent to other
-    vertices, which a one-move-at-a-time greedy never sees); the lower exact score wins."""
-    floors = {lattice.kth_smallest_cost(k)}
-    if hist.n_colors < k:
-        floors.add(_split_floor(hist, pal, labels, k, weights))
+    """:func:`_split_up` under the smallest max cost that k colours allow and under the max cost
+    that :func:`_split_floor` estimates best (a few more colours near a vertex can beat single
+    pixels sent to other vertices, which a one-move-at-a-time greedy never sees); the lower exact
+    score wins."""
+    floors = {lattice.kth_smallest_cost(k), _split_floor(hist, pal, labels, k, weights)}
     results = [_split_up(hist, pal, labels, k, weights, floor) for floor in sorted(floors)]
     return min(results, key=lambda r: Quantization(r[0], r[1], splits=r[2]).score(hist, weights).score)
 
 
 def _split_floor(hist, pal, labels, k, weights):
-    """The max cost (a lattice radius up to ``_NEAR_CAP``) at which adding the missing colours
+    """The max cost (a lattice radius up to :func:`_near_cap`) at which adding the missing colours
     as single pixels, each at the colour within it that some pixel takes most cheaply, costs least."""
-    cands = lattice.colors_within(_NEAR_CAP)
+    cands = lattice.colors_within(_near_cap(k))
     cands = cands[~np.isin(pack_rgb(cands), pack_rgb(pal))]
     now = _objective_rows(hist.colors, pal[labels], weights)
     extra = (pixel_costs(hist.colors, cands, weights, "objective") - now[:, None]).min(0)
     costs, missing, base = vertex_cost(cands), k - len(pal), float(vertex_cost(pal).max())
     best = (np.inf, lattice.kth_smallest_cost(k))
-    for radius in lattice.radii(_NEAR_CAP):
+    for radius in lattice.radii(_near_cap(k)):
         within = np.sort(extra[costs <= radius + 1e-9])
         if len(within) >= missing:
             total = weights.max_cost * max(radius, base) + within[:missing].sum() / hist.n_pixels
@@ -217,14 +215,16 @@ def _split_up(hist, pal, labels, k, weights, floor):
     colour = np.arange(hist.n_colors)
     count = hist.counts.astype(np.int64).copy()
     label = np.asarray(labels, dtype=np.int64).copy()
-    table = None
+    table = splits = None
     while len(pal) < k:
         size = np.bincount(label, weights=count, minlength=len(pal))
         if table is None:
             table = _Moves(hist, pal, colour, count, label, np.flatnonzero(size[label] > count), weights, floor)
-        sources = np.flatnonzero(size[label] >= 2)
-        sources = sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
-        splits = _Moves(hist, pal, colour, count, label, sources, weights, floor, split=True)
+        if splits is None:
+            sources = np.flatnonzero(size[label] >= 2)
+            sources = sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
+            splits = _Moves(hist, pal, colour, count, label, sources, weights, floor, split=True,
+                            near_cap=_near_cap(k))
         options = [m for m in (table.best(), splits.best()) if m is not None]
         if not options:
             raise AssertionError("no colour can be added: every palette colour holds one pixel")
@@ -234,12 +234,15 @@ def _split_up(hist, pal, labels, k, weights, floor):
         if m == count[e]:
             label[e] = len(pal) - 1
             left = np.flatnonzero(label == source)
+            splits = None  # a source may have changed colour: built again
         else:
             colour, count, label = (np.append(colour, colour[e]), np.append(count, m),
                                     np.append(label, len(pal) - 1))
             count[e] -= m
             left = np.empty(0, dtype=np.int64)  # the source keeps entry e itself
         table = None if raised else table.patch(e, target, left)
+        # a single pixel split off leaves every source in place; a larger move makes a new source
+        splits = None if raised or splits is None or m > 1 else splits.recount(count, label, target)
     return pal, *_main_and_splits(hist.n_colors, colour, count, label)
 
 
@@ -249,10 +252,15 @@ def _split_up(hist, pal, labels, k, weights, floor):
 _NEAR_CAP = 4.0
 
 
+def _near_cap(k: int) -> float:
+    """:data:`_NEAR_CAP`, or more where k colours need a larger max cost (k = 256 needs 3.2)."""
+    return max(_NEAR_CAP, 2.0 * lattice.kth_smallest_cost(k))
+
+
 class _Moves:
     """The exact score change of every candidate move of pixels of ``entries`` to a new colour."""
 
-    def __init__(self, hist, pal, colour, count, label, entries, weights, floor, *, split=False):
+    def __init__(self, hist, pal, colour, count, label, entries, weights, floor, *, split=False, near_cap=_NEAR_CAP):
         self.entries = entries
         p = hist.colors[colour[entries]].astype(np.int64)
         q = pal[label[entries]].astype(np.int64)
@@ -262,20 +270,35 @@ class _Moves:
         if not split:
             cands = np.concatenate([p[None], cands])
         else:  # also any colour within the max cost (see _NEAR_CAP)
-            near = lattice.colors_within(floor) if floor <= _NEAR_CAP else np.empty((0, 3), dtype=np.int64)
+            near = lattice.colors_within(floor) if floor <= near_cap else np.empty((0, 3), dtype=np.int64)
             cands = np.concatenate([cands, np.broadcast_to(near[:, None, :], (len(near), len(entries), 3))])
         valid = np.all((cands >= 0) & (cands <= 255), axis=2)
         self.cands, self.keys = cands, pack_rgb(np.clip(cands, 0, 255))
         valid &= ~np.isin(self.keys, pack_rgb(pal))
         per_pixel = _objective_rows(p[None], cands, weights) - _objective_rows(p, q, weights)[None]
-        if split:  # one pixel if moving costs, else all the pixels its palette colour can spare
-            spare = np.minimum(count[entries], np.bincount(label, weights=count)[label[entries]] - 1)
-            self.moved = np.where(per_pixel < 0, spare[None], 1.0)
+        self.per_pixel, self.valid, self.n_pixels = per_pixel, valid, hist.n_pixels
+        self.raise_cost = weights.max_cost * np.maximum(vertex_cost(cands) - floor, 0.0)
+        if split:
+            self.recount(count, label)
         else:
             self.moved = np.broadcast_to(count[entries][None].astype(np.float64), per_pixel.shape)
-        self.delta = per_pixel * self.moved / hist.n_pixels
-        self.delta += weights.max_cost * np.maximum(vertex_cost(cands) - floor, 0.0)
-        self.delta[~valid] = np.inf
+            self._score()
+
+    def _score(self):
+        self.delta = self.per_pixel * self.moved / self.n_pixels + self.raise_cost
+        self.delta[~self.valid] = np.inf
+
+    def recount(self, count, label, taken=None):
+        """Splits: one pixel if moving costs, else all the pixels its palette colour can spare,
+        after the pixel counts changed (and colour ``taken`` joined the palette); the per-pixel
+        terms stay, so a split costs a few array operations instead of a new table."""
+        if taken is not None:
+            self.valid &= self.keys != pack_rgb(taken)
+        spare = np.minimum(count[self.entries], np.bincount(label, weights=count)[label[self.entries]] - 1)
+        self.moved = np.where(self.per_pixel < 0, spare[None], 1.0)
+        self._score()
+        self.delta[:, spare < 1] = np.inf
+        return self
 
     def best(self):
         """(score change, entry, pixels moved, new colour) of the cheapest valid move, or None."""

@@ -187,12 +187,13 @@ def ideal_colors(colors: np.ndarray, cap: float, weights: Weights = Weights()) -
     return vertex + (np.asarray(colors, dtype=np.float64) - vertex) * scale[:, None]
 
 
-def lower_bound(hist: ColorHistogram, weights: Weights = Weights()) -> float:
+def lower_bound_any_k(hist: ColorHistogram, weights: Weights = Weights()) -> float:
     """The best score any quantization of this histogram can reach, with any number of colours.
 
     Every pixel takes its own best colour on the segment toward its nearest vertex, at
     distance ``r = clip(D - pull, 0, T)`` from it, under a common max-cost cap ``T``; the
-    bound is the minimum over ``T`` (:func:`best_cap`). ``cq.bound.lower_bound`` knows k.
+    bound is the minimum over ``T`` (:func:`best_cap`). ``cq.bound.lower_bound`` knows k (a distinct
+    name: ``cq.lower_bound`` is that one).
     """
     dist = vertex_cost(hist.colors)
     counts = hist.counts.astype(np.float64)

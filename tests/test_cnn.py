@@ -228,3 +228,11 @@ def test_pipeline_record_and_reuse(tmp_path):
     assert record["scores"]["score"] == pytest.approx(extras["final_score"])
     again = quantize_file(photo, png, js, job, reuse=True)
     assert again["wall_time_s"] == record["wall_time_s"]  # read back from the record, not rerun
+
+
+def test_palette_steps_alone_improve_the_start(photo):
+    """The output bias's Gauss-Newton steps (every other rate 0) must carry the training: a frozen
+    bias would leave every epoch at the start."""
+    extras = run(photo, lr_body=0.0, lr_cap=0.0, finish=0).extras
+    assert extras["best_score"] < 0.97 * extras["init_score"]
+

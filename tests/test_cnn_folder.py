@@ -12,7 +12,7 @@ from PIL import Image
 
 from cq.histogram import ColorHistogram
 from cq.methods import Problem, get_method
-from cq.methods._cnn_exact import exact_score, round_within
+from cq.methods.cnn.exact import exact_score, round_within
 from cq.methods.cnn_folder import folder as folder_module
 from cq.methods.cnn_folder.features import surrogate_points
 from cq.methods.cnn_folder.method import _State, predict
@@ -179,24 +179,33 @@ def test_the_workflow_trains_the_network_once(tmp_path):
 
 
 def _columns(network: str = "") -> dict:
-    spec = {"method": "cnn_folder", "params": {"network": network}, "k": K, "weights": {"mse": 2}}
+    spec = {"method": "cnn_folder", "params": {"network": network}, "k": K, "weights": {"mse": 2},
+            "read": {"background": [255, 255, 255], "max_pixels": None}}
     return {"cnn_folder": {"spec": spec}, "kmeans": {"spec": {"method": "kmeans", "params": {}}}}
+
+
+def _wildcards(method: str):
+    return type("W", (), {"method": method})
 
 
 def test_plan_names_the_network_in_the_jobs_it_serves(tmp_path):
     config = {"cnn_folder_network": {"sample": 2}, "extensions": ["png"]}
-    assert folder_module.plan(config, {"kmeans": _columns()["kmeans"]}, "in", ["a.png"], "results") is None
+    unused = folder_module.plan(config, {"kmeans": _columns()["kmeans"]}, "in", ["a.png"], "results")
+    assert unused.columns == () and unused.input(_wildcards("kmeans")) == []
     own = _columns("mine.pt")
-    assert folder_module.plan(config, own, "in", ["a.png"], "results") is None
+    assert folder_module.plan(config, own, "in", ["a.png"], "results").columns == ()
     assert own["cnn_folder"]["spec"]["params"]["network"] == "mine.pt"
     methods = _columns()
-    plan = folder_module.plan(config, methods, str(tmp_path), ["a.png", "b.png", "c.png"], "results")
+    plan = folder_module.plan(config, methods, str(tmp_path), ["a.png", "b.png", "c.png"], "results", "logs")
     assert len(plan.sample) == 2 and plan.path.startswith("results/_cnn_folder/")
     assert methods["cnn_folder"]["spec"]["params"]["network"] == plan.path
-    rule_input = folder_module.input_function(methods)
-    assert rule_input(type("W", (), {"method": "cnn_folder"})) == [plan.path]
-    assert rule_input(type("W", (), {"method": "kmeans"})) == []
+    assert plan.input(_wildcards("cnn_folder")) == [plan.path] and plan.input(_wildcards("kmeans")) == []
+    ident = plan.path.split("/")[2]
+    assert plan.output.format(ident=ident) == plan.path and plan.log.format(ident=ident) == f"logs/_cnn_folder/{ident}.log"
+    assert plan.spec == {"k": K, "weights": {"mse": 2}, "read": {"background": [255, 255, 255], "max_pixels": None}}
     with pytest.raises(ValueError, match="train_dir 'nowhere' is not a folder"):
         folder_module.plan({**config, "cnn_folder_network": {"train_dir": "nowhere"}}, _columns(), "in", [], "r")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images to train on"):
-        folder_module.plan(config, _columns(), "in", [], "results")
+        folder_module.plan({**config, "cnn_folder_network": {"train_dir": str(tmp_path / "empty")}}, _columns(),
+                           "in", ["a.png"], "results")

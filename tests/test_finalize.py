@@ -114,3 +114,20 @@ def test_extra_colours_do_not_raise_the_max_cost_of_a_near_white_image():
     q = finalize(h, np.array([[255.0, 255.0, 255.0]]), np.zeros(h.n_colors, int), k=37)
     s = q.score(h)
     assert s.n_colors == 37 and s.max_cost < 5
+
+
+def test_more_than_k_used_colours_are_merged_where_it_costs_least(hist):
+    """45 used colours (labels given, none empty) must lose 8: the merge beats dropping the 8
+    least used colours and reassigning their pixels to their best remaining colour."""
+    rng = np.random.default_rng(4)
+    palette = hist.colors[rng.choice(hist.n_colors, 45, replace=False)]
+    labels = assign(hist, palette)  # nearest: each colour at least takes its own pixels
+    assert len(np.unique(labels)) == len(palette) == 45
+    q = finalize(hist, palette, labels, k=37)
+    assert distinct_used(hist, q) == 37 and f"merged {len(palette) - 37} colours" in q.notes
+    keep = np.sort(np.argsort(-np.bincount(labels, weights=hist.counts))[:37])
+    naive = np.searchsorted(keep, labels)
+    dropped = ~np.isin(labels, keep)  # only these pixels move, as in the merge
+    naive[dropped] = assign(ColorHistogram(hist.colors[dropped], hist.counts[dropped]), palette[keep],
+                            rule="objective")
+    assert q.score(hist).score <= score_assignment(hist, palette[keep], naive).score

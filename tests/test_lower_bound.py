@@ -9,7 +9,7 @@ from skimage import data
 from cq.finalize import assign, finalize
 from cq.histogram import ColorHistogram
 from cq.methods import Problem, get_method
-from cq.objective import Weights, lower_bound, score, score_assignment, vertex_cost
+from cq.objective import Weights, lower_bound_any_k, score, score_assignment, vertex_cost
 
 K = 37
 METHODS = ["kmeans", "median_cut", "octree", "libimagequant", "direct"]
@@ -34,16 +34,16 @@ def kaware_bound(hist: ColorHistogram) -> float:
 def test_single_colour_far_from_its_vertex():
     """D = 60 from black: the cap's slope 21 + 42 - (4/3)(D - T) vanishes at T = D - 47.25 = 12.75,
     so the bound is 63*12.75 + (2/3)*47.25^2 = 803.25 + 1488.375."""
-    assert lower_bound(single_colour((0, 0, 60))) == pytest.approx(2291.625, abs=1e-6)
+    assert lower_bound_any_k(single_colour((0, 0, 60))) == pytest.approx(2291.625, abs=1e-6)
 
 
 def test_single_colour_near_its_vertex():
     """D = 30 < 47.25: the cap stays 0 and the pixel pays (2/3)*30^2 = 600 to sit on the vertex."""
-    assert lower_bound(single_colour((255, 225, 255))) == pytest.approx(600.0, abs=1e-6)
+    assert lower_bound_any_k(single_colour((255, 225, 255))) == pytest.approx(600.0, abs=1e-6)
 
 
 def test_vertex_colour_costs_nothing():
-    assert lower_bound(single_colour((255, 0, 255))) == pytest.approx(0.0, abs=1e-9)
+    assert lower_bound_any_k(single_colour((255, 0, 255))) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_matches_a_brute_force_minimum_over_the_cap():
@@ -61,7 +61,7 @@ def test_matches_a_brute_force_minimum_over_the_cap():
     caps = np.linspace(0, dist.max(), 20001)
     best = caps[np.argmin([total(c) for c in caps])]
     fine = np.linspace(max(best - 0.05, 0), best + 0.05, 2001)
-    assert lower_bound(hist, weights) == pytest.approx(min(total(c) for c in fine), rel=1e-9)
+    assert lower_bound_any_k(hist, weights) == pytest.approx(min(total(c) for c in fine), rel=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -73,7 +73,7 @@ def test_random_palettes_never_beat_the_bound(seed):
         near_vertices = np.where(image > 127, 255, 0) + rng.normal(0, 25, image.shape)
         image = np.clip(near_vertices, 0, 255).astype(np.uint8)
     hist = ColorHistogram.from_image(image)
-    bound = lower_bound(hist)
+    bound = lower_bound_any_k(hist)
     for _ in range(20):
         palette = rng.integers(0, 256, size=(K, 3)).astype(np.uint8)
         for rule in ("nearest", "objective"):
@@ -85,7 +85,7 @@ def test_random_palettes_never_beat_the_bound(seed):
 def test_no_method_beats_the_bound_on_photos(name):
     image = small_photo(name)
     hist = ColorHistogram.from_image(image)
-    bound = lower_bound(hist)
+    bound = lower_bound_any_k(hist)
     for method_name in METHODS:
         method = get_method(method_name)
         if method.unavailable_reason():
@@ -105,7 +105,7 @@ def test_no_method_beats_the_bound_on_random_images():
         method = get_method(method_name)
         proposal = method.fn(Problem(image, hist, K), **method.defaults)
         q = finalize(hist, proposal.palette, proposal.labels, k=K, rule=proposal.rule)
-        assert score(image, q.render(hist)).score >= lower_bound(hist)
+        assert score(image, q.render(hist)).score >= lower_bound_any_k(hist)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_k_aware_bound_between_any_k_bound_and_every_method(name):
     image = KAWARE_IMAGES[name]()
     hist = ColorHistogram.from_image(image)
     bound = kbound.lower_bound(hist, K)
-    assert bound >= lower_bound(hist) * (1 - 1e-12)
+    assert bound >= lower_bound_any_k(hist) * (1 - 1e-12)
     for method_name in ("kmeans", "median_cut", "direct"):
         assert finalized_score(image, method_name) >= bound * (1 - 1e-12), method_name
 
@@ -233,7 +233,7 @@ def test_k_aware_bound_below_random_exact_k_palettes(seed):
 def test_k_aware_bound_knows_the_cap_on_a_near_white_image():
     """Any-k bound: everything on white, max cost 0. Exactly 37 colours need max cost >= sqrt(2)."""
     hist = ColorHistogram.from_image(near((252, 252, 252), 1.0, shape=(100, 100)))
-    assert kbound.lower_bound(hist, K) >= lower_bound(hist) + 21 * np.sqrt(2) - 1e-9
+    assert kbound.lower_bound(hist, K) >= lower_bound_any_k(hist) + 21 * np.sqrt(2) - 1e-9
 
 
 def test_k_aware_bound_is_exact_at_100_megapixels():
@@ -241,8 +241,8 @@ def test_k_aware_bound_is_exact_at_100_megapixels():
     hist = ColorHistogram.from_image(small_photo("hubble_deep_field", 48))
     big = ColorHistogram(hist.colors, hist.counts * 50_000)
     assert big.n_pixels > 10**8
-    assert lower_bound(big) == pytest.approx(lower_bound(hist), rel=1e-12)
-    assert lower_bound(big) <= kbound.lower_bound(big, K) <= kbound.lower_bound(hist, K) + 1e-9
+    assert lower_bound_any_k(big) == pytest.approx(lower_bound_any_k(hist), rel=1e-12)
+    assert lower_bound_any_k(big) <= kbound.lower_bound(big, K) <= kbound.lower_bound(hist, K) + 1e-9
 
 
 def test_other_k_and_weights():
@@ -250,7 +250,7 @@ def test_other_k_and_weights():
     hist = ColorHistogram.from_image(image)
     weights = Weights(mse=5.0, max_cost=3.0, mean_cost=10.0)
     bound = kbound.lower_bound(hist, 8, weights)
-    assert bound >= lower_bound(hist, weights) * (1 - 1e-12)
+    assert bound >= lower_bound_any_k(hist, weights) * (1 - 1e-12)
     method = get_method("direct")
     proposal = method.fn(Problem(image, hist, 8, weights), **method.defaults)
     q = finalize(hist, proposal.palette, proposal.labels, k=8, weights=weights, rule=proposal.rule)
@@ -275,7 +275,7 @@ def test_k_aware_bound_below_direct_for_random_k_and_weights(seed):
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     hist = ColorHistogram.from_image(image)
     bound = kbound.lower_bound(hist, k, weights)
-    assert bound >= lower_bound(hist, weights) * (1 - 1e-12)
+    assert bound >= lower_bound_any_k(hist, weights) * (1 - 1e-12)
     method = get_method("direct")
     proposal = method.fn(Problem(image, hist, k, weights), **method.defaults)
     q = finalize(hist, proposal.palette, proposal.labels, k=k, weights=weights, rule=proposal.rule)

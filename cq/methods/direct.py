@@ -1,250 +1,33 @@
 """Direct minimisation of the exact score over the palette, the assignment and the max-cost cap.
 
-For a fixed assignment the best palette has a closed form (docs/objective.md): each colour is its
-cluster's centroid moved toward the nearest cube vertex by ``weights.vertex_pull``, then pulled
-in to radius ``T``; the best cap ``T`` is the root of a piecewise-linear derivative. For a fixed
-palette the best assignment is ``argmin_c (w_mse/3)||p-c||^2 + w_mean*cost(c)``. Alternating the
-two (a Lloyd iteration on the score itself, ``T`` included) never raises the score. It runs from
-several starts (scikit-learn's weighted k-means++ on each colour's ideal target) on a 5-bit
-binned histogram, then on the full histogram. The same iteration then runs on uint8
-colours: each cluster picks a lattice point near its real optimum, under the one cap that suits
-all clusters best (plain rounding toward a vertex would lose a capped colour's whole slope).
-When that cap is small (dark images, graphics on white or black, near-white scans) the lattice
-itself limits the palette: a k-median swap search over the uint8 colours within each small cap
-competes, and a palette with unused colours is completed under its cap with the lattice colours
-that the cheapest pixels can take (often at another vertex), rather than by raising the max cost.
-An image of at most k colours gives each colour its own ideal output; the shared finalisation
-then splits pixels to reach k. Otherwise the result has exactly ``k`` distinct, used colours.
+The descent of ``cq.descent`` (Lloyd iterations on the score itself, ``T`` included) runs from
+several starts (weighted greedy k-means++ on each colour's ideal target) on a 5-bit binned
+histogram, then on the full histogram, then on uint8 colours. When the max cost found is small
+(dark images, graphics on white or black, near-white scans) the lattice limits the palette, and a
+k-median search over the uint8 colours within each small cap competes. Every stage's palette is
+judged by its exact score after the shared finalisation (which splits single pixels off a colour
+wherever that is cheaper than moving whole colours): no stage returns worse than another one
+computed. An image of at most k colours starts from each colour's own ideal output.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cq import lattice
-from cq.finalize import finalize
+from cq.descent import exact_result, integer_lloyd, kmeans_plusplus, lattice_search, lloyd
 from cq.histogram import pack_rgb
 from cq.methods import Problem, Proposal, register
-from cq.methods._points import (Points, assign, binned_points, cluster_moments, exact_points, fine_points,
-                                points_score)
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
+from cq.points import Points, binned_points, exact_points, fine_points
 
 
 def _bound_cap(points: Points, weights: Weights) -> float:
     """The cap ``T`` at which the lower bound of these points is reached (each point its own cluster)."""
     return best_cap(vertex_cost(points.colors), points.weights, weights, points.n_pixels)
-
-
-def _place(centroids: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
-    """Best colour of each cluster from its centroid: moved toward its vertex by the pull, radius <= cap."""
-    return ideal_colors(centroids, cap, weights)
-
-
-def _lloyd(points: Points, palette: np.ndarray, weights: Weights, max_iter: int, tol: float = 1e-7):
-    """Alternate assignment and (palette, cap) updates until the score stops falling.
-
-    Returns the palette, labels and real-valued score (on these points) of the best iterate.
-    Empty clusters are re-seeded at the points that lose most against their own ideal colour.
-    """
-    k = len(palette)
-    n_pixels = points.n_pixels
-    prev = np.inf
-    best = (np.inf, palette, None)
-    for _ in range(max_iter):
-        labels, cost = assign(points, palette, weights)
-        score = points_score(points, cost, palette, labels, weights)
-        if score < best[0]:
-            best = (score, palette, labels)
-        if score > prev * (1 - tol):
-            break
-        prev = score
-        mass, centroids = cluster_moments(points, labels, k)
-        cap = best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], weights, n_pixels)
-        palette = _place(centroids, cap, weights)
-        empty = np.flatnonzero(mass == 0)
-        if empty.size:
-            palette[empty] = _reseed(points, cost, cap, weights, empty.size)
-    return best[1], best[2], best[0]
-
-
-def _reseed(points: Points, cost: np.ndarray, cap: float, weights: Weights, count: int) -> np.ndarray:
-    """Ideal colours of the ``count`` points whose current cost exceeds their own optimum most
-    (cycling through them when there are fewer points than ``count``: finalisation merges)."""
-    ideal = ideal_colors(points.colors, cap, weights)
-    own = weights.pixel_mse * ((points.colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
-    worst = np.resize(np.argsort(-(cost - own) * points.weights), count)
-    return ideal[worst]
-
-
-_WINDOW = np.stack(np.meshgrid(*[np.arange(-1, 3)] * 3, indexing="ij"), -1).reshape(-1, 3)
-
-
-def _lattice_place(mass: np.ndarray, centroids: np.ndarray, cap: float, weights: Weights,
-                   n_pixels: float) -> np.ndarray:
-    """Best distinct uint8 colour of every cluster under the best common cap, for a fixed assignment.
-
-    Each cluster picks from the 4x4x4 lattice points around its real optimum; a cap ``T`` (one of
-    the candidates' costs) limits every pick to cost <= T, and the ``T`` minimising
-    ``w_max*T + sum of cluster terms`` wins. Rounding a capped colour toward its vertex would cost
-    it the whole slope of the cap, which this avoids.
-    """
-    anchor = np.floor(_place(centroids, cap, weights)).astype(np.int64)
-    cand = np.clip(anchor[:, None, :] + _WINDOW[None], 0, 255)  # (k, 64, 3)
-    cand_cost = vertex_cost(cand)
-    diff = cand - centroids[:, None, :]
-    value = (weights.pixel_mse * np.einsum("kcj,kcj->kc", diff, diff) + weights.mean_cost * cand_cost)
-    value *= (mass / n_pixels)[:, None]
-    caps = np.unique(cand_cost)
-    caps = caps[caps >= cand_cost.min(1).max()]
-    allowed = cand_cost[None] <= caps[:, None, None] + 1e-9  # (caps, k, 64)
-    totals = np.where(allowed, value[None], np.inf).min(2).sum(1) + weights.max_cost * caps
-    allowed = allowed[int(np.argmin(totals))]
-    order = np.argsort(np.where(allowed, value, np.inf), axis=1, kind="stable")
-    return _distinct_picks(cand, order, mass)
-
-
-def _distinct_picks(cand: np.ndarray, order: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    """Each cluster's best-ranked candidate, heavier clusters first, skipping colours already taken."""
-    picks = cand[np.arange(len(cand)), order[:, 0]]
-    keys = pack_rgb(picks)
-    if len(np.unique(keys)) == len(keys):
-        return picks.astype(np.uint8)
-    taken: set[int] = set()
-    for j in np.argsort(-mass, kind="stable"):
-        for c in order[j]:
-            key = int(pack_rgb(cand[j, c]))
-            if key not in taken:
-                taken.add(key)
-                picks[j] = cand[j, c]
-                break
-    return picks.astype(np.uint8)
-
-
-def _integer_lloyd(points: Points, palette: np.ndarray, weights: Weights, max_iter: int, tol: float = 1e-9):
-    """Lloyd iterations whose palette update picks uint8 colours (:func:`_lattice_place`).
-
-    Starts from a real palette; returns the best uint8 palette, its labels and its exact score
-    on these points.
-    """
-    k = len(palette)
-    n_pixels = points.n_pixels
-    labels, cost = assign(points, palette, weights)
-    best = (np.inf, None, None)
-    for _ in range(max(max_iter, 1)):
-        mass, centroids = cluster_moments(points, labels, k)
-        cap = best_cap(vertex_cost(centroids[mass > 0]), mass[mass > 0], weights, n_pixels)
-        empty = np.flatnonzero(mass == 0)
-        if empty.size:
-            centroids[empty] = _reseed(points, cost, cap, weights, empty.size)
-            mass[empty] = 1e-9
-        pal8 = _lattice_place(mass, centroids, cap, weights, n_pixels)
-        labels, cost = assign(points, pal8.astype(np.float64), weights)
-        score = points_score(points, cost, pal8, labels, weights)
-        if score > best[0] * (1 - tol):
-            break
-        best = (score, pal8, labels)
-    return best[1], best[2], best[0]
-
-
-def _kmedian(points: Points, cand: np.ndarray, k: int, weights: Weights) -> np.ndarray:
-    """Choose ``k`` of the candidate colours minimising the pixel terms: greedy, then best swaps.
-
-    Exact k-median local search on the (points x candidates) objective matrix; used when the cap
-    is so small that the lattice, not the geometry, limits the palette.
-    """
-    value = weights.pixel_mse * ((points.colors[:, None, :] - cand[None]) ** 2).sum(2)
-    value += weights.mean_cost * vertex_cost(cand)
-    w = points.weights
-    chosen: list[int] = []
-    current = np.full(len(w), np.inf)
-    for _ in range(k):
-        totals = w @ np.minimum(current[:, None], value)
-        totals[chosen] = np.inf
-        chosen.append(int(np.argmin(totals)))
-        current = np.minimum(current, value[:, chosen[-1]])
-    chosen_arr = np.array(chosen)
-    improved = True
-    while improved:
-        improved = False
-        for j in range(k):
-            sub = value[:, chosen_arr]
-            two = np.argpartition(sub, 1, axis=1)[:, :2]
-            first = np.take_along_axis(sub, two, 1)
-            lo, hi = first.min(1), first.max(1)
-            label = np.where(first[:, 0] <= first[:, 1], two[:, 0], two[:, 1])
-            base = float(w @ lo)
-            without = np.where(label == j, hi, lo)
-            totals = w @ np.minimum(without[:, None], value)
-            totals[chosen_arr] = np.inf
-            a = int(np.argmin(totals))
-            if totals[a] < base * (1 - 1e-9):
-                chosen_arr[j] = a
-                improved = True
-    return cand[chosen_arr].astype(np.uint8)
-
-
-def _lattice_search(coarse: Points, full: Points, k: int, weights: Weights, limit: float):
-    """Best k-median palette over the caps from the smallest feasible one up, while the score falls.
-
-    The k-median runs on ``coarse``; each palette is then completed to k used colours on ``full``
-    (:func:`_fill_to_k`) and scored there exactly. Returns (palette, labels, score) or
-    (None, None, inf) when no cap up to ``limit`` has k colours.
-    """
-    best = (None, None, np.inf)
-    for cap in lattice.radii(limit):
-        if cap < lattice.kth_smallest_cost(k) - 1e-9:
-            continue
-        pal8 = _kmedian(coarse, lattice.colors_within(cap), k, weights)
-        result = _fill_to_k(full, pal8, k, cap, weights)
-        if result[2] >= best[2]:
-            break
-        best = result
-    return best
-
-
-_FILL_SOURCES = 4096  # histogram colours (fewest pixels first) that may be moved to a new colour
-
-
-def _fill_to_k(points: Points, pal8: np.ndarray, k: int, cap: float, weights: Weights):
-    """Exactly k used colours from a uint8 palette, without raising the max cost above ``cap``.
-
-    Palette colours that no point takes are dropped; then, one at a time, the uint8 colour within
-    ``cap`` of a vertex that some point (of a colour that keeps other points) takes at least
-    extra cost is added, with that point. On near-white or few-colour images fewer than k
-    lattice colours are worth taking, and the cheapest forced ones may sit at another vertex.
-    Returns (palette, labels, exact score on ``points``); score inf if k cannot be reached.
-    """
-    labels, cost = assign(points, pal8.astype(np.float64), weights)
-    used, labels = np.unique(labels, return_inverse=True)
-    pal = pal8[used]
-    if len(pal) < k:
-        cand = lattice.colors_within(cap)
-        cand = cand[~np.isin(pack_rgb(cand), pack_rgb(pal))]
-        src = np.argsort(points.weights, kind="stable")[:_FILL_SOURCES]
-        diff = points.colors[src, None, :] - cand[None]
-        extra = weights.pixel_mse * np.einsum("ijc,ijc->ij", diff, diff) + weights.mean_cost * vertex_cost(cand)
-        free = np.ones(len(cand), dtype=bool)
-        while len(pal) < k:
-            size = np.bincount(labels, minlength=len(pal))
-            delta = (extra - cost[src, None]) * points.weights[src, None]
-            delta[(size[labels[src]] < 2)] = np.inf
-            delta[:, ~free] = np.inf
-            i, j = np.unravel_index(np.argmin(delta), delta.shape)
-            if not np.isfinite(delta[i, j]):
-                return pal, labels, np.inf
-            pal = np.vstack([pal, cand[j].astype(np.uint8)])
-            labels[src[i]], cost[src[i]], free[j] = len(pal) - 1, extra[i, j], False
-    return pal.astype(np.uint8), labels, points_score(points, cost, pal, labels, weights)
-
-
-def _kmeans_plusplus(*args, **kwargs):
-    """scikit-learn's weighted (greedy) k-means++ seeding, imported on use: listing methods stays cheap."""
-    from sklearn.cluster import kmeans_plusplus
-
-    return kmeans_plusplus(*args, **kwargs)
 
 
 def _best_start(points: Points, k: int, weights: Weights, rng: np.random.Generator, n_starts: int,
@@ -256,18 +39,11 @@ def _best_start(points: Points, k: int, weights: Weights, rng: np.random.Generat
     for start in range(n_starts):
         if start > 0 and time.perf_counter() > deadline:
             break
-        seeds, _ = _kmeans_plusplus(targets, k, sample_weight=points.weights,
-                                   random_state=int(rng.integers(1 << 31)))
-        palette, _, score = _lloyd(points, seeds, weights, max_iter)
+        seeds = kmeans_plusplus(targets, k, points.weights, rng)
+        palette, _, score = lloyd(points, seeds, weights, max_iter)
         if score < best[0]:
             best = (score, palette)
     return best[1]
-
-
-def _is_exact_k(palette: np.ndarray, labels: np.ndarray, k: int) -> bool:
-    """True when the palette has k distinct colours and every one is used."""
-    return (len(palette) == k and len(np.unique(pack_rgb(palette))) == k
-            and bool(np.all(np.bincount(labels, minlength=k) > 0)))
 
 
 def _one_blas_thread(fn):
@@ -282,30 +58,17 @@ def _one_blas_thread(fn):
     return wrapper
 
 
-def _search(hist, full, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine_iter, int_iter,
-            fine_max_colors, lattice_cap, deadline):
-    """Palette, labels on ``full`` and stage name of the best result for an image of > k colours."""
+def _descent(hist, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine_iter, int_iter,
+             fine_max_colors, deadline):
+    """The descent's uint8 palette for an image of > k colours, and the binned points it started on."""
     coarse = binned_points(hist, coarse_bits, k)
     palette = _best_start(coarse, k, weights, np.random.default_rng(seed), n_starts, coarse_iter, deadline)
     fine = fine_points(hist, k, fine_max_colors)
-    palette, _, _ = _lloyd(fine, palette, weights, fine_iter)
-    pal8, _, _ = _integer_lloyd(fine, palette, weights, int_iter)
-    stage = "lloyd"
-    cap = float(vertex_cost(pal8).max())
-    if cap < lattice_cap:
-        pal8, labels, score = _fill_to_k(full, pal8, k, cap, weights)
-        small, small_labels, small_score = _lattice_search(coarse, full, k, weights, lattice_cap)
-        if small_score < score:
-            pal8, labels, stage = small, small_labels, "lattice"
-    else:
-        labels, _ = assign(full, pal8.astype(np.float64), weights)
-    if not _is_exact_k(pal8, labels, k):
-        q = finalize(hist, pal8, labels, k=k, weights=weights)
-        pal8, labels, stage = q.palette, q.labels, f"{stage}+finalize"
-    return pal8, labels, stage
+    palette, _, _ = lloyd(fine, palette, weights, fine_iter)
+    return integer_lloyd(fine, palette, weights, int_iter)[0], coarse
 
 
-@register("direct", version="3", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
+@register("direct", version="4", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
           fine_max_colors=400_000, lattice_cap=4.0, time_budget=None)
 @_one_blas_thread
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
@@ -332,13 +95,21 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     full = exact_points(hist)
     if hist.n_colors <= k:  # every colour its own cluster; finalisation adds the missing colours
         ideal = ideal_colors(full.colors, _bound_cap(full, weights), weights)
-        pal8, labels, _ = _integer_lloyd(full, ideal, weights, int_iter)
-        stage = "own colours"
+        pal8, coarse, stage = integer_lloyd(full, ideal, weights, int_iter)[0], full, "own colours"
     else:
-        pal8, labels, stage = _search(hist, full, k, weights, seed=seed, n_starts=n_starts,
-                                      coarse_bits=coarse_bits, coarse_iter=coarse_iter, fine_iter=fine_iter,
-                                      int_iter=int_iter, fine_max_colors=fine_max_colors,
-                                      lattice_cap=lattice_cap, deadline=deadline)
+        pal8, coarse = _descent(hist, k, weights, seed=seed, n_starts=n_starts, coarse_bits=coarse_bits,
+                                coarse_iter=coarse_iter, fine_iter=fine_iter, int_iter=int_iter,
+                                fine_max_colors=fine_max_colors, deadline=deadline)
+        stage = "lloyd"
+    # Every stage is judged on one footing, its exact score after finalisation: none returns
+    # worse than another one computed.
+    results = {stage: exact_result(hist, full, pal8, k, weights)}
+    if hist.n_colors <= k:  # or each colour unmoved: under a large max cost, splits need not go far
+        results["unmoved"] = exact_result(hist, full, hist.colors, k, weights)
+    if float(vertex_cost(pal8).max()) < lattice_cap:
+        results["lattice"] = lattice_search(coarse, hist, full, k, weights, lattice_cap)
+    stage = min(results, key=lambda name: results[name][0])
+    _, pal8, labels = results[stage]
     order = np.argsort(pack_rgb(pal8))  # finalize's order, so that it returns these arrays unchanged
     pal8, labels = pal8[order], np.argsort(order)[labels]
     return Proposal(pal8, labels, rule="objective", extras={

@@ -60,33 +60,65 @@ def network_path(results_dir: str, ident: str) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """The workflow's folder network: settings, the folder sampled, the sampled images, its file."""
+    """The workflow's folder network: its settings, the folder sampled and the sampled images, its
+    file, the columns whose jobs read it, their k, weights and read options, and where the rule's
+    outputs and logs go."""
 
     settings: dict
     folder: str
     sample: list
     path: str
+    columns: tuple
+    spec: dict
+    results_dir: str
+    logs_dir: str
 
     @property
     def record(self) -> str:
         return os.path.join(os.path.dirname(self.path), "network.json")
 
     @property
+    def output(self) -> str:
+        """The rule's output pattern: its one wildcard is the network's identity, a hex hash."""
+        return f"{self.results_dir}/{FOLDER}/{{ident}}/network.pt"
+
+    @property
     def log(self) -> str:
-        return os.path.basename(os.path.dirname(self.path)) + ".log"
+        return f"{self.logs_dir}/{FOLDER}/{{ident}}.log"
+
+    @property
+    def threads(self) -> int:
+        return self.settings["threads"]
+
+    @property
+    def resources(self) -> dict:
+        """The training job's memory and minutes, and a GPU when ``gpu`` is set."""
+        return {"mem_mb": self.settings["mem_mb"], "runtime": self.settings["runtime"], "gpu": int(self.settings["gpu"])}
+
+    def input(self, wildcards) -> list[str]:
+        """The workflow's input function of a quantize job: the network, for the columns that read it."""
+        return [self.path] if wildcards.method in self.columns else []
+
+    def train(self, network: str, threads: int) -> dict:
+        """Train the network into ``network`` (the rule's output) on ``threads``, with its record."""
+        return train_files([os.path.join(self.folder, image) for image in self.sample], network, self.record,
+                           {**self.settings, "threads": threads}, self.spec["k"], Weights(**self.spec["weights"]),
+                           self.spec["read"])
 
 
-def plan(config: dict, methods: dict, input_dir: str, images, results_dir: str, exclude=()) -> Plan | None:
-    """The network the workflow trains, or None when no cnn_folder column needs it (every one names
-    its own file). Fills the network's path into those columns' job specs (``methods``, as
-    ``cq.methods.resolve`` gives them), so their records name it. A bad setting is a ValueError."""
+def plan(config: dict, methods: dict, input_dir: str, images, results_dir: str, logs_dir: str = "logs",
+         exclude=()) -> Plan:
+    """The network the workflow trains. Fills its path into the job specs of the cnn_folder columns
+    (``methods``, as ``cq.config`` resolves them) that name no file of their own, so that their
+    records name it (and go stale with it); with no such column, a plan no job reads. A bad
+    setting is a ValueError."""
     from cq.discover import discover
-    from cq.shards import shard_listing
 
-    columns = [e for e in methods.values() if e["spec"]["method"] == "cnn_folder" and not e["spec"]["params"]["network"]]
-    if not columns:
-        return None
     conf = settings(config.get("cnn_folder_network"))
+    columns = [label for label, e in methods.items()
+               if e["spec"]["method"] == "cnn_folder" and not e["spec"]["params"]["network"]]
+    if not columns:
+        return Plan(conf, input_dir, [], "", (), {}, results_dir, logs_dir)
     folder = input_dir
     if conf["train_dir"]:
         folder = os.path.normpath(conf["train_dir"])
@@ -94,24 +126,40 @@ def plan(config: dict, methods: dict, input_dir: str, images, results_dir: str, 
             raise ValueError(f"cnn_folder_network.train_dir {folder!r} is not a folder")
         images = discover(folder, config["extensions"], exclude=list(exclude)).images
     sample = choose_sample(images, conf["sample"])
-    if not sample:
+    if conf["train_dir"] and not sample:
         raise ValueError(f"cnn_folder_network: no images to train on under {folder!r}")
-    spec = columns[0]["spec"]
-    path = network_path(results_dir, network_id(conf, spec["k"], spec["weights"], shard_listing(folder, sample)))
-    for entry in columns:
-        entry["spec"]["params"]["network"] = path
-    return Plan(conf, folder, sample, path)
+    spec = methods[columns[0]]["spec"]
+    path = network_path(results_dir, network_id(conf, spec["k"], spec["weights"], listing(folder, sample)))
+    for label in columns:
+        methods[label]["spec"]["params"]["network"] = path
+    return Plan(conf, folder, sample, path, tuple(columns), {key: spec[key] for key in ("k", "weights", "read")},
+                results_dir, logs_dir)
 
 
-def input_function(methods: dict):
-    """The workflow's input function of a job: the network file its cnn_folder column reads (none
-    for other methods)."""
+def listing(folder: str, sample) -> str:
+    """The sample as text, one image a line: path, size and modification time (a file gone reads
+    as ``-1``), so that a changed image changes the network's identity."""
+    lines = []
+    for image in sample:
+        try:
+            st = os.stat(os.path.join(folder, image))
+            lines.append(f"{image}\t{st.st_size}\t{st.st_mtime_ns}")
+        except OSError:
+            lines.append(f"{image}\t-1\t-1")
+    return "".join(line + "\n" for line in lines)
 
-    def network(wildcards) -> list[str]:
-        spec = methods[wildcards.method]["spec"]
-        return [spec["params"]["network"]] if spec["method"] == "cnn_folder" else []
 
-    return network
+def workflow_plan(config: dict, resolved, images) -> Plan:
+    """:func:`plan` for the workflow's ``resolved`` settings (cq.config.Settings) and discovered
+    ``images``; a bad setting is a one-line ConfigError."""
+    from cq.config import ConfigError
+
+    s = resolved
+    try:
+        return plan(config, s.methods, s.input_dir, images, s.results_dir, s.logs_dir,
+                    exclude=[s.results_dir, s.logs_dir, s.benchmarks_dir, ".snakemake"])
+    except ValueError as e:
+        raise ConfigError(f"config: {e}") from None
 
 
 def _downscaled(pixels: np.ndarray, longest: int) -> np.ndarray:
@@ -127,8 +175,8 @@ def _downscaled(pixels: np.ndarray, longest: int) -> np.ndarray:
 
 def train_files(paths, network: str, record_path: str, conf: dict, k: int, weights: Weights, read=None) -> dict:
     """Train the folder network on the image files ``paths`` (each downscaled to ``max_side``);
-    write the network and its JSON record (atomically) and return the record. An unreadable
-    image is skipped and named in the record; none readable is a ValueError."""
+    write its JSON record, then the network (the commit point; both atomically) and return the
+    record. An unreadable image is skipped and named in the record; none readable is a ValueError."""
     from cq.fsutil import atomic_write_bytes, file_sha256
     from cq.imageio import ImageError, load_image
     from cq.methods.cnn_folder.method import resolve_device
@@ -136,7 +184,9 @@ def train_files(paths, network: str, record_path: str, conf: dict, k: int, weigh
     from cq.methods.cnn_folder.train import TrainConfig, prepare, save, train
     from cq.record import now, versions
 
-    read = read or {}
+    read = dict(read or {})
+    if read.get("background") is not None:
+        read["background"] = tuple(read["background"])
     t0 = time.perf_counter()
     images, used, skipped = [], [], []
     for path in paths:
@@ -158,10 +208,10 @@ def train_files(paths, network: str, record_path: str, conf: dict, k: int, weigh
     device = resolve_device(conf["device"])
     samples = prepare(images, shape, config.bits, weights)
     net, facts = train(samples, shape, weights, config, device)
-    save(network, net, weights)
     record = {"network": os.path.basename(network), "images": used, "skipped": skipped, **facts,
               "prepare_and_read_s": time.perf_counter() - t0 - facts["wall_s"], "settings": conf, "k": k,
               "created": now(), "versions": versions()}
     text = json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False)
     atomic_write_bytes(record_path, (text + "\n").encode())
+    save(network, net, weights)
     return record

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from cq.methods import Problem, Proposal, register, register_batch
-from cq.methods._cnn_exact import exact_score, finish, round_within
+from cq.methods.cnn.exact import exact_score, finish, round_within
 from cq.methods.cnn_folder.features import features, surrogate_points
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -40,7 +40,7 @@ GPU_BATCH = 64  # images per call in a shard job on a GPU; on the CPU one at a t
 
 @dataclass
 class _State:
-    """One image's state for the exact score and the finish (the fields ``_cnn_exact`` reads)."""
+    """One image's state for the exact score and the finish (the fields ``cq.methods.cnn.exact`` reads)."""
 
     problem: Problem
     points: np.ndarray

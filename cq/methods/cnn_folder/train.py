@@ -61,12 +61,11 @@ def prepare(images, shape, bits: int, weights: Weights = Weights()) -> list[Samp
 
 def anchors(samples, k: int, seed: int) -> np.ndarray:
     """The head's anchors: weighted k-means++ over every image's colours, pooled."""
-    from sklearn.cluster import kmeans_plusplus
+    from cq.descent import kmeans_plusplus
 
     points = np.concatenate([s.points for s in samples])
     mass = np.concatenate([s.mass for s in samples])
-    centres, _ = kmeans_plusplus(points, min(k, len(points)), sample_weight=mass, random_state=seed)
-    return centres[np.arange(k) % len(centres)]
+    return kmeans_plusplus(points, k, mass, np.random.default_rng(seed))
 
 
 def _batch_tensors(batch, device):

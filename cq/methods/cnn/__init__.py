@@ -53,6 +53,7 @@ know the objective, ``capped`` 1.0059 and ``ideal`` 1.0055, leave the training a
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import time
@@ -63,7 +64,7 @@ from threadpoolctl import threadpool_limits
 
 from cq.histogram import coarsen
 from cq.methods import Problem, Proposal, register, register_batch
-from cq.methods._cnn_exact import exact_score, finish, round_within
+from cq.methods.cnn.exact import exact_score, finish, round_within
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
 from cq.palette_net import Optimiser, PaletteNets, backward, capped, cosine, thumbnails
 
@@ -105,13 +106,7 @@ def _defaults() -> dict:
             else getattr(Config(), f.name) for f in fields(Config)}
 
 
-@register("cnn", version="3", device="auto", **_defaults())
-def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 30,
-        steps_per_epoch: int = 8, patience: int = 6, lr: float = 1.0, lr_final: float = 0.05,
-        lr_body: float = 1e-3, lr_cap: float = 0.03, tau_start: float = 20.0, tau_end: float = 0.5,
-        start: str = "colors", head_init: float = 2.0, input_size: int = 32, channels=(8, 16, 32),
-        hidden: int = 64, bits: int = 5, finish: int = 4, lattice_cap: float = 4.0,
-        threads: int = 1) -> Proposal:
+def cnn(problem: Problem, *, device: str = "auto", **params) -> Proposal:
     """Train a fresh network on this image's objective and return its best epoch's palette.
 
     Parameters
@@ -139,12 +134,21 @@ def cnn(problem: Problem, *, device: str = "auto", seed: int = 0, epochs: int = 
     lattice_cap : below this max cost the finish also tries direct's lattice k-median search.
     threads : CPU threads for torch during the run (restored afterwards).
     """
-    config = make_config(seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch, patience=patience,
-                         lr=lr, lr_final=lr_final, lr_body=lr_body, lr_cap=lr_cap, tau_start=tau_start,
-                         tau_end=tau_end,
-                         start=start, head_init=head_init, input_size=input_size, channels=channels,
-                         hidden=hidden, bits=bits, finish=finish, lattice_cap=lattice_cap, threads=threads)
+    config = make_config(**params)  # a misspelt name is a TypeError naming it
     return train_many([problem], config, device)[0]
+
+
+def _signature() -> inspect.Signature:
+    """``cnn``'s signature, made from :class:`Config`: the parameters are declared once, there."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("problem", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Problem),
+              inspect.Parameter("device", keyword, default="auto", annotation=str)]
+    params += [inspect.Parameter(f.name, keyword, default=f.default, annotation=f.type) for f in fields(Config)]
+    return inspect.Signature(params, return_annotation=Proposal)
+
+
+cnn.__signature__ = _signature()
+register("cnn", version="4", device="auto", **_defaults())(cnn)
 
 
 def make_config(**params) -> Config:

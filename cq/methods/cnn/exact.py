@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from cq.descent import integer_lloyd, lattice_search
 from cq.finalize import finalize
 from cq.histogram import pack_rgb
 from cq.objective import Weights, ideal_colors, vertex_cost
+from cq.points import Points, assign_colors, fine_points
 
 
 def round_within(palette: np.ndarray, cap: float) -> np.ndarray:
@@ -48,20 +50,18 @@ def finish(im, weights: Weights, steps: int, lattice_cap: float):
     the palette's geometry, decides: direct's k-median search over those lattice points is tried
     too. Returns (quantization, exact score, which finish won).
     """
-    from cq.methods._points import Points, fine_points
-    from cq.methods.direct import _integer_lloyd, _lattice_search
 
     exact, _, quant, palette = im.best
     best = (quant, exact, "rounded")
     if not steps or len(im.points) < im.problem.k:  # direct's descent needs at least k points to reseed
         return best
     points = Points(im.points, im.mass)
-    pal = _integer_lloyd(points, palette, weights, steps)[0]
+    pal = integer_lloyd(points, palette, weights, steps)[0]
     candidates = [(pal, "lattice placement")]
     low = [vertex_cost(p).max() < lattice_cap for p in (quant.palette, pal) if p is not None]
     if any(low):
         full = fine_points(im.problem.hist, im.problem.k, 400_000)
-        search = _lattice_search(points, full, im.problem.k, weights, lattice_cap)[0]
+        search = lattice_search(points, im.problem.hist, full, im.problem.k, weights, lattice_cap)[1]
         candidates.append((search, "lattice search"))
     for pal, name in candidates:
         if pal is not None:
@@ -79,7 +79,7 @@ def _fill(hist, pal: np.ndarray, weights: Weights):
     so that ``finalize`` seldom has to add colours one at a time (its careful search took most
     of an exact score's time on palettes with unused colours). Returns the palette and labels.
     """
-    labels = _assign(hist.colors, pal, weights)
+    labels = assign_colors(hist.colors, pal, weights)
     k = len(pal)
     keys = pack_rgb(pal)
     dead = np.bincount(labels, minlength=k) == 0
@@ -98,21 +98,4 @@ def _fill(hist, pal: np.ndarray, weights: Weights):
     fresh = np.sort(first)[~np.isin(candidates[np.sort(first)], keys[~dead])][: int(dead.sum())]
     pal = pal.copy()
     pal[np.flatnonzero(dead)[: len(fresh)]] = ideal[order[fresh]]
-    return pal, _assign(hist.colors, pal, weights)
-
-
-def _assign(colors: np.ndarray, palette: np.ndarray, weights: Weights, chunk: int = 1 << 14) -> np.ndarray:
-    """Cost-aware assignment (``argmin_j (w_mse/3)||p - c_j||^2 + w_mean*cost(c_j)``), float32 products.
-
-    The per-colour constant ``||p||^2`` is left out of the comparison; a few times faster than
-    finalize's float64 assignment, which dominated the time of an exact score.
-    """
-    pal = palette.astype(np.float64)
-    bias = (weights.pixel_mse * (pal * pal).sum(1) + weights.mean_cost * vertex_cost(pal)).astype(np.float32)
-    scaled = (-2.0 * weights.pixel_mse * pal.T).astype(np.float32)
-    labels = np.empty(len(colors), dtype=np.int64)
-    for s in range(0, len(colors), chunk):
-        block = colors[s:s + chunk].astype(np.float32) @ scaled
-        block += bias
-        labels[s:s + chunk] = block.argmin(1)
-    return labels
+    return pal, assign_colors(hist.colors, pal, weights)

@@ -1,4 +1,4 @@
-"""Weighted colour points and the objective-aware assignment that ``direct`` iterates on.
+"""Weighted colour points and the objective-aware assignment that ``cq.descent`` iterates on.
 
 Points are the histogram's exact colours or weighted bin centroids (``cq.histogram.coarsen``);
 every sum over them weighs each point by its pixel count in float64, exact up to 2**53 pixels.
@@ -37,22 +37,28 @@ def weighted_sums(keys: np.ndarray, weights: np.ndarray, colors: np.ndarray, siz
     return np.stack([np.bincount(keys, weights=weights * colors[:, c], minlength=size) for c in range(3)], 1)
 
 
-def assign(points: Points, palette: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
-    """Objective-aware assignment: the label and per-pixel cost of every point.
+def assign_colors(colors: np.ndarray, palette: np.ndarray, weights: Weights) -> np.ndarray:
+    """Objective-aware label of every colour (n, 3): the one assignment kernel of cq's methods.
 
-    Same argmin as ``pixel_costs(..., "objective")``, but the per-point constant
+    Same argmin as ``pixel_costs(..., "objective")``, but the per-colour constant
     ``(w_mse/3)*||p||^2`` is left out of the comparison and the product is float32, which makes
-    it several times faster; the returned costs are exact float64 for the chosen colours.
+    it several times faster.
     """
     pal = np.asarray(palette, dtype=np.float64)
     bias = (weights.pixel_mse * (pal * pal).sum(1) + weights.mean_cost * vertex_cost(pal)).astype(np.float32)
     scaled = (-2.0 * weights.pixel_mse * pal.T).astype(np.float32)
-    n = len(points.colors)
-    labels = np.empty(n, dtype=np.int64)
-    for s in range(0, n, CHUNK):
-        block = points.colors32[s : s + CHUNK] @ scaled
+    labels = np.empty(len(colors), dtype=np.int64)
+    for s in range(0, len(colors), CHUNK):
+        block = np.asarray(colors[s : s + CHUNK], dtype=np.float32) @ scaled
         block += bias
         labels[s : s + CHUNK] = block.argmin(1)
+    return labels
+
+
+def assign(points: Points, palette: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`assign_colors` of the points, and every point's exact float64 per-pixel cost."""
+    pal = np.asarray(palette, dtype=np.float64)
+    labels = assign_colors(points.colors32, pal, weights)
     diff = points.colors - pal[labels]
     cost = weights.pixel_mse * np.einsum("ij,ij->i", diff, diff)
     cost += weights.mean_cost * vertex_cost(pal)[labels]

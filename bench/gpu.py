@@ -10,7 +10,7 @@ script itself (and shows the CPU figures) on a machine without a GPU.
 
 cnn_folder (unless ``--no-folder``): its network trained on ``--folder-crops`` random crops of the
 photographs (``--folder-epochs``) on the device and on the CPU (wall seconds, last surrogate), then
-every photograph predicted, fine-tuned and finished in one batched call (``run_many``) against one
+every photograph predicted (one batched forward pass) and descended from in one call (``run_many``) against one
 call per image, in images per second, and the final scores of the device's network and run against
 the CPU's (geometric mean of the ratios).
 Run: python bench/gpu.py [--device cuda|cpu] [--photos a,b] [--no-big] [--param name=value ...]

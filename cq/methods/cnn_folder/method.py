@@ -1,78 +1,62 @@
-"""The ``cnn_folder`` method: the folder network's palette for an image, fine-tuned, then finished.
+"""The ``cnn_folder`` method: the folder network's palette for an image, as the start of the descent.
 
 Per image: one forward pass of the folder network (trained over the folder by the workflow's
-rule ``cnn_folder_network``; ``network.py``, ``train.py``) predicts the palette and the max-cost
-cap. Then ``steps`` fine-tuning steps from that prediction on this image's own surrogate (5-bit
-binned colours): the output palette takes the cnn's diagonal Gauss-Newton steps (Lloyd-like at
-``lr = 1``), Adam moves the cap, the temperature falls from ``tau_start`` to ``tau_end``. The
-better of prediction and fine-tuned palette by exact score (rounded within the cap, finalised to
-exactly k) is finished as the cnn finishes: direct's uint8 placement, kept only if it scores lower.
+rule ``cnn_folder_network``; ``network.py``, ``train.py``) predicts the palette. That palette is
+the one start of the exact score's public descent (``cq.descent``, which ``direct`` runs from
+several k-means++ starts): Lloyd iterations on the 5-bit binned histogram, then on the full one,
+then on uint8 colours, and, where the max cost is small, the k-median lattice search; the better
+by exact score after finalisation is kept. A start near a good optimum needs one run and few
+iterations where ``direct`` needs four from scratch.
 
-Measured (``bench/cnn_folder.py``; 200 crops of 95 training pictures, 25 held-out pictures of other
-sources at <= 512 px; score / k-aware lower bound, geometric means; CPU seconds, 2-core machine at
-load 6): the prediction alone 1.0093; the same network shown a constant input 1.32, a network
-trained on a constant input 1.21 (+2.1% median per photo, worse on 23 of 25); fine-tuned 1.0074;
-finished 1.0045, against direct's 1.0031 (cnn_folder / direct 1.0015; no worse than direct on 1
-photo of 25); per image 0.30 CPU s median against direct's 0.27 (1.25x in total: three exact
-scores on the full histogram, the prediction's, the fine-tuned palette's and the finish's, cost
-most of it); training 19 CPU s for 30 epochs on 200 crops.
+Measured: see ``bench/cnn_folder.py`` and the README.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import time
-from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from cq.descent import exact_result, integer_lloyd, kmeans_plusplus, lattice_search, lloyd
+from cq.histogram import pack_rgb
 from cq.methods import Problem, Proposal, register, register_batch
-from cq.methods.cnn.exact import exact_score, finish, round_within
-from cq.methods.cnn_folder.features import features, surrogate_points
+from cq.methods.cnn.exact import round_within
+from cq.methods.cnn_folder.features import features
+from cq.objective import best_cap, ideal_colors, vertex_cost
+from cq.points import binned_points, exact_points, fine_points
 
 DEVICES = ("auto", "cpu", "cuda")
 GPU_BATCH = 64  # images per call in a shard job on a GPU; on the CPU one at a time
 
 
-@dataclass
-class _State:
-    """One image's state for the exact score and the finish (the fields ``cq.methods.cnn.exact`` reads)."""
-
-    problem: Problem
-    points: np.ndarray
-    mass: np.ndarray
-    cache: dict = field(default_factory=dict)
-    best: tuple = (math.inf, 0, None, None)  # (exact score, step, Quantization, float palette)
-
-
-@register("cnn_folder", version="1", network="", device="auto", steps=12, lr=1.0, lr_cap=0.03, tau_start=2.0,
-          tau_end=0.5, bits=5, finish=4, lattice_cap=4.0, threads=1)
-def cnn_folder(problem: Problem, *, network: str = "", device: str = "auto", steps: int = 12, lr: float = 1.0,
-               lr_cap: float = 0.03, tau_start: float = 2.0, tau_end: float = 0.5, bits: int = 5, finish: int = 4,
-               lattice_cap: float = 4.0, threads: int = 1) -> Proposal:
-    """Predict this image's palette with the folder network, fine-tune it, finish it.
+@register("cnn_folder", version="2", network="", device="auto", n_starts=0, seed=0, coarse_bits=5, coarse_iter=60,
+          fine_iter=20, int_iter=10, fine_max_colors=400_000, lattice_cap=4.0, threads=1)
+def cnn_folder(problem: Problem, *, network: str = "", device: str = "auto", n_starts: int = 0, seed: int = 0,
+               coarse_bits: int = 5, coarse_iter: int = 60, fine_iter: int = 20, int_iter: int = 10,
+               fine_max_colors: int = 400_000, lattice_cap: float = 4.0, threads: int = 1) -> Proposal:
+    """Predict this image's palette with the folder network, then descend from it.
 
     Parameters
     ----------
     network : the network file (the workflow fills in the one its rule ``cnn_folder_network``
         trained; a path set in the config is used as it is).
-    device : ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-    steps : fine-tuning steps from the prediction (0: the prediction alone, finished).
-    lr, lr_cap : step of the palette (a fraction of the way to each colour's best position for
-        its current pixels) and Adam rate of the cap's log.
-    tau_start, tau_end : the fine-tuning's soft-assignment temperature, annealed geometrically.
-    bits : the fine-tuning runs on the histogram binned to ``bits`` per channel.
-    finish, lattice_cap : the cnn's uint8 finish (steps of direct's placement; below this max cost
-        direct's lattice search too).
+    device : ``auto`` (CUDA when available), ``cpu`` or ``cuda``: where the network runs.
+    n_starts, seed : k-means++ starts beside the prediction, seeded as ``direct`` seeds its own
+        (with ``direct``'s other settings, the result then equals ``direct``'s whenever one of them
+        beats the prediction on the binned histogram).
+    coarse_bits, coarse_iter : the first Lloyd run from the prediction, on the histogram binned to
+        ``coarse_bits`` per channel, at most ``coarse_iter`` iterations (0: no descent at all, the
+        prediction rounded and finalised: the network alone).
+    fine_iter, int_iter, fine_max_colors, lattice_cap : the descent's later stages, as in ``direct``.
     threads : CPU threads for torch during the call.
     """
-    return run_many([problem], network=network, device=device, steps=steps, lr=lr, lr_cap=lr_cap,
-                    tau_start=tau_start, tau_end=tau_end, bits=bits, finish=finish, lattice_cap=lattice_cap,
-                    threads=threads)[0]
+    return run_many([problem], network=network, device=device, n_starts=n_starts, seed=seed, coarse_bits=coarse_bits, coarse_iter=coarse_iter,
+                    fine_iter=fine_iter, int_iter=int_iter, fine_max_colors=fine_max_colors,
+                    lattice_cap=lattice_cap, threads=threads)[0]
 
 
 def _batch_size(*, device: str = "auto", **params) -> int:
@@ -81,7 +65,7 @@ def _batch_size(*, device: str = "auto", **params) -> int:
 
 @register_batch("cnn_folder", size=_batch_size)
 def cnn_folder_batch(problems, **params) -> list[Proposal]:
-    """``cnn_folder`` on many images at once: one batched forward pass and batched fine-tuning."""
+    """``cnn_folder`` on many images at once: one batched forward pass, then each image's descent."""
     return run_many(problems, **params)
 
 
@@ -96,14 +80,13 @@ def resolve_device(device: str) -> str:
 
 
 def _check(params: dict) -> None:
-    for name in ("steps", "finish"):
+    for name in ("n_starts", "coarse_iter", "fine_iter", "int_iter"):
         if params[name] < 0:
             raise ValueError(f"cnn_folder: {name} must be >= 0, got {params[name]}")
-    for name in ("lr", "tau_start", "tau_end", "threads"):
-        if not params[name] > 0:
-            raise ValueError(f"cnn_folder: {name} must be > 0, got {params[name]}")
-    if not 1 <= params["bits"] <= 8:
-        raise ValueError(f"cnn_folder: bits must be in 1..8, got {params['bits']}")
+    if not params["threads"] > 0:
+        raise ValueError(f"cnn_folder: threads must be > 0, got {params['threads']}")
+    if not 1 <= params["coarse_bits"] <= 8:
+        raise ValueError(f"cnn_folder: coarse_bits must be in 1..8, got {params['coarse_bits']}")
     if not params["network"]:
         raise ValueError("cnn_folder: no network file given (parameter network; the workflow's rule "
                          "cnn_folder_network trains one)")
@@ -138,7 +121,8 @@ def _threads(n: int):
 
 
 def run_many(problems, **params) -> list[Proposal]:
-    """Predict, fine-tune and finish every problem (one k and one set of weights for all)."""
+    """Predict every problem's palette in one pass, then descend from each (one k and one set of
+    weights for all)."""
     import torch
 
     _check(params)
@@ -155,11 +139,11 @@ def run_many(problems, **params) -> list[Proposal]:
     t0 = time.perf_counter()
     with _threads(params["threads"]):
         predicted, caps = predict(net, problems, device)
-        states = [_State(p, *surrogate_points(p.hist, params["bits"])) for p in problems]
-        tuned, tuned_caps = fine_tune(states, predicted, caps, params, device)
     out = []
-    for state, pal, cap, tpal, tcap in zip(states, predicted, caps, tuned, tuned_caps):
-        out.append(_finish(state, (pal, cap), (tpal, tcap), params, device, time.perf_counter() - t0))
+    for problem, palette, cap in zip(problems, predicted, caps):
+        proposal = descend(problem, palette, params)
+        proposal.extras.update(device=device, predicted_cap=float(cap), seconds=time.perf_counter() - t0)
+        out.append(proposal)
     return out
 
 
@@ -178,68 +162,48 @@ def predict(net, problems, device, constant: bool = False):
     return palette.double().cpu().numpy(), cap.double().cpu().numpy()
 
 
-class _Palettes:
-    """The fine-tuned variables, shaped as ``cq.palette_net``'s optimiser expects of a network:
-    the palette as the output bias (B, 3k), no body, the cap's log."""
-
-    def __init__(self, palette, cap):
-        self.k = palette.shape[1]
-        self.head_b = palette.reshape(len(palette), -1).clone().requires_grad_()
-        self.log_cap = cap.log().clone().requires_grad_()
-
-    def body(self) -> list:
-        return []
-
-    def cap(self) -> list:
-        return [self.log_cap]
-
-    def __call__(self, rows=None):
-        b = self.head_b if rows is None else self.head_b[rows]
-        c = self.log_cap if rows is None else self.log_cap[rows]
-        return b.reshape(len(b), self.k, 3), c.exp()
+def _best_start(points, start: np.ndarray, weights, params: dict) -> np.ndarray:
+    """The best real palette (by its score on ``points``) of Lloyd runs from the prediction and from
+    ``n_starts`` k-means++ seeds on the ideal colours under the lower bound's cap (``direct``'s)."""
+    best = lloyd(points, start, weights, params["coarse_iter"])
+    if params["n_starts"]:
+        cap = best_cap(vertex_cost(points.colors), points.weights, weights, points.n_pixels)
+        targets, rng = ideal_colors(points.colors, cap, weights), np.random.default_rng(params["seed"])
+        for _ in range(params["n_starts"]):
+            seeds = kmeans_plusplus(targets, len(start), points.weights, rng)
+            run = lloyd(points, seeds, weights, params["coarse_iter"])
+            best = run if run[2] < best[2] else best
+    return best[0]
 
 
-def fine_tune(states, palettes: np.ndarray, caps: np.ndarray, params: dict, device):
-    """``steps`` Gauss-Newton steps on each image's surrogate from its predicted palette and cap."""
-    import torch
-
-    from cq.palette_net import Optimiser, backward, capped
-
-    steps = params["steps"]
-    if steps == 0:
-        return palettes, caps
-    weights = states[0].problem.weights
-    n = max(len(s.points) for s in states)
-    x = np.zeros((len(states), n, 3), np.float32)
-    w = np.zeros((len(states), n), np.float32)
-    for b, s in enumerate(states):
-        x[b, : len(s.points)], w[b, : len(s.points)] = s.points, s.mass
-    x, w = torch.from_numpy(x).to(device), torch.from_numpy(w).to(device)
-    net = _Palettes(torch.as_tensor(palettes, dtype=torch.float32, device=device),
-                    torch.as_tensor(np.maximum(caps, 1e-3), dtype=torch.float32, device=device))
-    optimiser = Optimiser(net, SimpleNamespace(lr_body=0.0, lr_cap=params["lr_cap"]), weights)
-    for step in range(steps):
-        tau = params["tau_start"] * (params["tau_end"] / params["tau_start"]) ** (step / max(steps - 1, 1))
-        share = backward(net, x, w, weights, tau)
-        optimiser.step(share, params["lr"], 1.0)
-    with torch.no_grad():
-        palette, cap = net()
-        palette = capped(palette, cap)[0]
-    return palette.double().cpu().numpy(), cap.double().cpu().numpy()
+def prediction_score(problem: Problem, palette: np.ndarray, cap: float) -> float:
+    """The exact score of a predicted palette, rounded within its cap and finalised (no descent)."""
+    return exact_result(problem.hist, exact_points(problem.hist), round_within(palette, cap), problem.k,
+                        problem.weights)[0]
 
 
-def _finish(state: _State, predicted, tuned, params: dict, device: str, seconds: float) -> Proposal:
-    """Exact scores of the prediction and the fine-tuned palette; the better one finished."""
-    weights = state.problem.weights
-    scores = []
-    for step, (palette, cap) in ((0, predicted), (params["steps"], tuned)):
-        quant, exact = exact_score(state, round_within(palette, float(cap)), weights)
-        scores.append(exact)
-        if exact < state.best[0]:
-            state.best = (exact, step, quant, palette)
-    quant, final, placed = finish(state, weights, params["finish"], params["lattice_cap"])
-    extras = {"device": device, "predicted_score": scores[0], "tuned_score": scores[1],
-              "kept": "fine-tuned" if state.best[1] else "predicted", "final_score": final, "finish": placed,
-              "predicted_cap": float(predicted[1]), "n_points": len(state.points), "seconds": seconds,
-              "notes": list(quant.notes)}
-    return Proposal(quant.palette, quant.labels, rule="objective", extras=extras)
+def descend(problem: Problem, start: np.ndarray, params: dict) -> Proposal:
+    """The exact score's descent (cq.descent) from one real palette: Lloyd on the binned, then the
+    fine histogram, uint8 Lloyd, and the lattice search under a small max cost; the best stage by
+    exact score. With ``coarse_iter`` 0, only ``start`` rounded."""
+    hist, k, weights = problem.hist, problem.k, problem.weights
+    with threadpool_limits(limits=1, user_api="blas"):  # inner size 3: threads only contend
+        full = exact_points(hist)
+        coarse = binned_points(hist, params["coarse_bits"], k)
+        pal8 = round_within(start, float(vertex_cost(start).max(initial=0.0)))
+        if params["coarse_iter"]:
+            palette = _best_start(coarse, start, weights, params)
+            fine = fine_points(hist, k, params["fine_max_colors"])
+            palette = lloyd(fine, palette, weights, params["fine_iter"])[0] if params["fine_iter"] else palette
+            pal8 = integer_lloyd(fine, palette, weights, params["int_iter"])[0]
+        results = {"descent" if params["coarse_iter"] else "prediction": exact_result(hist, full, pal8, k, weights)}
+        if params["coarse_iter"] and float(vertex_cost(pal8).max()) < params["lattice_cap"]:
+            results["lattice"] = lattice_search(coarse, hist, full, k, weights, params["lattice_cap"])
+        if hist.n_colors <= k:  # or each colour its own (finalisation adds the missing ones)
+            results["own colours"] = exact_result(hist, full, hist.colors, k, weights)
+    stage = min(results, key=lambda name: results[name][0])
+    score, pal8, labels = results[stage]
+    order = np.argsort(pack_rgb(pal8))  # finalize's order, so that it returns these arrays unchanged
+    pal8, labels = pal8[order], np.argsort(order)[labels]
+    return Proposal(pal8, labels, rule="objective", extras={"stage": stage, "final_score": score,
+                                                            "max_cost": float(vertex_cost(pal8).max())})

@@ -97,6 +97,26 @@ def test_the_descent_improves_on_the_prediction(network):
     assert [e["final_score"] for e in alone] == predicted and {e["stage"] for e in alone} == {"prediction"}
 
 
+def test_more_starts_never_start_worse(network):
+    """The descent goes on from the best start on the binned histogram: with k-means++ starts beside
+    the prediction, that start scores no worse there than the prediction's own run."""
+    from cq.descent import lloyd
+    from cq.methods.cnn_folder.method import _best_start
+    from cq.points import assign, binned_points, points_score
+
+    def score(points, palette, weights):
+        labels, cost = assign(points, palette, weights)
+        return points_score(points, cost, palette, labels, weights)
+
+    net, _, problems, _ = network
+    for p, palette in zip(problems[:3], predict(net, problems[:3], "cpu")[0]):
+        points = binned_points(p.hist, 5, K)
+        params = {"coarse_iter": 60, "seed": 0}
+        alone, more = (_best_start(points, palette, p.weights, {**params, "n_starts": n}) for n in (0, 2))
+        np.testing.assert_array_equal(alone, lloyd(points, palette, p.weights, 60)[0])
+        assert score(points, more, p.weights) <= score(points, alone, p.weights)
+
+
 def test_network_file_round_trip(network):
     net, path, problems, _ = network
     again, weights = load(path)
@@ -107,7 +127,7 @@ def test_network_file_round_trip(network):
 
 @pytest.mark.parametrize("params, message", [
     ({"network": ""}, "no network file given"), ({"network": "/nonexistent/net.pt"}, "no such network file"),
-    ({"coarse_iter": -1}, "coarse_iter"), ({"device": "tpu"}, "unknown device")])
+    ({"coarse_iter": -1}, "coarse_iter"), ({"fine_bits": 9}, "fine_bits"), ({"device": "tpu"}, "unknown device")])
 def test_bad_parameters_are_one_line_errors(network, params, message):
     with pytest.raises(ValueError, match=message) as info:
         get_method("cnn_folder").fn(network[2][0], **{"network": network[1], "device": "cpu", **params})

@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/cnn_folder.smk"
 include: "rules/quantize.smk"
 include: "rules/shards.smk"
 include: "rules/report.smk"

@@ -1,5 +1,5 @@
-"""Check of cnn's GPU path: the bundled photographs and one 20 MP image on cuda, against the same
-runs on the CPU.
+"""Check of cnn's and cnn_folder's GPU paths: the bundled photographs and one 20 MP image on cuda,
+against the same runs on the CPU.
 
 Per image it prints the device the run recorded (``extras.device``), its wall seconds per image,
 the CPU run's wall seconds, the network's start, best epoch and final score (score / any-k lower
@@ -7,7 +7,14 @@ bound), the CPU run's final score, and the ratio of the two scores; then batched
 device, in images per second, against one image at a time. Without a CUDA device it stops with
 a message, unless ``--device cpu`` is given: then both runs are on the CPU, which checks the
 script itself (and shows the CPU figures) on a machine without a GPU.
+
+cnn_folder (unless ``--no-folder``): its network trained on ``--folder-crops`` random crops of the
+photographs (``--folder-epochs``) on the device and on the CPU (wall seconds, last surrogate), then
+every photograph predicted (one batched forward pass) and descended from in one call (``run_many``) against one
+call per image, in images per second, and the final scores of the device's network and run against
+the CPU's (geometric mean of the ratios).
 Run: python bench/gpu.py [--device cuda|cpu] [--photos a,b] [--no-big] [--param name=value ...]
+     [--no-folder] [--folder-crops 200] [--folder-epochs 30]
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from cnn import exact_score, load, parse_params  # noqa: E402
 
 from cq.histogram import ColorHistogram  # noqa: E402
 from cq.methods import Problem, get_method  # noqa: E402
-from cq.objective import lower_bound_any_k  # noqa: E402
+from cq.objective import Weights, lower_bound_any_k  # noqa: E402
 
 K = 37
 BIG = (5472, 3648)  # 20 MP
@@ -64,6 +71,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT the photos are resized to")
     parser.add_argument("--no-big", action="store_true", help="skip the 20 MP image")
     parser.add_argument("--param", action="append", default=[], help="cnn parameter name=value")
+    parser.add_argument("--no-folder", action="store_true", help="skip the cnn_folder check")
+    parser.add_argument("--folder-crops", type=int, default=200, help="cnn_folder training images (crops)")
+    parser.add_argument("--folder-epochs", type=int, default=30, help="cnn_folder training epochs")
     args = parser.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -111,7 +121,65 @@ def main(argv=None) -> int:
     n = len(photos)
     print(f"\ntrain_many on {device}, {n} photos: one at a time {n / one:.2f} images/s, "
           f"all at once {n / together:.2f} images/s; devices recorded {sorted({p.extras['device'] for p in many})}")
+    if not args.no_folder:
+        folder_check(device, photos, args.folder_crops, args.folder_epochs)
     return 0
+
+
+def _synced(device: str, fn, *args, **kwargs):
+    """(result, wall seconds) of one call, CUDA synchronised before and after."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t
+
+
+def folder_check(device: str, problems, n_crops: int, epochs: int) -> None:
+    """cnn_folder's training and batched prediction on ``device`` against the CPU (see the docstring)."""
+    import tempfile
+
+    from cq.methods.cnn_folder.method import run_many
+    from cq.methods.cnn_folder.network import Shape
+    from cq.methods.cnn_folder.train import TrainConfig, prepare, save, train
+
+    rng = np.random.default_rng(0)
+    crops = []
+    for i in range(n_crops):
+        image = problems[i % len(problems)].image
+        h, w = image.shape[:2]
+        ch, cw = int(h * rng.uniform(0.4, 1.0)), int(w * rng.uniform(0.4, 1.0))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = Image.fromarray(np.ascontiguousarray(image[y:y + ch, x:x + cw]))
+        crop.thumbnail((320, 320), Image.Resampling.LANCZOS)
+        crops.append(np.asarray(crop))
+    shape, folder = Shape(K), tempfile.mkdtemp(prefix="cq-gpu-folder-")
+    samples = prepare(crops, shape, TrainConfig().bits)
+    paths, finals = {}, {}
+    print(f"\ncnn_folder on {device} against cpu: network trained on {len(crops)} crops of the photographs, "
+          f"{epochs} epochs")
+    for dev in dict.fromkeys((device, "cpu")):
+        (net, facts), wall = _synced(dev, train, samples, shape, Weights(), TrainConfig(epochs=epochs, threads=2), dev)
+        paths[dev] = f"{folder}/{dev}.pt"
+        save(paths[dev], net, Weights())
+        print(f"  training on {facts['device']}: {wall:.1f} s wall, surrogate {facts['loss_curve'][-1]:.2f}")
+    defaults = get_method("cnn_folder").defaults
+    for dev, path in paths.items():
+        params = {**defaults, "network": path, "device": dev}
+        run_many(problems[:1], **params)  # loads the network and warms the device, not counted
+        one, wall_one = _synced(dev, lambda: [run_many([p], **params)[0] for p in problems])
+        many, wall_all = _synced(dev, lambda: run_many(problems, **params))
+        finals[dev] = np.array([p.extras["final_score"] for p in many])
+        print(f"  predict + fine-tune + finish on {dev}, {len(problems)} photos: one at a time "
+              f"{len(problems) / wall_one:.2f} images/s, batched {len(problems) / wall_all:.2f} images/s; "
+              f"devices recorded {sorted({p.extras['device'] for p in many})}")
+    if device != "cpu":
+        ratio = float(np.exp(np.mean(np.log(finals[device] / finals["cpu"]))))
+        print(f"  final score, {device} network and run / cpu network and run: {ratio:.4f} (geometric mean)")
 
 
 if __name__ == "__main__":

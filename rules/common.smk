@@ -11,15 +11,17 @@ from snakemake.exceptions import WorkflowError
 from cq.config import ConfigError, load, scaled
 from cq.discover import result_key, result_path
 from cq.lock import LockedError
+from cq.methods.cnn_folder.folder import workflow_plan
 from cq.outcome import REPORT_ENV, all_failed
 from cq.run import Run, run_settings
 from cq.shards import SHARDS_FOLDER, listing_path, manifest_path, shard_runtime, write_listing
 
 try:
     SETTINGS = load(config, os.path.join(workflow.basedir, "config/schema.yaml"))
+    RUN = Run.plan(SETTINGS, warn=workflow.is_main_process)
+    CNN_FOLDER = workflow_plan(config, SETTINGS, RUN.images)  # fills in its jobs' network (rules/cnn_folder.smk)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
-RUN = Run.plan(SETTINGS, warn=workflow.is_main_process)
 INPUT_DIR, RESULTS, LOGS, BENCHMARKS = (SETTINGS.input_dir, SETTINGS.results_dir, SETTINGS.logs_dir,
                                         SETTINGS.benchmarks_dir)
 METHODS, IMAGES, SHARDS = SETTINGS.methods, RUN.images, RUN.shards

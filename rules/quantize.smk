@@ -2,6 +2,8 @@ rule quantize:
     """Reduce one image to k colours by one method (a registered method or a variant). The
     image is a params function, not an input: its name never meets Snakemake's parsers, and
     whether the result is current is the record's to say (cq.run.Run.start)."""
+    input:
+        network=CNN_FOLDER.input,
     output:
         # The record is the commit point: written last and atomically, for a bad image too.
         record=f"{RESULTS}/{{method}}/{{key}}.json",

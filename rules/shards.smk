@@ -17,6 +17,7 @@ rule quantize_shard:
     """One method over a shard of images, each with its own PNG and record (cq.shards.run_shard)."""
     input:
         listing=lambda w: listing_path(RESULTS, w.shard),
+        network=CNN_FOLDER.input,
     output:
         manifest=f"{RESULTS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.tsv",
     log:

@@ -59,23 +59,7 @@ def get_records(wildcards):
     return [result_path(RESULTS, m, image, ".json") for m in METHODS for image in IMAGES]
 
 
-def get_image(wildcards):
-    return f"{INPUT_DIR}/{IMAGE_OF_KEY[wildcards.key]}"
-
-
-def get_spec(wildcards):
-    return METHODS[wildcards.method]["spec"]
-
-
-def get_runtime(wildcards, attempt):
-    return scaled(METHODS[wildcards.method]["runtime"], attempt)
-
-
 def get_shard_runtime(wildcards, attempt):
     """A shard job's minutes (cq.shards.shard_runtime), more on each retry."""
     return shard_runtime(METHODS[wildcards.method]["runtime"], len(SHARDS.get(wildcards.shard, ())),
                          SETTINGS.shard_max_runtime, attempt)
-
-
-def get_mem_mb(wildcards, attempt):
-    return scaled(METHODS[wildcards.method]["mem_mb"], attempt)

@@ -12,13 +12,13 @@ rule quantize:
     benchmark:
         f"{BENCHMARKS}/{{method}}/{{key}}.tsv"
     params:
-        image=get_image,
+        image=lambda w: f"{INPUT_DIR}/{IMAGE_OF_KEY[w.key]}",
         png=f"{RESULTS}/{{method}}/{{key}}.png",
-        spec=get_spec,
+        spec=lambda w: METHODS[w.method]["spec"],
     threads: lambda w: METHODS[w.method]["threads"]
     resources:
-        mem_mb=get_mem_mb,
-        runtime=get_runtime,
+        mem_mb=lambda w, attempt: scaled(METHODS[w.method]["mem_mb"], attempt),
+        runtime=lambda w, attempt: scaled(METHODS[w.method]["runtime"], attempt),
         gpu=lambda w: int(METHODS[w.method]["gpu"]),
     conda:
         "../environment.yml"

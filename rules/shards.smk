@@ -25,13 +25,13 @@ rule quantize_shard:
     benchmark:
         f"{BENCHMARKS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.tsv"
     params:
-        spec=get_spec,
+        spec=lambda w: METHODS[w.method]["spec"],
         image_runtime=lambda w: METHODS[w.method]["runtime"],
         input_dir=lambda w: INPUT_DIR,
         results_dir=lambda w: RESULTS,
     threads: lambda w: METHODS[w.method]["threads"]
     resources:
-        mem_mb=get_mem_mb,
+        mem_mb=lambda w, attempt: scaled(METHODS[w.method]["mem_mb"], attempt),
         runtime=get_shard_runtime,
         gpu=lambda w: int(METHODS[w.method]["gpu"]),
     conda:

@@ -68,6 +68,7 @@ RECORD_SCHEMA = {
         "notes": {"type": "array", "items": {"type": "string"}},
         "extras": {"type": "object"},
         "wall_time_s": {"type": "number", "minimum": 0},
+        "cpu_time_s": {"type": "number", "minimum": 0},  # optional: records before it lack it
         "peak_memory_mb": {"type": ["number", "null"]},
         "device": {"type": "string"},
         "versions": {"type": "object", "additionalProperties": {"type": "string"}},

@@ -14,7 +14,8 @@ Run: nice -n 10 python bench/throughput.py [--photos 200] [--methods kmeans,medi
   - *jobs*: the shard jobs' own processes (their logs' ``job process CPU``: start-up, imports,
     the reuse checks, records and manifests included);
   - *run*: the whole process tree of ``snakemake`` (``os.wait4``): its parse, DAG and
-    scheduling, the start check, every job, the report and the run's close.
+    scheduling, the start check, every job, the report and the run's close; of it, snakemake's
+    own process (its threads included: /proc, sampled every 0.1 s).
   Overhead = run - method, as a share of method. Images per second per core = images / CPU s.
 The machine may be shared: CPU seconds, unlike wall time, barely depend on the load.
 """
@@ -61,8 +62,18 @@ def write_photos(folder: Path, count: int, side: tuple[int, int]) -> str:
     return text
 
 
-def run_workflow(workdir: Path, config: dict) -> tuple[float, float, int]:
-    """(wall s, CPU s of the whole snakemake process tree, exit status) of one run."""
+def own_cpu(pid: int) -> float | None:
+    """CPU s of process ``pid`` itself, its threads included, not its children (/proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def run_workflow(workdir: Path, config: dict) -> tuple[float, float, float, int]:
+    """(wall s, CPU s of the whole snakemake process tree, CPU s of snakemake's own process
+    (sampled every 0.1 s, so the last tenth of a second may be missing), exit status)."""
     (workdir / "bench.yaml").write_text(yaml.safe_dump(config))
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
            "--configfile", str(REPO / "config/config.yaml"), str(workdir / "bench.yaml")]
@@ -70,9 +81,15 @@ def run_workflow(workdir: Path, config: dict) -> tuple[float, float, int]:
     t0 = time.perf_counter()
     with open(workdir / "snakemake.log", "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        main_cpu = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            main_cpu = own_cpu(proc.pid) or main_cpu
+            time.sleep(0.1)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, proc.returncode
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, main_cpu, proc.returncode
 
 
 def method_cpu(results: Path, method: str) -> tuple[int, int, float]:
@@ -117,7 +134,7 @@ def main() -> None:
     config = {"input_dir": str(root / "photos"), "results_dir": str(root / "results"), "methods": methods,
               "shard_size": args.shard_size}
     load = os.getloadavg()
-    wall, run_cpu, status = run_workflow(root, config)
+    wall, run_cpu, main_cpu, status = run_workflow(root, config)
     if status != 0:
         sys.exit(f"snakemake exited {status}; see {root / 'snakemake.log'}")
     results = root / "results"
@@ -138,7 +155,9 @@ def main() -> None:
     outside = run_cpu - total_jobs
     print(f"\nwhole run (snakemake process tree): {run_cpu:.1f} CPU s; methods {total_method:.1f}; "
           f"shard jobs {total_jobs:.1f} (of which overhead {total_jobs - total_method:.1f}); outside the "
-          f"shard jobs {outside:.1f} (report job {'?' if report is None else f'{report:.1f}'}, sampled)")
+          f"shard jobs {outside:.1f}: snakemake's own process {main_cpu:.1f} (parse, DAG, scheduling, "
+          f"benchmark sampling, start check, close), report job {'?' if report is None else f'{report:.1f}'} "
+          f"(Snakemake's benchmark, sampled), rest {outside - main_cpu - (report or 0):.1f}")
     print(f"Snakemake + cq overhead: {run_cpu - total_method:.1f} CPU s = "
           f"{(run_cpu - total_method) / total_method:.1%} of the methods' CPU")
     if args.keep is None:

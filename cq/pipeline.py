@@ -127,7 +127,7 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
         kept = reusable_record(image_path, png_path, json_path, job, ok=reuse, error=reuse_errors)
         if kept is not None:
             return kept
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     record = _base_record(Path(image_path), job)
     if Path(png_path).resolve() == Path(image_path).resolve():
         png_path = None  # never written, never removed: it is the input
@@ -162,6 +162,7 @@ def quantize_file(image_path: str | os.PathLike, png_path: str | os.PathLike,
         log.exception("%s failed on %s", job.label, image_path)
         _fail(record, f"{image_path}: method {job.label} failed: {type(e).__name__}: {e}", png_path)
     record["wall_time_s"] = time.perf_counter() - t0
+    record["cpu_time_s"] = time.process_time() - c0  # all threads: what the image cost on a busy machine
     record["peak_memory_mb"] = peak_memory_mb()
     record["versions"] = versions()
     if json_path is not None:

@@ -9,9 +9,10 @@ Files, all under the results folder:
 - ``shards/_images/{shard}.tsv``, the listing: the input of the shard's jobs, one line per
   image, redone (by a job, never by a dry run) when an image joins or leaves the shard;
 - ``shards/{method}/{shard}.tsv``, the manifest: the job's declared output, one line per image
-  with its record's path, status and the job's fingerprint;
-- ``shards/{method}/.{shard}.prev.tsv``: the manifest's copy that the next run of the job
-  compares with (Snakemake deletes a job's declared output before running it).
+  with its record's path, status and the job's fingerprint.
+
+Whether a record may be kept is the record's alone to say (its fingerprint covers the job's
+full spec, read options included; cq.freshness): a shard job compares no earlier manifest.
 
 Only the standard library is imported at module level: the Snakefile imports this module at
 every parse.
@@ -24,6 +25,7 @@ import hashlib
 import io
 import logging
 import os
+import resource
 import time
 
 from cq.discover import result_path
@@ -103,12 +105,6 @@ def manifest_path(results_dir: str, method: str, shard: str) -> str:
     return f"{results_dir}/{SHARDS_FOLDER}/{method}/{shard}.tsv"
 
 
-def previous_path(manifest: str) -> str:
-    """Where a shard job keeps a copy of its manifest: ``.{shard}.prev.tsv`` beside it."""
-    folder, name = os.path.split(manifest)
-    return os.path.join(folder, f".{name.removesuffix('.tsv')}.prev.tsv")
-
-
 def _tsv(rows) -> str:
     out = io.StringIO()
     csv.writer(out, dialect="excel-tab", lineterminator="\n").writerows(rows)
@@ -153,7 +149,7 @@ def manifest_records(manifests) -> list[str]:
 
 # --- the keep policy and one shard job ---------------------------------------------------------
 
-def _batched_proposals(images, reuse_of, results_dir, input_dir, job):
+def _batched_proposals(images, results_dir, input_dir, job):
     """``proposals(image)``: an iterator over the method's proposal for ``image`` when the method
     runs many images a call here (cnn on a GPU), computed a batch ahead; else nothing.
 
@@ -170,8 +166,7 @@ def _batched_proposals(images, reuse_of, results_dir, input_dir, job):
         return lambda image: iter(())
     todo = [image for image in images if reusable_record(
         f"{input_dir}/{image}", result_path(results_dir, job.label, image, ".png"),
-        result_path(results_dir, job.label, image, ".json"), job, ok=reuse_of[image],
-        error=reuse_of[image]) is None]
+        result_path(results_dir, job.label, image, ".json"), job, ok=True, error=True) is None]
     ready: dict[str, object] = {}
 
     def proposals(image):
@@ -196,30 +191,25 @@ def run_shard(listing: str, manifest: str, input_dir: str, results_dir: str, spe
     Each image gets the same ``{results_dir}/{method}/{key}.png`` and ``.json`` as in one job
     per image. A record is kept when it answers :func:`cq.pipeline.same_job` for this job and
     image content (a success with its PNG, or an error such as a corrupt file or a time limit,
-    which a per-image job would not rerun either), and when the shard's previous manifest, if
-    it lists the image, was written by this same spec (read options included, which records do
-    not carry). A record that cannot be written at all (a full disk) does not stop the other
-    images; then no manifest is written and the failures are returned, one line each.
+    which a per-image job would not rerun either); its fingerprint covers the full spec, read
+    options included. A record that cannot be written at all (a full disk) does not stop the
+    other images; then no manifest is written and the failures are returned, one line each.
     """
     from cq.freshness import spec_fingerprint
     from cq.pipeline import Job, quantize_file  # numpy and the methods: only in the job
     from cq.record import describe
 
     job, fp = Job.from_spec(spec, time_limit_s=image_time_limit_s), spec_fingerprint(spec)
-    copy = previous_path(manifest)
-    previous = read_manifest(copy)
     rows, failed, kept, t0 = [MANIFEST_COLUMNS], [], 0, time.perf_counter()
     images = read_listing(listing)
-    reuse_of = {image: image not in previous or previous[image].get("job") == fp for image in images}
-    batches = _batched_proposals(images, reuse_of, results_dir, input_dir, job)
+    batches = _batched_proposals(images, results_dir, input_dir, job)
     for image in images:
         json_path = result_path(results_dir, job.label, image, ".json")
         png_path = result_path(results_dir, job.label, image, ".png")
-        reuse = reuse_of[image]  # no previous line: trust the records
         mtime = _mtime(json_path)
         try:
             record = quantize_file(f"{input_dir}/{image}", png_path, json_path, job,
-                                   reuse=reuse, reuse_errors=reuse, proposal=next(batches(image), None))
+                                   reuse=True, reuse_errors=True, proposal=next(batches(image), None))
         except Exception as e:  # the record itself could not be written: finish the others
             log.exception("%s on %s: no record written", job.label, image)
             failed.append(f"{image}: {type(e).__name__}: {e}")
@@ -229,15 +219,21 @@ def run_shard(listing: str, manifest: str, input_dir: str, results_dir: str, spe
         if not was_kept:
             log.info("%s on %s: %s", job.label, image, describe(record))
         rows.append((image, json_path, record["status"], fp))
-    log.info("%s of %s: %d images, %d recomputed, %d kept, %d without a record, %.1f s",
+    log.info("%s of %s: %d images, %d recomputed, %d kept, %d without a record, %.1f s; job process CPU %.2f s",
              os.path.basename(listing), job.label, len(images), len(rows) - 1 - kept, kept, len(failed),
-             time.perf_counter() - t0)
+             time.perf_counter() - t0, process_cpu_s())
     if failed:
         log.error("%d record(s) could not be written, so no manifest; first: %s", len(failed), failed[0])
     else:
-        write_if_changed(copy, _tsv(rows))
         write_if_changed(manifest, _tsv(rows))  # the commit point
     return failed
+
+
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) of this process so far, its start-up and imports included:
+    the shard log's figure that bench/throughput.py compares with its records' own."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _mtime(path: str) -> int | None:

@@ -2,9 +2,12 @@
 
 import json
 
+import jsonschema
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from cq.record import SCHEMA_ID, SCORE_KEYS, RecordError, read_record, validate, write_record
+from cq.record import RECORD_SCHEMA, SCHEMA_ID, SCORE_KEYS, RecordError, read_record, validate, write_record
 
 
 def minimal(**over):
@@ -54,3 +57,29 @@ def test_non_finite_numbers_are_never_written(tmp_path):
         write_record(tmp_path / "r.json", bad)
     assert not list(tmp_path.iterdir())
 
+
+
+_VALUES = st.one_of(st.integers(-2, 300), st.floats(-2, 300), st.just(float("nan")), st.booleans(), st.none(),
+                    st.text(max_size=2), st.sampled_from([0.0, 255.0, 2.5, 255, 256]))
+_ENTRIES = st.one_of(st.lists(_VALUES, min_size=2, max_size=4), _VALUES,
+                     st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)).map(list))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ENTRIES, max_size=6))
+@example([[0, 255, 2.0]])
+@example([[True, 0, 0]])
+@example([[0, 0, 255.5]])
+@example([[float("nan"), 0, 0]])
+@example([[float("inf"), 0, 0]])
+def test_fast_check_accepts_exactly_what_the_schema_accepts(palette):
+    # Oracle: the full schema through jsonschema; validate's fast path must agree with it.
+    record = minimal(palette=palette)
+    expected = jsonschema.Draft202012Validator(RECORD_SCHEMA).is_valid(record)
+    try:
+        validate(record)
+        accepted = True
+    except RecordError as e:
+        accepted = False
+        assert "palette" in str(e)
+    assert accepted == expected

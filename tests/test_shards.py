@@ -1,6 +1,7 @@
 """cq.shards: shard assignment, listings, manifests, and the keep policy of a shard job."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from PIL import Image
 
 from conftest import tiny_photo, touch
 from cq.discover import result_path
+from cq.freshness import job_fingerprint
 from cq.fsutil import write_if_changed
 from cq.config import scaled, time_limit_s
 from cq.pipeline import Job
@@ -127,6 +129,7 @@ def test_first_run_writes_every_record_and_the_manifest(shard):
     assert {image: row["status"] for image, row in rows.items()} == {"a.png": "ok", "b.png": "ok", "bad.jpg": "error"}
     assert rows["a.png"]["record"] == result_path(shard["results"], "octree", "a.png", ".json")
     assert read_record(rows["bad.jpg"]["record"])["status"] == "error"
+    assert read_record(rows["a.png"]["record"])["cpu_time_s"] > 0  # the image's own CPU, for bench/throughput.py
 
 
 def test_a_rerun_keeps_ok_and_error_records_of_the_same_job(shard):
@@ -152,10 +155,24 @@ def test_a_changed_image_is_recomputed_alone(shard):
 def test_another_spec_recomputes_even_the_error_records(shard):
     run(shard)
     before = record_mtimes(shard)
-    other = {**SPEC, "read": {**SPEC["read"], "background": [0, 0, 0]}}  # not in the records
+    other = {**SPEC, "read": {**SPEC["read"], "background": [0, 0, 0]}}
     run(shard, spec=other)
     after = record_mtimes(shard)
     assert all(after[name] != before[name] for name in before)
+
+
+def test_other_read_options_recompute_with_no_manifest_left(shard):
+    # The records alone decide: their fingerprint covers the read options, so a new shard
+    # (no earlier manifest of it) with other read options keeps none of them.
+    run(shard)
+    before = record_mtimes(shard)
+    shutil.rmtree(os.path.dirname(shard["manifest"]))
+    other = {**SPEC, "read": {**SPEC["read"], "max_pixels": 10**8}}
+    assert run(shard, spec=other) == []
+    after = record_mtimes(shard)
+    assert all(after[name] != before[name] for name in before)
+    assert {read_record(result_path(shard["results"], "octree", name, ".json"))["job_fingerprint"]
+            for name in before} == {job_fingerprint(Job.from_spec(other))}
 
 
 def test_when_the_shard_count_doubles_the_new_shards_keep_every_record(shard):

@@ -11,6 +11,7 @@ fewer than ``k`` pixels cannot have ``k`` colours; it is refused.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,11 +175,13 @@ def _merge_down(hist, pal, labels, k, weights):
 def _best_split_up(hist, pal, labels, k, weights):
     """:func:`_split_up` under the smallest max cost that k colours allow and under the max cost
     that :func:`_split_floor` estimates best (a few more colours near a vertex can beat single
-    pixels sent to other vertices, which a one-move-at-a-time greedy never sees); the lower exact
+    pixels sent to other vertices, which a one-move-at-a-time greedy never sees), and
+    :func:`_batch_split_up`, which chooses all the missing colours at once; the lower exact
     score wins."""
     floors = {lattice.kth_smallest_cost(k), _split_floor(hist, pal, labels, k, weights)}
     results = [_split_up(hist, pal, labels, k, weights, floor) for floor in sorted(floors)]
-    return min(results, key=lambda r: Quantization(r[0], r[1], splits=r[2]).score(hist, weights).score)
+    results.append(_batch_split_up(hist, pal, labels, k, weights))
+    return min([r for r in results if r is not None], key=lambda r: Quantization(r[0], r[1], splits=r[2]).score(hist, weights).score)
 
 
 def _split_floor(hist, pal, labels, k, weights):
@@ -244,6 +247,91 @@ def _split_up(hist, pal, labels, k, weights, floor):
         # a single pixel split off leaves every source in place; a larger move makes a new source
         splits = None if raised or splits is None or m > 1 else splits.recount(count, label, target)
     return pal, *_main_and_splits(hist.n_colors, colour, count, label)
+
+
+_BATCH_CAP = 8.0  # the batch's largest max cost (k = 256 colours near one vertex need about 8)
+_BATCH_SOURCES = 16  # the cheapest source colours kept per candidate colour
+_BATCH_MAX_SOURCES = 1 << 14  # histogram colours that may give pixels (bounds the batch's time)
+_BATCH_BUDGET = 1 << 23  # histogram colours x candidates per block of the batch's table
+
+
+def _batch_split_up(hist, pal, labels, k, weights):
+    """All the missing colours at once: the uint8 colours within the max cost whose first pixel
+    costs least, under the max cost (a lattice radius up to :data:`_BATCH_CAP`) where their sum
+    plus the max-cost term is least.
+
+    The greedy of :func:`_split_up` adds one colour at a time under the max cost it has reached,
+    so when many colours are missing (a dark image at k = 256 wants one colour, black) it spends
+    them on single pixels sent to other vertices, long before raising the max cost a little
+    would have paid. Here each candidate colour takes one pixel (or, where the pixel gains by
+    it, every pixel its palette colour can spare) of the histogram colour that pays least for it,
+    each source used while its palette colour keeps a pixel.
+    """
+    missing, base = k - len(pal), float(vertex_cost(pal).max())
+    labels = np.asarray(labels, dtype=np.int64)
+    out = labels.copy()  # labels keeps each colour's palette colour (its spare), out the result
+    cands = lattice.colors_within(max(_BATCH_CAP, lattice.kth_smallest_cost(k)))
+    cands = cands[~np.isin(pack_rgb(cands), pack_rgb(pal))]
+    allowed = np.zeros(hist.n_colors, dtype=bool)  # on a large image, its most frequent colours
+    allowed[np.argsort(-hist.counts, kind="stable")[:_BATCH_MAX_SOURCES]] = True
+    delta, source = _cheapest_sources(hist, pal[labels], cands, weights, allowed)
+    costs = vertex_cost(cands)
+    best = (np.inf, 0.0)
+    for radius in lattice.radii(float(costs.max())):
+        within = np.sort(delta[costs <= radius + 1e-9, 0])
+        if len(within) >= missing:
+            best = min(best, (weights.max_cost * max(radius, base) + within[:missing].sum() / hist.n_pixels, radius))
+    within = np.flatnonzero(costs <= best[1] + 1e-9)
+    count = hist.counts.astype(np.int64).copy()
+    spare = np.bincount(labels, weights=hist.counts, minlength=len(pal)).astype(np.int64) - 1
+    heap = [(float(delta[c, 0]), int(c), 0) for c in within]
+    heapq.heapify(heap)
+    new_colours, moves = [], []
+    while heap and len(new_colours) < missing:  # lazy greedy: a spent source moves its candidate on
+        d, c, j = heapq.heappop(heap)
+        i = source[c, j]
+        if not np.isfinite(d):
+            break
+        if count[i] > 0 and spare[labels[i]] > 0:
+            m = int(min(count[i], spare[labels[i]])) if d < 0 else 1
+            count[i] -= m
+            spare[labels[i]] -= m
+            if m == hist.counts[i]:  # the whole colour moves: its label, not a split
+                out[i] = len(pal) + len(new_colours)
+            else:
+                moves.append((int(i), len(pal) + len(new_colours), m))
+            new_colours.append(cands[c])
+            continue
+        if j + 1 == delta.shape[1]:  # its list spent: its cheapest sources among those left
+            available = allowed & (count > 0) & (spare[labels] > 0)
+            delta[c], source[c] = (x[0] for x in _cheapest_sources(hist, pal[labels], cands[c:c + 1], weights, available))
+            j = -1
+        heapq.heappush(heap, (float(delta[c, j + 1]), c, j + 1))
+    if len(new_colours) < missing:  # every source spent: the greedy's results stand
+        return None
+    pal = np.vstack([pal, np.array(new_colours, dtype=np.uint8)])
+    return pal, out, tuple(moves)
+
+
+def _cheapest_sources(hist, taken, cands, weights, available):
+    """Per candidate colour, the per-pixel score changes of its :data:`_BATCH_SOURCES` cheapest
+    ``available`` source histogram colours, ascending, and those colours: ((m, s) float64, (m, s)
+    int64; inf where there are fewer)."""
+    rows = np.flatnonzero(available)
+    keep = _BATCH_SOURCES
+    delta = np.full((len(cands), keep), np.inf)
+    source = np.zeros((len(cands), keep), dtype=np.int64)
+    step = _BATCH_BUDGET // max(len(cands), 1) + 1
+    for s in range(0, len(rows), step):
+        part = rows[s:s + step]
+        now = _objective_rows(hist.colors[part], taken[part], weights)
+        block = (pixel_costs(hist.colors[part], cands, weights, "objective") - now[:, None]).T
+        delta = np.concatenate([delta, block], axis=1)
+        source = np.concatenate([source, np.broadcast_to(part, block.shape)], axis=1)
+        top = np.argpartition(delta, keep - 1, axis=1)[:, :keep]
+        delta, source = np.take_along_axis(delta, top, 1), np.take_along_axis(source, top, 1)
+    order = np.argsort(delta, axis=1, kind="stable")
+    return np.take_along_axis(delta, order, 1), np.take_along_axis(source, order, 1)
 
 
 # Up to this max cost, a split may also send a pixel to any uint8 colour within it, at any vertex

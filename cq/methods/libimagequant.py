@@ -12,7 +12,7 @@ import numpy as np
 from cq.methods import Problem, Proposal, register
 
 
-@register("libimagequant", version="1", requires=("imagequant",))
+@register("libimagequant", version="2", requires=("imagequant",))
 def libimagequant(problem: Problem) -> Proposal:
     """libimagequant's palette and pixel mapping at maximum quality, no dithering."""
     import imagequant

@@ -22,13 +22,13 @@ def _pillow_quantize(problem: Problem, method: Image.Quantize) -> Proposal:
     return Proposal(palette[: index.max() + 1], labels)
 
 
-@register("median_cut", version="1")
+@register("median_cut", version="2")
 def median_cut(problem: Problem) -> Proposal:
     """Pillow's MEDIANCUT quantizer."""
     return _pillow_quantize(problem, Image.Quantize.MEDIANCUT)
 
 
-@register("octree", version="1")
+@register("octree", version="2")
 def octree(problem: Problem) -> Proposal:
     """Pillow's FASTOCTREE quantizer."""
     return _pillow_quantize(problem, Image.Quantize.FASTOCTREE)

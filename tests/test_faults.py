@@ -369,3 +369,58 @@ def test_a_night_whose_results_all_failed_exits_1_with_a_summary(tmp_path):
     assert "cq:   failed: octree on a.jpg: images/a.jpg: not an image Pillow can read" in done.stderr
     assert f"cq: report: results/report.html" in done.stderr
     assert load_history(tmp_path / "results")[-1]["status"] == "failed"
+
+
+# Holds every job (in cq.pipeline.quantize_file) while the file $CQ_TEST_HOLD exists: a run
+# kept live for as long as a test needs, with no timing guess.
+HOLD = """
+import os, time
+if os.environ.get("CQ_TEST_HOLD"):
+    import cq.pipeline as _p
+    _real = _p.quantize_file
+    def _held(*args, **kwargs):
+        end = time.monotonic() + 120
+        while os.path.exists(os.environ["CQ_TEST_HOLD"]) and time.monotonic() < end:
+            time.sleep(0.05)
+        return _real(*args, **kwargs)
+    _p.quantize_file = _held
+"""
+
+
+def held_env(tmp_path: Path, hold: Path) -> dict:
+    """An environment whose jobs wait while ``hold`` exists (see HOLD)."""
+    site = tmp_path / "hold-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(HOLD)
+    hold.write_text("")
+    return env(CQ_TEST_HOLD=str(hold), PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+
+
+@pytest.mark.slow
+def test_deleting_or_replacing_the_lock_file_lets_no_second_run_in(tmp_path):
+    """Issue 18, break 3: `rm results/.history/lock` during a run let a second `cq nightly`
+    run beside the first and write the live first run into the history as interrupted."""
+    workdir, hold = tmp_path / "work", tmp_path / "hold"
+    results = workspace(workdir, methods=["octree"])
+    first = subprocess.Popen(cq_nightly_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=held_env(tmp_path, hold), start_new_session=True)
+    try:
+        wait_for(lambda: (results / "logs/octree").is_dir(), what="the first run's jobs to start")
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        (other / "abs.yaml").write_text(yaml.safe_dump(
+            {"input_dir": str(workdir / "images"), "results_dir": str(results), "methods": ["octree"]}))
+        (results / ".history/lock").unlink()
+        second = cq_nightly(other, other / "abs.yaml", check=False)
+        assert second.returncode == 75 and second.stderr.count("\n") == 1, second.stderr
+        (results / ".history/lock").write_text('{"pid": 1}')  # replaced by another file
+        assert cq_nightly(other, other / "abs.yaml", check=False).returncode == 75
+        assert load_history(results) == [] and in_progress(results)["status"] == "running"
+        hold.unlink()
+        assert first.wait(timeout=240) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    (run,) = load_history(results)
+    assert run["status"] == "ok" and run["counts"]["new"] == 4 and run["counts"]["missing"] == 0

@@ -11,8 +11,8 @@ lock to clear. The working directory plays no part, so two runs on one results f
 different ``--directory`` are refused alike.
 
 ``{results_dir}/.history/lock`` names the holder (host, pid, boot id, process start time,
-start time and a random token that is also the run's id), written atomically once the lock
-is held. It only informs: a second run is refused with one line naming it, or naming
+start time and a random token that is also the run's id), written in place once the lock is
+held. It only informs: a second run is refused with one line naming it, or naming
 "another run" when that file was deleted. A child (Snakemake, started by ``cq nightly``)
 proves it runs under its parent's lock by the inherited descriptor named in ``CQ_LOCK_FD``
 (it holds the very lock), or, without it, by the token in ``CQ_LOCK_TOKEN``.
@@ -40,6 +40,7 @@ from pathlib import Path
 LOCK_NAME = ".history/lock"
 TOKEN_ENV = "CQ_LOCK_TOKEN"
 FD_ENV = "CQ_LOCK_FD"
+RECORD_BYTES = 512  # the holder's record, padded: rewritten in place, never grown
 _TRIES = 5
 
 
@@ -155,15 +156,28 @@ def _names(results_dir, fd: int) -> bool:
 
 
 def _write_owner(results_dir, owner: dict) -> None:
-    from cq.fsutil import atomic_write_bytes
-
+    """Write the holder's record in place, padded to :data:`RECORD_BYTES`: after the first
+    night the file's space is allocated, so a full disk cannot stop a night here (a reader
+    may see it half-written, which :func:`read_owner` takes as "not readable"). A record
+    that cannot be written at all is emptied: better no details than another run's."""
     path = lock_path(results_dir)
     if path.is_dir():
         raise LockError(f"cq: error: {os.fspath(path)} is a folder, where cq keeps its lock record; remove it")
+    data = json.dumps(owner).encode().ljust(RECORD_BYTES - 1) + b"\n"
     try:
-        atomic_write_bytes(path, json.dumps(owner).encode() + b"\n", fsync=False)
+        path.parent.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         raise LockError(f"cq: error: results_dir {os.fspath(results_dir)!r} cannot be written: {_why(e)}") from None
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise LockError(f"cq: error: {os.fspath(path)} cannot be written: {_why(e)}") from None
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
 
 
 def acquire(results_dir: str | os.PathLike, token: str | None = None) -> RunLock:

@@ -205,3 +205,24 @@ def test_a_child_holds_its_parents_lock_through_the_inherited_descriptor(tmp_pat
             assert child.stdout.split()[0] == "False"
         finally:
             os.close(other)
+
+
+def test_a_full_disk_does_not_stop_a_night_at_the_lock_record(tmp_path):
+    """The holder's record is rewritten in place: once written, a full disk cannot refuse
+    the next run (the machine found an atomic rewrite doing so)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        lock.acquire(disk, token="first").release()
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        with pytest.raises(OSError, match="No space"):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        with lock.acquire(disk, token="second"):
+            assert lock.read_owner(disk)["token"] == "second"
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -21,7 +21,8 @@ import yaml
 from PIL import Image
 
 import cq.fsutil
-from conftest import cq_nightly, cq_nightly_command, env, jobs_of, nightly, tiny_photo, write_tiny_photos
+from conftest import (cq_nightly, cq_nightly_command, env, held_env, jobs_of, nightly, tiny_photo,
+                      write_tiny_photos)
 from cq.freshness import file_sha256
 from cq.history import in_progress, load_history
 from cq.pipeline import Job, quantize_file
@@ -371,31 +372,6 @@ def test_a_night_whose_results_all_failed_exits_1_with_a_summary(tmp_path):
     assert load_history(tmp_path / "results")[-1]["status"] == "failed"
 
 
-# Holds every job (in cq.pipeline.quantize_file) while the file $CQ_TEST_HOLD exists: a run
-# kept live for as long as a test needs, with no timing guess.
-HOLD = """
-import os, time
-if os.environ.get("CQ_TEST_HOLD"):
-    import cq.pipeline as _p
-    _real = _p.quantize_file
-    def _held(*args, **kwargs):
-        end = time.monotonic() + 120
-        while os.path.exists(os.environ["CQ_TEST_HOLD"]) and time.monotonic() < end:
-            time.sleep(0.05)
-        return _real(*args, **kwargs)
-    _p.quantize_file = _held
-"""
-
-
-def held_env(tmp_path: Path, hold: Path) -> dict:
-    """An environment whose jobs wait while ``hold`` exists (see HOLD)."""
-    site = tmp_path / "hold-site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(HOLD)
-    hold.write_text("")
-    return env(CQ_TEST_HOLD=str(hold), PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-
-
 @pytest.mark.slow
 def test_deleting_or_replacing_the_lock_file_lets_no_second_run_in(tmp_path):
     """Issue 18, break 3: `rm results/.history/lock` during a run let a second `cq nightly`
@@ -403,7 +379,7 @@ def test_deleting_or_replacing_the_lock_file_lets_no_second_run_in(tmp_path):
     workdir, hold = tmp_path / "work", tmp_path / "hold"
     results = workspace(workdir, methods=["octree"])
     first = subprocess.Popen(cq_nightly_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, env=held_env(tmp_path, hold), start_new_session=True)
+                             text=True, env=held_env(hold), start_new_session=True)
     try:
         wait_for(lambda: (results / "logs/octree").is_dir(), what="the first run's jobs to start")
         other = tmp_path / "elsewhere"

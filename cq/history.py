@@ -312,6 +312,28 @@ def in_progress(results_dir: str) -> dict | None:
     return run if isinstance(run, dict) and run else None
 
 
+def last_images(results_dir: str) -> int | None:
+    """How many images the last run that ended found (its line waiting in ``current.json``,
+    else the last line of the history that is not ``interrupted``); None before any."""
+    run = in_progress(results_dir)
+    if run and run.get("end"):
+        return run.get("images")
+    try:
+        with open(Path(results_dir) / HISTORY_FILE, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - RESERVE))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        try:
+            run = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(run, dict) and run.get("status") != "interrupted" and isinstance(run.get("images"), int):
+            return run["images"]
+    return None
+
+
 def ended(results_dir: str, run_id: str | None) -> bool:
     """True when the run ``run_id`` ended but its line waits in ``current.json`` (the disk
     was full): matched by id, so a run never takes an earlier run's waiting line for its own."""

@@ -65,6 +65,7 @@ class NightMachine(RuleBasedStateMachine):
         super().__init__()
         self.ws = Workspace()
         self.count = 0
+        self.trail: list[str] = []  # the steps so far, printed with a violation
 
     def teardown(self):
         self.ws.close()
@@ -132,7 +133,8 @@ class NightMachine(RuleBasedStateMachine):
         else:
             self.ws.write_image(HOSTILE[kind], seed)
 
-    def apply(self, changes) -> None:
+    def apply(self, changes, night: str = "calm night") -> None:
+        self.trail.append(f"{[c[0] for c in changes]} then {night}")
         for kind, i, seed in changes:
             self.change(kind, i, seed)
 
@@ -163,7 +165,7 @@ class NightMachine(RuleBasedStateMachine):
 
     def report(self, found: list[str], output: str = "") -> None:
         if found:
-            message = "\n".join(found) + "\n--- output (tail) ---\n" + output[-3000:]
+            message = "\n".join(found) + f"\nafter: {'; '.join(self.trail)}\n--- output (tail) ---\n" + output[-3000:]
             if self.strict:
                 raise AssertionError(message)
             self.violations.append(message)
@@ -177,6 +179,7 @@ class NightMachine(RuleBasedStateMachine):
 
     @initialize(seed=SEEDS)
     def first_night(self, seed):
+        self.trail.append("first night")
         for bmp in (False, False, True):
             self.ws.write_image(self.new_name(bmp), seed + self.count)
         self.calm_night()
@@ -189,7 +192,7 @@ class NightMachine(RuleBasedStateMachine):
     @rule(changes=SOME_CHANGES, at=AT)
     def kill_the_run(self, changes, at):
         """SIGKILL to the whole run at a random moment; the next night must mend everything."""
-        self.apply(changes)
+        self.apply(changes, "kill the run")
         before = self.ws.inputs()
         proc = self.ws.start()
         end = time.monotonic() + at
@@ -206,7 +209,7 @@ class NightMachine(RuleBasedStateMachine):
     @rule(changes=SOME_CHANGES, seed=SEEDS)
     def kill_a_job(self, changes, seed):
         """A job killed as the OOM killer does: the report lists its result as missing."""
-        self.apply(changes)
+        self.apply(changes, "kill a job")
         self.one_job_at_least(seed)
         environ, hold = self.ws.held()
         before = self.ws.inputs()
@@ -220,7 +223,7 @@ class NightMachine(RuleBasedStateMachine):
 
     @rule(changes=SOME_CHANGES, i=PICK, seed=SEEDS)
     def overwrite_during_the_night(self, changes, i, seed):
-        self.apply(changes)
+        self.apply(changes, "overwrite during the night")
         self.one_job_at_least(seed)
         rel = self.pick(i)
         environ, hold = self.ws.held()
@@ -236,7 +239,7 @@ class NightMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ws.tmpfs)
     @rule(changes=SOME_CHANGES, seed=SEEDS)
     def fill_the_disk(self, changes, seed):
-        self.apply(changes)
+        self.apply(changes, "fill the disk")
         self.one_job_at_least(seed)
         filler = self.ws.results / "filler"
         try:
@@ -261,7 +264,7 @@ class NightMachine(RuleBasedStateMachine):
     def lose_the_lock_file(self, changes, seed, replace):
         """rm (or replace) results/.history/lock during a run: a second run is still refused,
         and the first ends with its own line, not marked interrupted."""
-        self.apply(changes)
+        self.apply(changes, "lose the lock file")
         self.one_job_at_least(seed)
         environ, hold = self.ws.held()
         before, lines = self.ws.inputs(), len(self.ws.history())
@@ -285,7 +288,7 @@ class NightMachine(RuleBasedStateMachine):
 
     @rule(changes=SOME_CHANGES, seed=SEEDS)
     def two_nights_at_once(self, changes, seed):
-        self.apply(changes)
+        self.apply(changes, "two nights at once")
         self.one_job_at_least(seed)
         before, lines = self.ws.inputs(), len(self.ws.history())
         # One working directory (cron started twice); a run from another builds a report that

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,19 +40,23 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     NightMachine.strict = False
-    profile = settings(max_examples=1, stateful_step_count=args.steps, deadline=None, database=None,
-                       phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # workspaces torn down (tmpfs unmounted)
     stats, t0, cpu0 = NightMachine.stats, time.perf_counter(), os.times()
-    workspaces = 0
+    NightMachine.progress = staticmethod(lambda: print(
+        f"workspace {stats['workspaces']:3d}: nights {stats['nights']:4d}  faults {faults(stats):5d}  "
+        f"violations {len(NightMachine.violations)}", flush=True))
     while stats["nights"] < args.nights:
-        run_state_machine_as_test(NightMachine, settings=profile)
-        workspaces += 1
-        print(f"workspace {workspaces:3d}: nights {stats['nights']:4d}  faults {faults(stats):5d}  "
-              f"violations {len(NightMachine.violations)}", flush=True)
+        # Hypothesis tries the simplest example first in each call (a few plain additions), so
+        # each call runs several workspaces, about as many as the nights still to run need.
+        examples = max(2, min(10, (args.nights - stats["nights"]) // (args.steps + 4) + 1))
+        run_state_machine_as_test(NightMachine, settings=settings(
+            max_examples=examples, stateful_step_count=args.steps, deadline=None, database=None,
+            phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+    workspaces = stats["workspaces"]
     cpu1 = os.times()
     cpu = cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system
     print(f"\nnights {stats['nights']} in {workspaces} workspaces, faults injected {faults(stats)}: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(stats.items()) if k != "nights"))
+          + ", ".join(f"{k} {v}" for k, v in sorted(stats.items()) if k not in COUNTS))
     print(f"violations {len(NightMachine.violations)}")
     for message in NightMachine.violations[:20]:
         print("  " + (message if args.verbose else message.split("\n--- output")[0]).replace("\n", "\n  "))
@@ -59,8 +64,11 @@ def main() -> None:
     sys.exit(1 if NightMachine.violations else 0)
 
 
+COUNTS = ("nights", "workspaces")
+
+
 def faults(stats) -> int:
-    return sum(v for k, v in stats.items() if k != "nights")
+    return sum(v for k, v in stats.items() if k not in COUNTS)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from conftest import REPO, env, held_env
+from conftest import cq_nightly_command, env, held_env
 from cq.discover import result_path
 
 EXTENSIONS = ("png", "bmp")
@@ -98,10 +97,9 @@ class Workspace:
             {**self.config, "input_dir": str(self.images), "results_dir": str(self.results)}, allow_unicode=True))
 
     def command(self, elsewhere: bool = False) -> list[str]:
-        workdir, config = (self.elsewhere, self.elsewhere / "abs.yaml") if elsewhere else \
-            (self.root, self.root / "machine.yaml")
-        return [sys.executable, "-m", "cq.nightly", "-d", str(workdir), "--cores", "2",
-                "--configfile", str(REPO / "config/config.yaml"), str(config)]
+        if elsewhere:
+            return cq_nightly_command(self.elsewhere, self.elsewhere / "abs.yaml")
+        return cq_nightly_command(self.root, self.root / "machine.yaml")
 
     def start(self, elsewhere: bool = False, environ: dict | None = None) -> subprocess.Popen:
         out = tempfile.TemporaryFile(mode="w+", dir=self.root)

@@ -49,8 +49,8 @@ HOSTILE = {
 CHANGE_KINDS = ("add", "add_bmp", "add_in_sub", "replace", "replace_keeping_size_and_mtime", "older_copy",
                 "touch", "rename", "delete", "empty_the_folder", "set_k", "set_weights", "set_kmeans_parameters",
                 "set_methods", *(f"hostile:{kind}" for kind in sorted(HOSTILE)))
-CHANGES = st.lists(st.tuples(st.sampled_from(CHANGE_KINDS), PICK, SEEDS), min_size=1, max_size=4)
-SOME_CHANGES = st.lists(st.tuples(st.sampled_from(CHANGE_KINDS), PICK, SEEDS), max_size=3)
+CHANGES = st.lists(st.tuples(st.sampled_from(CHANGE_KINDS), PICK, SEEDS), min_size=2, max_size=5)
+SOME_CHANGES = st.lists(st.tuples(st.sampled_from(CHANGE_KINDS), PICK, SEEDS), min_size=1, max_size=3)
 
 
 class NightMachine(RuleBasedStateMachine):
@@ -60,6 +60,7 @@ class NightMachine(RuleBasedStateMachine):
     stats = collections.Counter()  # nights and faults, over every instance (bench/chaos.py prints them)
     violations: list[str] = []
     strict = True  # raise on the first violation (tests); bench/chaos.py collects them instead
+    progress = staticmethod(lambda: None)  # called after each workspace (bench/chaos.py prints)
 
     def __init__(self):
         super().__init__()
@@ -69,6 +70,8 @@ class NightMachine(RuleBasedStateMachine):
 
     def teardown(self):
         self.ws.close()
+        self.stats["workspaces"] += 1
+        self.progress()
 
     # --- changes before a night -------------------------------------------------------------
 
@@ -305,7 +308,7 @@ class NightMachine(RuleBasedStateMachine):
         self.check(ran[0] if ran else 0, out1 + out2, before)
 
 
-SHORT = settings(max_examples=1, stateful_step_count=5, deadline=None, derandomize=True, database=None,
+SHORT = settings(max_examples=2, stateful_step_count=4, deadline=None, derandomize=True, database=None,
                  phases=[Phase.explicit, Phase.reuse, Phase.generate],
                  suppress_health_check=list(HealthCheck))
 

@@ -42,9 +42,15 @@ def main() -> None:
     NightMachine.strict = False
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as ^C: workspaces torn down, tmpfs unmounted
     stats, t0, cpu0 = NightMachine.stats, time.perf_counter(), os.times()
-    NightMachine.progress = staticmethod(lambda: print(
-        f"workspace {stats['workspaces']:3d}: nights {stats['nights']:4d}  faults {faults(stats):5d}  "
-        f"violations {len(NightMachine.violations)}", flush=True))
+    shown = []
+
+    def progress():
+        print(f"workspace {stats['workspaces']:3d}: nights {stats['nights']:4d}  faults {faults(stats):5d}  "
+              f"violations {len(NightMachine.violations)}", flush=True)
+        for message in NightMachine.violations[len(shown):]:
+            print("  " + (message if args.verbose else message.split("\n--- output")[0]).replace("\n", "\n  "))
+            shown.append(message)
+    NightMachine.progress = staticmethod(progress)
     while stats["nights"] < args.nights:
         # Hypothesis tries the simplest examples first in each call (plain additions), so one
         # call runs as many workspaces as the nights still to run need.
@@ -57,9 +63,7 @@ def main() -> None:
     cpu = cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system
     print(f"\nnights {stats['nights']} in {workspaces} workspaces, faults injected {faults(stats)}: "
           + ", ".join(f"{k} {v}" for k, v in sorted(stats.items()) if k not in COUNTS))
-    print(f"violations {len(NightMachine.violations)}")
-    for message in NightMachine.violations[:20]:
-        print("  " + (message if args.verbose else message.split("\n--- output")[0]).replace("\n", "\n  "))
+    print(f"violations {len(NightMachine.violations)} (each printed after its workspace)")
     print(f"wall {time.perf_counter() - t0:.0f} s, cpu (children) {cpu:.0f} s, load {os.getloadavg()[0]:.2f}")
     sys.exit(1 if NightMachine.violations else 0)
 

@@ -47,21 +47,27 @@ def main() -> None:
     def progress():
         print(f"workspace {stats['workspaces']:3d}: nights {stats['nights']:4d}  faults {faults(stats):5d}  "
               f"violations {len(NightMachine.violations)}", flush=True)
+        show_new()
+
+    def show_new():
         for message in NightMachine.violations[len(shown):]:
             print("  " + (message if args.verbose else message.split("\n--- output")[0]).replace("\n", "\n  "))
             shown.append(message)
     NightMachine.progress = staticmethod(progress)
-    while stats["nights"] < args.nights:
-        # Hypothesis tries the simplest examples first in each call (plain additions), so one
-        # call runs as many workspaces as the nights still to run need.
-        examples = max(2, (args.nights - stats["nights"]) // (args.steps + 4) + 1)
-        run_state_machine_as_test(NightMachine, settings=settings(
-            max_examples=examples, stateful_step_count=args.steps, deadline=None, database=None,
-            phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
-    workspaces = stats["workspaces"]
+    try:
+        while stats["nights"] < args.nights:
+            # Hypothesis tries the simplest examples first in each call (plain additions), so one
+            # call runs as many workspaces as the nights still to run need.
+            examples = max(2, (args.nights - stats["nights"]) // (args.steps + 4) + 1)
+            run_state_machine_as_test(NightMachine, settings=settings(
+                max_examples=examples, stateful_step_count=args.steps, deadline=None, database=None,
+                phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+    except KeyboardInterrupt:
+        print("interrupted")
+        show_new()
     cpu1 = os.times()
     cpu = cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system
-    print(f"\nnights {stats['nights']} in {workspaces} workspaces, faults injected {faults(stats)}: "
+    print(f"\nnights {stats['nights']} in {stats['workspaces']} workspaces, faults injected {faults(stats)}: "
           + ", ".join(f"{k} {v}" for k, v in sorted(stats.items()) if k not in COUNTS))
     print(f"violations {len(NightMachine.violations)} (each printed after its workspace)")
     print(f"wall {time.perf_counter() - t0:.0f} s, cpu (children) {cpu:.0f} s, load {os.getloadavg()[0]:.2f}")

@@ -16,10 +16,10 @@ include: "rules/common.smk"
 include: "rules/quantize.smk"
 include: "rules/shards.smk"
 include: "rules/report.smk"
-include: "rules/history.smk"
+include: "rules/run.smk"
 
 
 rule all:
     input:
-        get_final_output(),
+        get_final_output,
     default_target: True

@@ -12,7 +12,8 @@ import logging
 import math
 import sys
 
-from cq.methods import MAX_K, ConfigError, UnknownMethodError, all_methods, check_params, get_method
+from cq.config import MAX_K, ConfigError, check_params
+from cq.methods import UnknownMethodError, all_methods, get_method
 from cq.objective import DEFAULT_K, Weights
 
 USAGE, FAILURE = 2, 1

@@ -19,10 +19,6 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-# "{name}" or "{name,regex}" in a path is a wildcard to Snakemake, with no escape: such files
-# are skipped and reported rather than stopping the whole run.
-_WILDCARD = re.compile(r"\{\s*[\w.]+\s*[,}]")
-
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp")
 
 
@@ -107,9 +103,6 @@ def _entries(folder: str, prefix: str, warnings: list[str]):
         if "\n" in entry.name or "\r" in entry.name:
             warnings.append(f"{rel!r}: skipped, name contains a line break")
             continue
-        if "{" in entry.name and _WILDCARD.search(entry.name):
-            warnings.append(f"{rel}: skipped, '{{name}}' in a file name is read as a Snakemake wildcard")
-            continue
         yield entry, rel
 
 
@@ -168,17 +161,23 @@ _MAX_EXT_BYTES = 16
 _HASHED_FORM = re.compile(r"~[0-9a-f]{%d}(\.[^.]{0,%d})?\Z" % (_HASH_CHARS, _MAX_EXT_BYTES))
 
 
-def result_key(image: str) -> str:
-    """The name of an image's results: its relative path, with every component over
-    :data:`MAX_COMPONENT_BYTES` cut to a stem plus ``~`` and a hash of the whole component
-    (extension kept), so that no result path is ever "File name too long".
+# Snakemake reads "{name}" in a path as a wildcard and "<name>" as a path variable, with no
+# escape: result names percent-encode braces and angle brackets (and "%", so that no two
+# names meet), and no image name ever reaches Snakemake's parsers.
+_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", "<": "%3C", ">": "%3E"})
 
-    Collision-free by construction: a short component that already has the shortened form
-    (``...~0123456789ab.png``, say a file named as another image's results are) is hashed too,
-    so a component keeps its name exactly when it does not have that form, and two names
-    share a key only if their hashes do.
+
+def result_key(image: str) -> str:
+    """The name of an image's results: its relative path with ``%{}<>`` percent-encoded, and
+    every component over :data:`MAX_COMPONENT_BYTES` cut to a stem plus ``~`` and a hash of
+    the whole component (extension kept), so that no result path is ever "File name too long".
+
+    Collision-free by construction: the encoding is one to one, and a short component that
+    already has the shortened form (``...~0123456789ab.png``, say a file named as another
+    image's results are) is hashed too, so a component keeps its (encoded) name exactly when
+    it does not have that form, and two names share a key only if their hashes do.
     """
-    return "/".join(_short_component(part) for part in image.split("/"))
+    return "/".join(_short_component(part.translate(_ESCAPES)) for part in image.split("/"))
 
 
 def _short_component(part: str) -> str:

@@ -1,9 +1,12 @@
 """``cq nightly``: one command for an unattended run over a folder that changes.
 
-    python -m cq.nightly --config input_dir=/data/photos results_dir=/data/cq [-- SNAKEMAKE ARGS]
+    cq nightly --workflow /opt/cq --config input_dir=/data/photos results_dir=/data/cq [-- SNAKEMAKE ARGS]
 
-1. Checks the settings (cq/guards.py), then takes cq's lock on the results folder
-   (cq/lock.py). A live run elsewhere refuses this one in one line (exit 75, "try again
+The workflow (its Snakefile, profiles/nightly and config/) is ``--workflow``, else
+``$CQ_WORKFLOW``, else the working directory when it holds a Snakefile.
+
+1. Checks the settings (cq.config.load, as the Snakefile does), then takes cq's lock on the
+   results folder (cq/lock.py). A live run elsewhere refuses this one in one line (exit 75, "try again
    later"); a dead one's lock is already free, since the kernel drops it with its holder.
 2. Runs Snakemake under that lock, with the nightly workflow profile and ``--nolock``. The
    lock file descriptor is passed down, so the lock stays held while Snakemake lives, even if
@@ -13,12 +16,13 @@
    the working directory, and Snakemake's per-output metadata in ``.snakemake`` is keyed by
    output path, which only the lock holder writes. Snakemake's lock could only add what the
    issue reports: a stale lock after a crash, and another run's unlock deleting a live one's.
+   ``--config k=16`` is passed on as ``colors=16``: Snakemake's ``--config`` refuses one-letter keys.
 3. Snakemake runs no report job (``--omit-from report``): the end-of-run hook builds the report
    over the records present plus the missing ones with their reason, atomically over the
    previous page. When the hooks did not run (nothing to do: Snakemake calls them only when a
    job runs; or Snakemake died), the run is closed here: history line, ``best/``, report.
 4. Exits 0 when the run succeeded, 1 when a job died, a result is missing or every result of
-   the run failed, 2 on bad settings, 75 when another run holds the lock.
+   the run failed, 2 on bad settings (one line, nothing written), 75 when another run holds the lock.
 """
 
 from __future__ import annotations
@@ -33,15 +37,19 @@ from pathlib import Path
 
 import yaml
 
-from cq import guards, lock, outcome
+from cq import lock, outcome
+from cq.config import ConfigError, load
+from cq.run import Run
 
-REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_ENV = "CQ_WORKFLOW"
 DRY_RUN = {"-n", "--dry-run", "--dryrun"}
 EX_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; cron may simply try the next night
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="cq nightly", description=__doc__.splitlines()[0])
+    p.add_argument("--workflow", "-w", default=os.environ.get(WORKFLOW_ENV),
+                   help=f"the cq workflow's folder (default: ${WORKFLOW_ENV}, else here)")
     p.add_argument("--directory", "-d", default=".", help="Snakemake's working directory (default: here)")
     p.add_argument("--configfile", nargs="+", default=[], help="config files (default: config/config.yaml)")
     p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -53,13 +61,21 @@ def parse_args(argv):
     return args
 
 
-def load_config(workdir: Path, configfiles, overrides) -> tuple[dict, list[str]]:
+def workflow_dir(given: str | None) -> Path:
+    """The workflow's folder: ``given`` (--workflow or $CQ_WORKFLOW), else the working directory."""
+    folder = Path(given or ".").resolve()
+    if not (folder / "Snakefile").is_file():
+        raise ConfigError(f"no cq workflow (Snakefile) in {str(folder)!r}; give --workflow DIR or set {WORKFLOW_ENV}")
+    return folder
+
+
+def load_config(workflow: Path, workdir: Path, configfiles, overrides) -> tuple[dict, list[str]]:
     """The merged config (files, then KEY=VALUE overrides parsed as YAML) and the config files
-    to hand to Snakemake (the repository's default when none is given and the working
+    to hand to Snakemake (the workflow's default when none is given and the working
     directory has no config/config.yaml)."""
     files = [str(Path(f).resolve()) for f in configfiles]
     if not files and not (workdir / "config/config.yaml").exists():
-        files = [str(REPO / "config/config.yaml")]
+        files = [str(workflow / "config/config.yaml")]
     config = {}
     for f in files or [str(workdir / "config/config.yaml")]:
         with open(f, encoding="utf-8") as fh:
@@ -67,33 +83,24 @@ def load_config(workdir: Path, configfiles, overrides) -> tuple[dict, list[str]]
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise guards.SettingsError(f"--config: expected KEY=VALUE, got {item!r}")
-        config[key] = yaml.safe_load(value)
+            raise ConfigError(f"--config: expected KEY=VALUE, got {item!r}")
+        config["colors" if key == "k" else key] = yaml.safe_load(value)  # as Snakemake gets it
     return config, files
 
 
-def folders(config: dict) -> dict[str, str]:
-    """input, results, logs and benchmarks folders as the workflow sees them (relative to the
-    working directory, where this process runs too, so that records name images alike)."""
-    results = os.path.normpath(config["results_dir"])
-    return {"input_dir": os.path.normpath(config["input_dir"]), "results_dir": results,
-            "logs_dir": os.path.normpath(config.get("logs_dir") or os.path.join(results, "logs")),
-            "benchmarks_dir": os.path.normpath(config.get("benchmarks_dir") or os.path.join(results, "benchmarks"))}
-
-
-def snakemake_command(args, files, workdir: Path) -> list[str]:
+def snakemake_command(args, files, workflow: Path, workdir: Path) -> list[str]:
     exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe) if exe.exists() else "snakemake", "-s", str(REPO / "Snakefile"),
+    cmd = [str(exe) if exe.exists() else "snakemake", "-s", str(workflow / "Snakefile"),
            "--directory", str(workdir),
-           "--workflow-profile", str(REPO / "profiles/nightly"), "--nolock", "--cores", str(args.cores),
+           "--workflow-profile", str(workflow / "profiles/nightly"), "--nolock", "--cores", str(args.cores),
            # The report is built by the end-of-run hook (cq.outcome), not by a job: Snakemake
            # deletes a job's outputs before it runs, which took the page away for seconds
            # (for good, if the run was killed then), and skips the job when another one died.
            "--omit-from", "report"]
     if files:
         cmd += ["--configfile", *files]
-    if args.config:
-        cmd += ["--config", *args.config]
+    if args.config:  # Snakemake's --config refuses one-letter keys: k is passed as colors
+        cmd += ["--config", *(f"colors={item[2:]}" if item.startswith("k=") else item for item in args.config)]
     return cmd + list(args.snakemake_args)
 
 
@@ -112,29 +119,13 @@ def run_snakemake(cmd: list[str], held: lock.RunLock) -> int:
             signal.signal(s, h)
 
 
-def close_run(config: dict, dirs: dict, since: float, status: str, *, begun: bool) -> dict:
+def close(run: Run, since: float, status: str, *, begun: bool) -> dict:
     """A run whose end-of-run hooks did not run: Snakemake found nothing to do (hooks only run
-    when a job does), or it died. The history line, best/ and the report, from here."""
-    from cq import history
-    from cq.discover import discover, result_path
-
-    found = discover(dirs["input_dir"], config.get("extensions") or (),
-                     exclude=[dirs["results_dir"], dirs["logs_dir"], dirs["benchmarks_dir"], ".snakemake"])
-    methods = list(config["methods"])
+    when a job does), or it died. Closed here as the hooks would (cq.run.Run.close)."""
     if not begun:
-        history.begin(dirs["results_dir"], dirs["input_dir"], found.images, methods,
-                      prune_deleted=bool(config.get("prune_deleted", False)),
-                      other_dirs=(dirs["logs_dir"], dirs["benchmarks_dir"]),
-                      settings={"lock": "cq", "by": "cq nightly"}, skipped=found.warnings)
-
-    def finish(summary):
-        return history.finish(dirs["results_dir"], found.images, methods, status=outcome.status_of(summary, status))
-
-    summary = outcome.conclude(dirs["results_dir"], dirs["input_dir"], found.images, methods,
-                               lambda m, i: result_path(dirs["logs_dir"], m, i, ".log"), since,
-                               report_built=False, finish=finish, skipped=found.warnings)
-    outcome.print_summary(summary)
-    return summary
+        run.begin({"lock": "cq", "by": "cq nightly"})
+    run.since = since
+    return run.close(status, report_built=False)
 
 
 def _ended_since(run: dict, since: float) -> bool:
@@ -148,27 +139,26 @@ def _ended_since(run: dict, since: float) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    workdir = Path(args.directory).resolve()
     try:
-        config, files = load_config(workdir, args.configfile, args.config)
+        workflow, workdir = workflow_dir(args.workflow), Path(args.directory).resolve()
+        config, files = load_config(workflow, workdir, args.configfile, args.config)
         os.chdir(workdir)
-        dirs = folders(config)
-        guards.check_config({**config, **dirs}, dirs["logs_dir"], dirs["benchmarks_dir"])
-    except (OSError, KeyError, yaml.YAMLError, guards.SettingsError) as e:
-        print(f"cq: error: {e if not isinstance(e, KeyError) else f'config: {e} is not set'}", file=sys.stderr)
+        settings = load(config, workflow / "config/schema.yaml")
+    except (OSError, yaml.YAMLError, ConfigError) as e:
+        print(f"cq: error: {e}", file=sys.stderr)
         return 2
     try:
-        held = lock.acquire(dirs["results_dir"])
+        held = lock.acquire(settings.results_dir)
     except lock.LockedError as e:
         print(str(e), file=sys.stderr)
         return EX_LOCKED
     with held:
         since = time.time()
-        rc = run_snakemake(snakemake_command(args, files, workdir), held)
+        rc = run_snakemake(snakemake_command(args, files, workflow, workdir), held)
         if DRY_RUN.intersection(args.snakemake_args):
             return rc
         from cq.history import in_progress
-        summary, run = outcome.read_outcome(dirs["results_dir"]), in_progress(dirs["results_dir"])
+        summary, run = outcome.read_outcome(settings.results_dir), in_progress(settings.results_dir)
         if run and _ended_since(run, since):  # the hooks ran, but the disk was full: the line waits
             print("cq: the run ended on a full disk: its history line is kept for the next run",
                   file=sys.stderr)
@@ -179,8 +169,7 @@ def main(argv=None) -> int:
                       file=sys.stderr)
                 return 1
             status = "ok" if rc == 0 else f"killed (signal {-rc})" if rc < 0 else f"error (exit {rc})"
-            begun = run is not None and not run.get("end")  # this run's onstart ran, its end did not
-            summary = close_run(config, dirs, since, status, begun=begun)
+            summary = close(Run.plan(settings), since, status, begun=run is not None and not run.get("end"))
     return outcome.exit_status(summary, rc)
 
 

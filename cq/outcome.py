@@ -1,6 +1,6 @@
 """The end of a run: what is missing and why, a report whatever died, and a short summary.
 
-Called by the workflow when a run ends (``onsuccess`` / ``onerror`` in rules/history.smk, in
+Called when a run ends, through cq.run.Run.close: by the workflow's hooks (rules/run.smk, in
 Snakemake's main process) and by ``cq nightly`` when Snakemake itself died before that.
 
 - :func:`missing` lists every (image, method) without a record, with the reason read from
@@ -75,43 +75,30 @@ def missing_stub(item: dict, input_dir: str) -> dict:
             "image": {"path": f"{input_dir}/{item['image']}"}, "missing": True, "transient": True}
 
 
-def load_for_report(path: str, image: str, method: str, input_dir: str, checked: bool = False) -> dict:
-    """The record at ``path`` (``checked``: this very version was validated already, see
-    cq.best.is_valid), or an error stub naming its image and method."""
-    from cq.record import RecordError, read_record
-
-    try:
-        if checked:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        return read_record(path)
-    except (RecordError, OSError, ValueError) as e:
-        return {"status": "error", "error": str(e), "method": method, "image": {"path": f"{input_dir}/{image}"}}
-
-
-def build_fallback_report(results_dir: str, input_dir: str, images, methods, gone: list[dict],
-                          index: dict | None = None, skipped=()) -> None:
-    """The report over the records present plus one error row per missing result, with the
-    run history (the run's own line included: it is written before) and what discovery skipped."""
+def write_report(results_dir: str, input_dir: str, images, methods, *, gone=(), index: dict | None = None,
+                 skipped=(), csv_path=None, html_path=None, summary_path=None) -> int:
+    """The report (cq.report) over the record of every (image, method), a corrupt one as an
+    error row (cq.record.load_or_stub), plus one error row per ``gone`` (missing) result,
+    with the run history and what discovery skipped; returns the number of rows. Used by the
+    report job and by the end-of-run hook alike."""
     from cq.best import is_valid
     from cq.history import load_history
+    from cq.record import load_or_stub
     from cq.report import build_report
 
     index = index or {}
     lost = {(m["image"], m["method"]) for m in gone}
-    records = []
-    for method in methods:
-        for image in images:
-            if (image, method) not in lost:
-                path = result_path(results_dir, method, image, ".json")
-                records.append(load_for_report(path, image, method, input_dir, is_valid(index, image, method, path)))
+    records = [load_or_stub(path, image, method, input_dir, trusted=is_valid(index, image, method, path))
+               for method in methods for image in images if (image, method) not in lost
+               for path in [result_path(results_dir, method, image, ".json")]]
     records += [missing_stub(item, input_dir) for item in gone]
-    build_report(records, Path(results_dir), Path(input_dir), Path(results_dir) / "report.csv",
-                 Path(results_dir) / "report.html", history=load_history(results_dir),
-                 skipped=list(skipped), method_order=list(methods))
+    build_report(records, Path(results_dir), Path(input_dir), Path(csv_path or Path(results_dir) / "report.csv"),
+                 Path(html_path or Path(results_dir) / "report.html"), history=load_history(results_dir),
+                 summary_path=summary_path, skipped=list(skipped), method_order=list(methods))
+    return len(records)
 
 
-def tally(index: dict, methods, since: float) -> dict:
+def count_results(index: dict, methods, since: float) -> dict:
     """ok / failed counts over all results (from cq.best's record index), and those written
     since ``since``, with the first failures of this run."""
     counts = {"ok": 0, "failed": 0, "ok_this_run": 0, "failed_this_run": 0}
@@ -154,7 +141,7 @@ def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: f
         log.error("cq: %s/best could not be updated: %s", results_dir, e)
         best_updated, index = 0, refresh_index(results_dir, images, methods)
         problems.append(f"best/ not updated: {e.strerror or e}")
-    summary = tally(index, methods, since)
+    summary = count_results(index, methods, since)
     summary.update(missing=len(gone), first_missing=[f"{m['method']} on {m['image']}: {m['reason']}"
                                                       for m in gone[:FIRST_FAILURES]],
                    best_updated=best_updated, report=str(Path(results_dir) / "report.html"), since=since)
@@ -164,7 +151,7 @@ def conclude(results_dir: str, input_dir: str, images, methods, log_of, since: f
             problems.append(f"history: {line['note']}")
     if not report_built or gone:
         try:
-            build_fallback_report(results_dir, input_dir, images, methods, gone, index, skipped)
+            write_report(results_dir, input_dir, images, methods, gone=gone, index=index, skipped=skipped)
         except Exception as e:  # the previous report stays; say why
             log.error("cq: the report could not be rebuilt: %s", e)
             problems.append(f"report not rebuilt (the previous one stays): {e}")

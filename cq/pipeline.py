@@ -24,7 +24,8 @@ from cq.freshness import TRANSIENT_ERRNOS, check, job_fingerprint, read_source
 from cq.histogram import ColorHistogram
 from cq.fsutil import atomic_path
 from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, write_indexed_png
-from cq.methods import Problem, Proposal, UnknownMethodError, get_method, job_spec
+from cq.config import job_spec
+from cq.methods import Problem, Proposal, UnknownMethodError, get_method
 from cq import bound
 from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, score
 from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
@@ -62,7 +63,7 @@ class Job:
         return self.name or self.method
 
     def to_spec(self) -> dict:
-        """The job as plain data (:func:`cq.methods.job_spec`); the time limit belongs to the
+        """The job as plain data (:func:`cq.config.job_spec`); the time limit belongs to the
         run, not the job."""
         background = list(self.read.background) if self.read.background else None
         return job_spec(self.method, self.label, self.params, self.k, self.weights.as_dict(),

@@ -128,3 +128,20 @@ def read_record(path: str | os.PathLike) -> dict:
     except (OSError, ValueError) as e:
         raise RecordError(f"{path}: cannot read record ({e})") from e
     return validate(record, str(path))
+
+
+def load_or_stub(path: str | os.PathLike, image: str, method: str, input_dir: str, *, trusted: bool = False) -> dict:
+    """The record at ``path`` (``trusted``: this very version was validated already, see
+    cq.best.is_valid), or, when it cannot be read, an error stub naming its image and method
+    that the report lists like any error."""
+    try:
+        if trusted:
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        return read_record(path)
+    except (RecordError, OSError, ValueError) as e:
+        return {"status": "error", "error": str(e), "method": method, "image": {"path": f"{input_dir}/{image}"}}
+
+
+def describe(record: dict) -> str:
+    """A record in a few words, for a job's log."""
+    return f"{record['status']} " + (record["error"] or f"score {record['scores']['score']:.2f}")

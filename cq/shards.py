@@ -7,8 +7,7 @@ image keeps its content-addressed record, recomputes nothing.
 
 Files, all under the results folder:
 - ``shards/_images/{shard}.tsv``, the listing: the input of the shard's jobs, one line per
-  image with its size and mtime, rewritten (by a job, never by a dry run) only when one of
-  them changes, which a hash of it as a rule parameter tells Snakemake;
+  image, redone (by a job, never by a dry run) when an image joins or leaves the shard;
 - ``shards/{method}/{shard}.tsv``, the manifest: the job's declared output, one line per image
   with its record's path, status and the job's fingerprint;
 - ``shards/{method}/.{shard}.prev.tsv``: the manifest's copy that the next run of the job
@@ -23,7 +22,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import os
 import time
@@ -117,28 +115,16 @@ def _tsv(rows) -> str:
     return out.getvalue()
 
 
-def shard_listing(input_dir: str, images) -> str:
-    """A shard's listing: one TSV line per image with its size and modification time (ns), so
-    that it changes whenever an image is added, deleted, replaced or touched. A file that
-    cannot be stat-ed is listed with -1 -1 (its job then writes an error record for it)."""
-    rows = []
-    for image in images:
-        try:
-            st = os.stat(os.path.join(input_dir, image))
-            rows.append((image, st.st_size, st.st_mtime_ns))
-        except OSError:
-            rows.append((image, -1, -1))
-    return _tsv(rows)
+def shard_listing(images) -> str:
+    """A shard's listing: its images, one TSV line each. It changes only when an image joins
+    or leaves the shard; whether an image's record is current is the record's to say
+    (cq.run.Run.start deletes the manifest of a shard with a stale record)."""
+    return _tsv((image,) for image in images)
 
 
-def listing_digest(input_dir: str, images) -> str:
-    """A short hash of the shard's listing as it would be written now."""
-    return hashlib.sha256(shard_listing(input_dir, images).encode("utf-8")).hexdigest()[:16]
-
-
-def write_listing(path: str, input_dir: str, images) -> bool:
+def write_listing(path: str, images) -> bool:
     """Write a shard's listing unless it already holds the same text; True when it wrote."""
-    return write_if_changed(path, shard_listing(input_dir, images))
+    return write_if_changed(path, shard_listing(images))
 
 
 def read_listing(path: str | os.PathLike) -> list[str]:
@@ -163,11 +149,6 @@ def manifest_records(manifests) -> list[str]:
         with open(manifest, newline="", encoding="utf-8") as f:
             paths.extend(row["record"] for row in csv.DictReader(f, dialect="excel-tab"))
     return paths
-
-
-def fingerprint(spec: dict) -> str:
-    """A short hash of a whole job spec (method, version, parameters, k, weights, read options)."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- the keep policy and one shard job ---------------------------------------------------------
@@ -208,7 +189,7 @@ def _batched_proposals(images, reuse_of, results_dir, input_dir, job):
     return proposals
 
 
-def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
+def run_shard(listing: str, manifest: str, input_dir: str, results_dir: str, spec: dict,
               image_time_limit_s: float | None) -> list[str]:
     """Quantize every image of a shard with one job ``spec``; write the manifest last.
 
@@ -220,10 +201,11 @@ def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
     not carry). A record that cannot be written at all (a full disk) does not stop the other
     images; then no manifest is written and the failures are returned, one line each.
     """
+    from cq.freshness import spec_fingerprint
     from cq.pipeline import Job, quantize_file  # numpy and the methods: only in the job
+    from cq.record import describe
 
-    results_dir = os.path.dirname(os.path.dirname(os.path.dirname(manifest))) or "."
-    job, fp = Job.from_spec(spec, time_limit_s=image_time_limit_s), fingerprint(spec)
+    job, fp = Job.from_spec(spec, time_limit_s=image_time_limit_s), spec_fingerprint(spec)
     copy = previous_path(manifest)
     previous = read_manifest(copy)
     rows, failed, kept, t0 = [MANIFEST_COLUMNS], [], 0, time.perf_counter()
@@ -245,7 +227,7 @@ def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
         was_kept = mtime is not None and _mtime(json_path) == mtime
         kept += was_kept
         if not was_kept:
-            log.info("%s on %s: %s", job.label, image, outcome(record))
+            log.info("%s on %s: %s", job.label, image, describe(record))
         rows.append((image, json_path, record["status"], fp))
     log.info("%s of %s: %d images, %d recomputed, %d kept, %d without a record, %.1f s",
              os.path.basename(listing), job.label, len(images), len(rows) - 1 - kept, kept, len(failed),
@@ -256,11 +238,6 @@ def run_shard(listing: str, manifest: str, input_dir: str, spec: dict,
         write_if_changed(copy, _tsv(rows))
         write_if_changed(manifest, _tsv(rows))  # the commit point
     return failed
-
-
-def outcome(record: dict) -> str:
-    """A record in a few words, for a job's log."""
-    return f"{record['status']} " + (record["error"] or f"score {record['scores']['score']:.2f}")
 
 
 def _mtime(path: str) -> int | None:

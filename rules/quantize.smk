@@ -1,24 +1,23 @@
 rule quantize:
-    """Reduce one image to k colours by one method (a registered method or a variant)."""
-    input:
-        image=get_image,
+    """Reduce one image to k colours by one method (a registered method or a variant). The
+    image is a params function, not an input: its name never meets Snakemake's parsers, and
+    whether the result is current is the record's to say (cq.run.Run.start)."""
     output:
-        # The JSON record is the commit point: cq writes it last and atomically, for a bad
-        # image too (status "error", and then no PNG). So the record is the declared output
-        # and the PNG's path is passed through params.
+        # The record is the commit point: written last and atomically, for a bad image too.
         record=f"{RESULTS}/{{method}}/{{key}}.json",
     log:
         f"{LOGS}/{{method}}/{{key}}.log",
     benchmark:
         f"{BENCHMARKS}/{{method}}/{{key}}.tsv"
     params:
+        image=get_image,
         png=f"{RESULTS}/{{method}}/{{key}}.png",
         spec=get_spec,
-    threads: get_threads
+    threads: lambda w: METHODS[w.method]["threads"]
     resources:
         mem_mb=get_mem_mb,
         runtime=get_runtime,
-        gpu=get_gpu,
+        gpu=lambda w: int(METHODS[w.method]["gpu"]),
     conda:
         "../environment.yml"
     script:

@@ -1,13 +1,10 @@
 rule report:
-    """Collect every record into the comparison table (CSV), the per-method summary (TSV) and
-    the page (HTML); the summary and table also go into `snakemake --report`."""
+    """Every record into the comparison table (CSV), the per-method summary (TSV) and the page."""
     input:
-        # One job per (image, method): every record; shard mode: every shard's manifest,
-        # which names its records.
+        # Every record, or in shard mode every manifest; the history file, when there is one,
+        # is ancient: the run's own line is appended after the report.
         records=get_records,
-        manifests=get_manifests,
-        history=get_history,
-    # One short line instead of Snakemake's listing of every record path (inputs and reason).
+        history=lambda w: ancient(f"{RESULTS}/history.jsonl") if os.path.exists(f"{RESULTS}/history.jsonl") else [],
     message:
         "cq: building the report of {params.n_results} results: {output.html}"
     output:
@@ -19,11 +16,13 @@ rule report:
     benchmark:
         f"{BENCHMARKS}/report.tsv"
     params:
+        # Functions: their values (file names, discovery's warnings) are never parsed.
         n_results=len(METHODS) * len(IMAGES),
-        input_dir=INPUT_DIR,
-        methods=list(METHODS),
-        # What discovery left out (symlink loops, links out of the folder): listed on the page.
-        skipped=DISCOVERY.warnings,
+        results_dir=lambda w: RESULTS,
+        input_dir=lambda w: INPUT_DIR,
+        images=lambda w: IMAGES,
+        methods=lambda w: list(METHODS),
+        skipped=lambda w: RUN.found.warnings,
     threads: 1
     resources:
         mem_mb=4000,

@@ -116,13 +116,19 @@ def snakemake(workdir: Path, *args: str, check: bool = True, profile: Path | Non
 
 
 def jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
-    """(method, result key) of the quantize jobs a run (stderr) or dry run (stdout) names."""
-    return set(re.findall(r"wildcards: method=(\S+), key=(.+)", done.stdout + done.stderr))
+    """(method, result key) of the quantize jobs a run (stderr) or dry run (stdout) names, and
+    of the records a dry run names as not current (cq.run.Run.start: a real run redoes them)."""
+    out = done.stdout + done.stderr
+    stale = re.findall(r"cq: not current, a real run redoes it: [^/\n]+/(\S+?)/(.+)\.json \(", out)
+    return set(re.findall(r"wildcards: method=(\S+), key=(.+)", out)) | set(stale)
 
 
 def shard_jobs_of(done: subprocess.CompletedProcess) -> set[tuple[str, str]]:
-    """(method, shard) of the quantize_shard jobs a run or dry run names."""
-    return set(re.findall(r"wildcards: method=(\S+), shard=(\d+)", done.stdout + done.stderr))
+    """(method, shard) of the quantize_shard jobs a run or dry run names (as jobs, or as manifests
+    not current: cq.run.Run.start)."""
+    out = done.stdout + done.stderr
+    stale = re.findall(r"cq: not current, a real run redoes it: \S*/shards/(?!_images/)(\S+)/(\d+)\.tsv \(", out)
+    return set(re.findall(r"wildcards: method=(\S+), shard=(\d+)", out)) | set(stale)
 
 
 # --- nightly runs: the workflow under the nightly profile, and `cq nightly` ---------------------
@@ -135,7 +141,7 @@ def nightly(workdir: Path, *args: str, profile: bool = True, **kwargs) -> subpro
 def cq_nightly_command(workdir: Path, *configs: Path) -> list[str]:
     """`cq nightly` on ``workdir`` (its test.yaml, or ``configs``), as cron would run it."""
     configs = configs or (workdir / "test.yaml",)
-    return [sys.executable, "-m", "cq.nightly", "-d", str(workdir), "--cores", "2",
+    return [sys.executable, "-m", "cq.nightly", "--workflow", str(REPO), "-d", str(workdir), "--cores", "2",
             "--configfile", str(REPO / "config/config.yaml"), *map(str, configs)]
 
 

@@ -25,11 +25,12 @@ def test_odd_names_and_same_stem_are_kept(tmp_path):
     assert discover(tmp_path, ["jpg", "png"]).images == sorted(names)
 
 
-def test_snakemake_wildcard_names_are_skipped_and_reported(tmp_path):
-    touch(tmp_path, "{sample}.png", "{x,\\d+}.png", "{dir}/a.png", "ok.png")
+def test_names_with_braces_or_angle_brackets_are_images_with_escaped_result_keys(tmp_path):
+    names = ["{sample}.png", "{x,\\d+}.png", "{dir}/a.png", "<logs>.png", "ok.png"]
+    touch(tmp_path, *names)
     found = discover(tmp_path, ["png"])
-    assert found.images == ["ok.png"]
-    assert len(found.warnings) == 3 and all("wildcard" in w for w in found.warnings)
+    assert found.images == sorted(names) and found.warnings == []
+    assert result_key("{dir}/a.png") == "%7Bdir%7D/a.png" and result_key("<logs>.png") == "%3Clogs%3E.png"
 
 
 def test_hidden_files_and_folders_are_skipped(tmp_path):
@@ -138,7 +139,7 @@ _NAME = st.lists(_COMPONENT, min_size=1, max_size=2).map("/".join)
 def _fits_and_keeps(name: str, key: str) -> None:
     for part, short in zip(name.split("/"), key.split("/"), strict=True):
         assert len(short.encode()) <= MAX_COMPONENT_BYTES
-        if len(part.encode()) <= MAX_COMPONENT_BYTES and "~" not in part:
+        if len(part.encode()) <= MAX_COMPONENT_BYTES and not set(part) & set("~%{}<>"):
             assert short == part  # an ordinary name keeps itself
 
 

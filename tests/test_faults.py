@@ -23,6 +23,7 @@ from PIL import Image
 import cq.fsutil
 from conftest import (cq_nightly, cq_nightly_command, env, held_env, jobs_of, nightly, tiny_photo,
                       write_tiny_photos)
+from cq.discover import result_key
 from cq.freshness import file_sha256
 from cq.history import in_progress, load_history
 from cq.pipeline import Job, quantize_file
@@ -113,9 +114,9 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
     done_before = {p: p.stat().st_mtime_ns for m in ("median_cut", "octree") for p in (results / m).rglob("*.json")}
 
     # The next night: no unlock, no stale lock; only the unfinished jobs run.
-    expected = {(m, i) for m in ("median_cut", "octree")
+    expected = {(m, result_key(i)) for m in ("median_cut", "octree")
                 for i in ["chelsea.jpg", "rocket.jpg", "rocket.png", 'Ünï côdé/astro "naut" <script>.png', SLOW]
-                if not (results / m / f"{i}.json").exists()}
+                if not (results / m / f"{result_key(i)}.json").exists()}
     assert ("median_cut", SLOW) in expected
     rerun = cq_nightly(workdir)
     # The job running beside the slow one (2 cores) may have written its record just before

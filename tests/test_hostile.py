@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 
 from conftest import NIGHTLY, command, env, tiny_photo, write_tiny_photos
+from cq.discover import result_path
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +149,7 @@ def test_every_good_image_has_its_results(hostile):
             assert row["status"] == "ok", (image, row["error"])
             assert int(row["n_colors"]) == 37
             assert note is None or note in row["notes"], (image, row["notes"])
-            assert (base / "out/results" / method / f"{image}.png").is_file()
+            assert (Path(result_path(str(base / "out/results"), method, image, ".png"))).is_file()
     assert rows["big 18 MP.jpg", "octree"]["width"] == "5196"
 
 
@@ -158,7 +159,7 @@ def test_every_bad_image_is_an_error_row_with_its_message(hostile):
         for method in METHODS:
             row = rows[image, method]
             assert row["status"] == "error" and message in row["error"] and image in row["error"], row
-            assert not (base / "out/results" / method / f"{image}.png").exists()
+            assert not (Path(result_path(str(base / "out/results"), method, image, ".png"))).exists()
     assert {image for image, _ in rows} == set(GOOD) | set(BAD)
 
 

@@ -1,15 +1,12 @@
 """Every registered baseline, end to end: exactly k colours in a PNG that reads back identically."""
 
-import re
-
 import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 
-from cq.methods import ConfigError, all_methods, get_method, resolve, unavailable
-from cq.objective import Weights
-from cq.pipeline import Job, ReadOptions, quantize_file
+from cq.methods import all_methods, get_method
+from cq.pipeline import Job, quantize_file
 from cq.record import read_record
 
 BASELINES = ["kmeans", "median_cut", "octree", "libimagequant"]
@@ -102,81 +99,3 @@ def test_baseline_gives_exactly_k_colours_on_a_six_colour_image(method, tmp_path
     record = quantize_file(tmp_path / "six.png", tmp_path / "q.png", tmp_path / "q.json", Job(method=method))
     assert record["status"] == "ok", record["error"]
     assert len(np.unique(np.asarray(Image.open(tmp_path / "q.png").convert("RGB")).reshape(-1, 3), axis=0)) == 37
-
-
-# --- the workflow's method table (cq.methods.resolve) ---------------------------------------
-
-def workflow_config(**over) -> dict:
-    """The repository's config/config.yaml with ``over`` applied."""
-    import yaml
-
-    from conftest import REPO
-
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    return {**config, **over}
-
-
-def settings() -> dict:
-    import yaml
-
-    from conftest import REPO
-
-    return yaml.safe_load((REPO / "config/schema.yaml").read_text())["properties"]
-
-
-def test_resolve_gives_each_column_its_spec_and_job_settings():
-    config = workflow_config(methods=["kmeans", "kmeans_8init", "cnn"], kmeans={"n_init": 2, "mem_mb": 900},
-                             variants={"kmeans_8init": {"method": "kmeans", "n_init": 8, "runtime": 5}})
-    table = resolve(config, settings())
-    assert list(table) == ["kmeans", "kmeans_8init", "cnn"]
-    kmeans = get_method("kmeans")
-    assert table["kmeans"]["spec"] == Job(method="kmeans", params={"n_init": 2}).to_spec()
-    assert table["kmeans"]["spec"]["params"] == {**kmeans.defaults, "n_init": 2}
-    assert table["kmeans"]["spec"]["version"] == kmeans.version
-    assert (table["kmeans"]["mem_mb"], table["kmeans"]["runtime"], table["kmeans"]["gpu"]) == (900, 30, False)
-    # A variant: the method's section, then its own overrides.
-    assert table["kmeans_8init"]["spec"]["name"] == "kmeans_8init"
-    assert table["kmeans_8init"]["spec"]["params"]["n_init"] == 8
-    assert (table["kmeans_8init"]["mem_mb"], table["kmeans_8init"]["runtime"]) == (900, 5)
-    # cnn takes the job's threads as its own parameter: one knob.
-    assert table["cnn"]["threads"] == 2 and table["cnn"]["spec"]["params"]["threads"] == 2
-
-
-def test_a_spec_round_trips_to_the_same_job():
-    job = Job(method="kmeans", params={"n_init": 2}, k=12, weights=Weights(1, 2, 3), name="km",
-              read=ReadOptions(None, 1000))
-    again = Job.from_spec(job.to_spec(), time_limit_s=9)
-    assert again.to_spec() == job.to_spec() and again.time_limit_s == 9
-    assert (again.label, again.k, again.weights, again.read) == ("km", 12, Weights(1, 2, 3), ReadOptions(None, 1000))
-
-
-@pytest.mark.parametrize("over, message", [
-    ({"kmeans": {"n_inits": 3}}, "unknown parameter 'n_inits' of method 'kmeans'"),
-    # cnn's function takes **kwargs: its declared defaults are still the whole list.
-    ({"cnn": {"learning_rate": 1.0}}, "unknown parameter 'learning_rate' of method 'cnn'"),
-    ({"variants": {"v": {"method": "kmeans", "seeed": 1}}, "methods": ["v"]}, "unknown parameter 'seeed'"),
-    ({"variants": {"v": {"method": "nope"}}, "methods": ["v"]}, "method 'nope' is not registered"),
-    ({"variants": {"kmeans": {"method": "octree"}}}, "'kmeans' is also a method name"),
-    ({"methods": ["kmeans", "nope"]}, "'nope' is neither a registered method"),
-    ({"kmean": {}}, "'kmean' is neither a setting nor a registered method"),
-    ({"k": 0}, "k must be an integer from 1 to 256"),
-    ({"k": 257}, "k must be an integer from 1 to 256"),
-    ({"k": True}, "k must be an integer"),
-    ({"weights": {"mse": 2, "max_cost": float("inf"), "mean_cost": 42}}, "max_cost must be a finite number"),
-    ({"weights": {"mse": float("nan"), "max_cost": 21, "mean_cost": 42}}, "mse must be a finite number"),
-    ({"weights": {"mse": 2, "max_cost": 21, "mean_cost": -1}}, "mean_cost must be a finite number >= 0"),
-])
-def test_resolve_refuses_bad_settings_naming_them(over, message):
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        resolve(workflow_config(**over), settings())
-
-
-def test_a_method_that_cannot_run_here_is_kept_and_reported(monkeypatch):
-    import cq.methods as registry
-
-    monkeypatch.setitem(registry._REGISTRY, "libimagequant",
-                        registry.Method("libimagequant", lambda p: None, "1", {}, ("no_such_module_here",)))
-    table = resolve(workflow_config(methods=["libimagequant", "octree"]), settings())
-    assert list(table) == ["libimagequant", "octree"]
-    assert unavailable(table) == ["method 'libimagequant' needs the Python package 'no_such_module_here', "
-                                  "which is not installed"]

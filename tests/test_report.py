@@ -31,6 +31,7 @@ from PIL import Image
 from skimage import data
 
 import cq.report.page
+from cq.discover import result_path
 from cq.pipeline import Job, quantize_file
 from cq.report import CSV_COLUMNS, THUMB_PX, build_report, image_key, ordered_methods, records_table, summary_table
 from cq.report.tables import training
@@ -85,7 +86,7 @@ def run(tmp_path_factory):
     records = []
     for name in [*IMAGES, *BROKEN]:
         for method in METHODS:
-            out = results / method / name
+            out = Path(result_path(str(results), method, name, ""))
             out.parent.mkdir(parents=True, exist_ok=True)
             records.append(quantize_file(inputs / name, f"{out}.png", f"{out}.json", Job(method=method)))
     cnn = copy.deepcopy(records[0])

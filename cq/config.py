@@ -1,0 +1,194 @@
+"""The workflow's settings, resolved once: folders, reserved names, k, weights, methods and
+their jobs' resources. The Snakefile and ``cq nightly`` both call :func:`resolve`, so a bad
+setting is refused the same way, in one line (:class:`ConfigError`), before any work.
+
+- The schema (``config/schema.yaml`` of the workflow) checks types; every other key must name
+  a registered method (its section of parameters).
+- ``colors`` is ``k`` under a name Snakemake's ``--config`` accepts (it refuses one-letter
+  keys); when set, it wins.
+- Results, logs and benchmarks may not overlap the input folder in either direction (inside
+  it, outputs would be quantized as inputs next night; around it, a prune could reach photos).
+- ``best``, ``shards`` and the logs and benchmarks folders are folders of the results, so no
+  method or variant may be called so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import jsonschema
+import yaml
+
+from cq.methods import all_methods, get_method
+from cq.objective import SCORING_VERSION, Weights
+
+# Keys of a method section or variant that configure the job, not the method, and their defaults.
+JOB_KEYS = {"gpu": False, "threads": 1, "mem_mb": 2000, "runtime": 30}
+MAX_K = 256  # an indexed PNG holds at most 256 colours
+RESERVED = ("best", "shards")
+# Of a job's wall time, what the work on an image may use: the rest is for start-up and the
+# record, so that an overrun is recorded before a scheduler kills the job at its wall time.
+WORK_SHARE, MIN_MARGIN_S = 0.9, 20.0
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A resolved workflow config: folders (normalized), the method table, the run options."""
+
+    input_dir: str
+    results_dir: str
+    logs_dir: str
+    benchmarks_dir: str
+    methods: dict  # column label -> {"spec": job spec, **JOB_KEYS}
+    extensions: tuple
+    shard_size: object = "auto"
+    shard_max_runtime: int = 1440
+    prune_deleted: bool = False
+
+
+def load_schema(path: str | os.PathLike) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def check_schema(config: dict, schema: dict) -> None:
+    """Raise ConfigError naming the first key that the schema refuses (one line)."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ConfigError(f"config: {where}: {error.message}")
+
+
+def resolve(config: dict, schema: dict) -> Settings:
+    """The settings of ``config`` checked against ``schema`` and the method registry."""
+    registry = all_methods()
+    for key in config:
+        if key not in schema["properties"] and key not in registry:
+            raise ConfigError(f"config: {key!r} is neither a setting nor a registered method "
+                              f"({', '.join(registry)})")
+    check_schema(config, schema)
+    config = dict(config)
+    if config.get("colors") is not None:
+        config["k"] = config["colors"]
+    results = os.path.normpath(config["results_dir"])
+    settings = Settings(
+        input_dir=os.path.normpath(config["input_dir"]), results_dir=results,
+        logs_dir=os.path.normpath(config.get("logs_dir") or f"{results}/logs"),
+        benchmarks_dir=os.path.normpath(config.get("benchmarks_dir") or f"{results}/benchmarks"),
+        methods=method_table(config, registry), extensions=tuple(config["extensions"]),
+        shard_size=config.get("shard_size", "auto"), shard_max_runtime=config.get("shard_max_runtime", 1440),
+        prune_deleted=bool(config.get("prune_deleted", False)))
+    check_folders(settings)
+    return settings
+
+
+def load(config: dict, schema_path: str | os.PathLike) -> Settings:
+    """:func:`resolve` against the schema file, and the input folder must exist."""
+    settings = resolve(config, load_schema(schema_path))
+    if not os.path.isdir(settings.input_dir):
+        raise ConfigError(f"config: input_dir {settings.input_dir!r} is not a folder")
+    return settings
+
+
+def check_folders(settings: Settings) -> None:
+    """Refuse output folders that overlap the input, and method names that are result folders."""
+    for key in ("results_dir", "logs_dir", "benchmarks_dir"):
+        if _overlap(getattr(settings, key), settings.input_dir):
+            raise ConfigError(f"config: {key} {getattr(settings, key)!r} overlaps input_dir "
+                              f"{settings.input_dir!r}; put results, logs and benchmarks outside it")
+    folders = {*RESERVED, *(os.path.relpath(d, settings.results_dir) for d in (settings.logs_dir, settings.benchmarks_dir))}
+    for label in settings.methods:
+        if label in folders:
+            raise ConfigError(f"config: methods: {label!r} names a folder of the results; rename it")
+
+
+def _overlap(a: str, b: str) -> bool:
+    a, b = (os.path.realpath(os.path.abspath(p)) for p in (a, b))
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
+def check_problem(k, weights: dict) -> None:
+    """Refuse a k outside 1..256 or a weight that is negative or not a finite number."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ConfigError(f"config: colors (k) must be an integer from 1 to {MAX_K} "
+                          f"(an indexed PNG's limit), not {k!r}")
+    for key, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"config: weights: {key} must be a finite number >= 0, not {value!r}")
+
+
+def check_params(label: str, method, params) -> None:
+    """Refuse a parameter that ``method`` does not declare: a misspelt one would be ignored."""
+    for name in params:
+        if name not in method.defaults:
+            known = ", ".join(sorted(method.defaults)) or "no parameters"
+            raise ConfigError(f"{label}: unknown parameter {name!r} of method {method.name!r}; "
+                              f"it takes: {known}")
+
+
+def _section(label: str, config: dict, registry: dict, variants: dict) -> tuple[str, dict]:
+    """(base method name, its section merged with the variant's overrides) for a column label."""
+    if label in variants:
+        if label in registry:
+            raise ConfigError(f"config: variants: {label!r} is also a method name; rename the variant")
+        spec = dict(variants[label])
+        base = spec.pop("method")
+        if base not in registry:
+            raise ConfigError(f"config: variants: {label}: method {base!r} is not registered; "
+                              f"known: {', '.join(registry)}")
+        return base, {**(config.get(base) or {}), **spec}
+    if label in registry:
+        return label, dict(config.get(label) or {})
+    raise ConfigError(f"config: methods: {label!r} is neither a registered method ({', '.join(registry)}) "
+                      f"nor a variant ({', '.join(variants) or 'none defined'})")
+
+
+def method_table(config: dict, registry: dict) -> dict[str, dict]:
+    """Column label -> its jobs' ``spec`` and the job settings of :data:`JOB_KEYS`."""
+    check_problem(config["k"], config["weights"])
+    weights = Weights(**config["weights"]).as_dict()
+    read = {"background": list(config["read"]["background"] or []) or None,
+            "max_pixels": config["read"]["max_pixels"]}
+    table = {}
+    for label in config["methods"]:
+        base, spec = _section(label, config, registry, config.get("variants") or {})
+        job = {key: spec.pop(key, default) for key, default in JOB_KEYS.items()}
+        check_params(f"config: {label}", registry[base], spec)
+        if "threads" in registry[base].defaults:  # one knob: the threads the job reserves and uses
+            spec["threads"] = job["threads"]
+        table[label] = {"spec": job_spec(base, label, spec, config["k"], weights, read), **job}
+    return table
+
+
+def job_spec(method: str, label: str, params: dict, k: int, weights: dict, read: dict) -> dict:
+    """A job as plain data (``cq.pipeline.Job.to_spec`` gives it too): method, label, code
+    version, parameters with defaults filled in, k, weights, read options and the scoring
+    code's version; a change of any makes its records stale (cq.freshness)."""
+    registered = get_method(method)
+    return {"method": method, "name": label, "version": registered.version,
+            "params": dict(sorted({**registered.defaults, **params}.items())), "k": k,
+            "weights": dict(weights), "read": dict(read), "scoring_version": SCORING_VERSION}
+
+
+def unavailable(table: dict) -> list[str]:
+    """One line for each method of a resolved table that cannot run here."""
+    bases = {entry["spec"]["method"] for entry in table.values()}
+    return [reason for name in sorted(bases) if (reason := get_method(name).unavailable_reason())]
+
+
+def scaled(value: int, attempt: int) -> int:
+    """A job's memory or runtime on its ``attempt``-th try: more on each retry."""
+    return value * max(1, attempt)
+
+
+def time_limit_s(runtime_minutes: float) -> float:
+    """Seconds the work on one image may take in a job of ``runtime_minutes`` of wall time:
+    :data:`WORK_SHARE` of it and at least :data:`MIN_MARGIN_S` less, never under 1 s."""
+    wall = runtime_minutes * 60.0
+    return max(1.0, min(wall * WORK_SHARE, wall - MIN_MARGIN_S))

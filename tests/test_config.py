@@ -1,0 +1,91 @@
+"""The workflow's settings (cq.config.resolve): one resolver for the Snakefile and `cq nightly`."""
+
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO
+from cq.config import ConfigError, load_schema, resolve, unavailable
+from cq.methods import get_method
+from cq.objective import Weights
+from cq.pipeline import Job, ReadOptions
+
+SCHEMA = load_schema(REPO / "config/schema.yaml")
+
+
+def workflow_config(**over) -> dict:
+    """The repository's config/config.yaml with ``over`` applied."""
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    return {**config, **over}
+
+
+def test_resolve_gives_each_column_its_spec_and_job_settings():
+    config = workflow_config(methods=["kmeans", "kmeans_8init", "cnn"], kmeans={"n_init": 2, "mem_mb": 900},
+                             variants={"kmeans_8init": {"method": "kmeans", "n_init": 8, "runtime": 5}})
+    table = resolve(config, SCHEMA).methods
+    assert list(table) == ["kmeans", "kmeans_8init", "cnn"]
+    kmeans = get_method("kmeans")
+    assert table["kmeans"]["spec"] == Job(method="kmeans", params={"n_init": 2}).to_spec()
+    assert table["kmeans"]["spec"]["params"] == {**kmeans.defaults, "n_init": 2}
+    assert table["kmeans"]["spec"]["version"] == kmeans.version
+    assert (table["kmeans"]["mem_mb"], table["kmeans"]["runtime"], table["kmeans"]["gpu"]) == (900, 30, False)
+    # A variant: the method's section, then its own overrides.
+    assert table["kmeans_8init"]["spec"]["name"] == "kmeans_8init"
+    assert table["kmeans_8init"]["spec"]["params"]["n_init"] == 8
+    assert (table["kmeans_8init"]["mem_mb"], table["kmeans_8init"]["runtime"]) == (900, 5)
+    # cnn takes the job's threads as its own parameter: one knob.
+    assert table["cnn"]["threads"] == 2 and table["cnn"]["spec"]["params"]["threads"] == 2
+
+
+def test_a_spec_round_trips_to_the_same_job():
+    job = Job(method="kmeans", params={"n_init": 2}, k=12, weights=Weights(1, 2, 3), name="km",
+              read=ReadOptions(None, 1000))
+    again = Job.from_spec(job.to_spec(), time_limit_s=9)
+    assert again.to_spec() == job.to_spec() and again.time_limit_s == 9
+    assert (again.label, again.k, again.weights, again.read) == ("km", 12, Weights(1, 2, 3), ReadOptions(None, 1000))
+
+
+def test_colors_is_k_under_a_name_snakemake_accepts_and_wins_when_set():
+    assert resolve(workflow_config(colors=16), SCHEMA).methods["kmeans"]["spec"]["k"] == 16
+    assert resolve(workflow_config(k=12), SCHEMA).methods["kmeans"]["spec"]["k"] == 12
+    assert resolve(workflow_config(k=12, colors=None), SCHEMA).methods["kmeans"]["spec"]["k"] == 12
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"kmeans": {"n_inits": 3}}, "unknown parameter 'n_inits' of method 'kmeans'"),
+    # cnn's function takes **kwargs: its declared defaults are still the whole list.
+    ({"cnn": {"learning_rate": 1.0}}, "unknown parameter 'learning_rate' of method 'cnn'"),
+    ({"variants": {"v": {"method": "kmeans", "seeed": 1}}, "methods": ["v"]}, "unknown parameter 'seeed'"),
+    ({"variants": {"v": {"method": "nope"}}, "methods": ["v"]}, "method 'nope' is not registered"),
+    ({"variants": {"kmeans": {"method": "octree"}}}, "'kmeans' is also a method name"),
+    ({"methods": ["kmeans", "nope"]}, "'nope' is neither a registered method"),
+    ({"methods": []}, "config: methods: [] should be non-empty"),
+    ({"kmean": {}}, "'kmean' is neither a setting nor a registered method"),
+    ({"k": 0}, "config: k: 0 is less than the minimum of 1"),
+    ({"k": 257}, "config: k: 257 is greater than the maximum of 256"),
+    ({"colors": 300}, "config: colors: 300 is greater than the maximum of 256"),
+    ({"k": True}, "config: k: True is not of type 'integer'"),
+    ({"weights": {"mse": 2, "max_cost": float("inf"), "mean_cost": 42}}, "max_cost must be a finite number"),
+    ({"weights": {"mse": float("nan"), "max_cost": 21, "mean_cost": 42}}, "mse must be a finite number"),
+    ({"weights": {"mse": 2, "max_cost": 21, "mean_cost": -1}}, "config: weights.mean_cost: -1 is less than"),
+    ({"methods": ["kmeans", "best"], "variants": {"best": {"method": "octree"}}}, "'best' names a folder"),
+    ({"methods": ["logs"], "variants": {"logs": {"method": "octree"}}}, "'logs' names a folder"),
+    ({"results_dir": "data/samples/out"}, "results_dir 'data/samples/out' overlaps input_dir"),
+    ({"results_dir": "."}, "overlaps input_dir"),
+])
+def test_resolve_refuses_bad_settings_in_one_line_naming_them(over, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        resolve(workflow_config(**over), SCHEMA)
+    assert "\n" not in str(e.value)
+
+
+def test_a_method_that_cannot_run_here_is_kept_and_reported(monkeypatch):
+    import cq.methods as registry
+
+    monkeypatch.setitem(registry._REGISTRY, "libimagequant",
+                        registry.Method("libimagequant", lambda p: None, "1", {}, ("no_such_module_here",)))
+    table = resolve(workflow_config(methods=["libimagequant", "octree"]), SCHEMA).methods
+    assert list(table) == ["libimagequant", "octree"]
+    assert unavailable(table) == ["method 'libimagequant' needs the Python package 'no_such_module_here', "
+                                  "which is not installed"]

@@ -334,6 +334,21 @@ def last_images(results_dir: str) -> int | None:
     return None
 
 
+class ShrunkError(RuntimeError):
+    """The input holds far fewer images than the last night found; the message is one line."""
+
+
+def check_shrink(results_dir: str, input_dir: str, found: int, share: float) -> None:
+    """Refuse a night over an input that holds fewer than ``share`` of the images the last
+    night that ended found (none at all included): an unmounted share or a folder emptied by
+    mistake, which would replace the report with a near-empty one. ``share`` 0: never."""
+    last = last_images(results_dir)
+    if share > 0 and last and found < share * last:
+        raise ShrunkError(f"cq: error: input_dir {input_dir!r} holds {found} images, the last night found "
+                          f"{last}: is it mounted? Nothing done; run with --accept-fewer (or config "
+                          f"min_image_share=0) if they are gone for good")
+
+
 def ended(results_dir: str, run_id: str | None) -> bool:
     """True when the run ``run_id`` ended but its line waits in ``current.json`` (the disk
     was full): matched by id, so a run never takes an earlier run's waiting line for its own."""

@@ -218,27 +218,8 @@ def _inherited(results_dir) -> bool:
 
 def held_by_parent(results_dir: str | os.PathLike) -> bool:
     """True when this process runs under the lock its parent (``cq nightly``) took: it holds
-    the inherited descriptor named in ``CQ_LOCK_FD``, or ``CQ_LOCK_TOKEN`` names the live
-    holder's token."""
-    if FD_ENV in os.environ:
-        return _inherited(results_dir)
-    token = os.environ.get(TOKEN_ENV)
-    if not token:
-        return False
-    owner = read_owner(results_dir)
-    if not owner or owner.get("token") != token:
-        return False
-    try:
-        fd = _open(results_dir)
-    except LockError:
-        return False
-    try:
-        if _try_flock(fd):  # nobody holds it: the parent is gone
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        return True
-    finally:
-        os.close(fd)
+    the inherited descriptor named in ``CQ_LOCK_FD``."""
+    return FD_ENV in os.environ and _inherited(results_dir)
 
 
 _HELD: RunLock | None = None

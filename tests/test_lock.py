@@ -87,21 +87,19 @@ def test_the_same_folder_through_another_path_is_the_same_lock(tmp_path):
             os.chdir(cwd)
 
 
-def test_held_by_parent_only_with_the_holders_token_while_it_lives(tmp_path, monkeypatch):
+def test_held_by_parent_only_through_a_live_holders_descriptor(tmp_path, monkeypatch):
     child = hold(HOLD, tmp_path, "tok123")
     try:
-        monkeypatch.setenv(lock.TOKEN_ENV, "tok123")
-        assert lock.held_by_parent(tmp_path)
-        monkeypatch.setenv(lock.TOKEN_ENV, "other")
+        monkeypatch.setenv(lock.TOKEN_ENV, "tok123")  # a token alone proves nothing
         assert not lock.held_by_parent(tmp_path)
     finally:
         kill(child)
-    monkeypatch.setenv(lock.TOKEN_ENV, "tok123")
-    assert not lock.held_by_parent(tmp_path)  # its holder is gone
+    monkeypatch.setenv(lock.FD_ENV, "987")  # not an open descriptor
+    assert not lock.held_by_parent(tmp_path)
     held = lock.ensure(tmp_path)  # so this process takes it
     assert held is not None and lock.read_owner(tmp_path)["pid"] == os.getpid()
+    assert lock.run_id() == held.owner["token"]
     held.release()
-
 
 # --- issue 18: the lock survives its record's loss; a folder that cannot hold it is one line ---
 

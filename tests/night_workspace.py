@@ -96,15 +96,17 @@ class Workspace:
         (self.elsewhere / "abs.yaml").write_text(yaml.safe_dump(
             {**self.config, "input_dir": str(self.images), "results_dir": str(self.results)}, allow_unicode=True))
 
-    def command(self, elsewhere: bool = False) -> list[str]:
+    def command(self, elsewhere: bool = False, accept_fewer: bool = False) -> list[str]:
         if elsewhere:
-            return cq_nightly_command(self.elsewhere, self.elsewhere / "abs.yaml")
-        return cq_nightly_command(self.root, self.root / "machine.yaml")
+            cmd = cq_nightly_command(self.elsewhere, self.elsewhere / "abs.yaml")
+        else:
+            cmd = cq_nightly_command(self.root, self.root / "machine.yaml")
+        return cmd + ["--accept-fewer"] * accept_fewer
 
-    def start(self, elsewhere: bool = False, environ: dict | None = None) -> subprocess.Popen:
+    def start(self, elsewhere: bool = False, environ: dict | None = None, accept_fewer: bool = False):
         out = tempfile.TemporaryFile(mode="w+", dir=self.root)
-        proc = subprocess.Popen(self.command(elsewhere), stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env=environ or env(), start_new_session=True)
+        proc = subprocess.Popen(self.command(elsewhere, accept_fewer), stdout=out, stderr=subprocess.STDOUT,
+                                text=True, env=environ or env(), start_new_session=True)
         proc.out = out
         return proc
 
@@ -116,8 +118,8 @@ class Workspace:
         proc.out.close()
         return rc, output
 
-    def night(self, elsewhere: bool = False) -> tuple[int, str]:
-        return self.finish(self.start(elsewhere))
+    def night(self, elsewhere: bool = False, accept_fewer: bool = False) -> tuple[int, str]:
+        return self.finish(self.start(elsewhere, accept_fewer=accept_fewer))
 
     def held(self) -> tuple[dict, Path]:
         """An environment whose jobs wait while the returned file exists."""
@@ -144,6 +146,21 @@ class Workspace:
 
     # --- the invariants -------------------------------------------------------------------------
 
+    def products(self) -> dict[str, bytes]:
+        """The report and best/, byte for byte: what a refused night must leave as it was."""
+        paths = [self.results / "report.csv", self.results / "report.html", *sorted((self.results / "best").rglob("*"))]
+        return {str(p): p.read_bytes() for p in paths if p.is_file()}
+
+    def created(self) -> dict[tuple[str, str], str]:
+        """(image, method) -> its record's creation time: a night computed the ones it changes."""
+        out = {}
+        for rel in self.accepted():
+            for method in self.config["methods"]:
+                record = self._record(rel, method)
+                if record:
+                    out[rel, method] = record.get("created")
+        return out
+
     def history(self) -> list[dict]:
         try:
             lines = (self.results / "history.jsonl").read_text(encoding="utf-8").splitlines()
@@ -155,7 +172,7 @@ class Workspace:
         """What is wrong after a night that ended. ``complete``: no fault hit the night, so
         every image has a current record; else a missing one must be a report row saying so.
         ``skip``: images changed during the night (their record may be of the old content)."""
-        out = self._temporaries() + self._orphan_pngs()
+        out = self._temporaries() + self._orphan_pngs() + self._dropped_listed()
         methods, rows = self.config["methods"], self._report_rows()
         images = self.accepted()
         if rows is None:
@@ -244,11 +261,23 @@ class Workspace:
         found = [str(p) for top in (self.results, self.images) for p in top.rglob(".*.tmp")]
         return [f"temporary files left: {found[:3]}"] if found else []
 
+    def _dropped_listed(self) -> list[str]:
+        """A method dropped from the config, its results kept, is named in the report."""
+        try:
+            page = (self.results / "report.html").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [f"dropped method {folder.name} not listed in the report" for folder in self._method_folders()
+                if folder.name not in self.config["methods"] and folder.name != "best"
+                and any(folder.rglob("*.json")) and f"{folder.name}: dropped from the config" not in page]
+
+    def _method_folders(self) -> list[Path]:
+        return [folder for folder in self.results.iterdir() if folder.is_dir() and not folder.name.startswith(".")
+                and folder.name not in RESULT_FOLDERS_NOT_METHODS]
+
     def _orphan_pngs(self) -> list[str]:
         out = []
-        for folder in self.results.iterdir():
-            if not folder.is_dir() or folder.name.startswith(".") or folder.name in RESULT_FOLDERS_NOT_METHODS:
-                continue
+        for folder in self._method_folders():
             for png in folder.rglob("*.png"):
                 if not png.with_suffix(".json").exists():
                     out.append(f"a PNG without a record: {png.relative_to(self.results)}")

@@ -7,7 +7,15 @@ after every night that:
 - no PNG is without a record and no temporary file is left;
 - the report lists every image (and no other), and ``best/`` holds each image's best result;
 - the inputs are unchanged;
-- the exit code is as documented (0; 75 for a run refused by a live one).
+- the exit code is as documented: 0; 1 when a job died; 2, in one line and writing nothing,
+  for bad settings and for an input with far fewer images than the last night found; 75 for
+  a run refused because another one is live.
+
+The changes: add, replace, replace under the same size and mtime, an older copy, a future
+mtime, touch, rename, delete, empty the folder, hostile names, k, weights, kmeans parameters,
+methods. The faults during a night: the run killed at a random moment, a job killed, an image
+overwritten, a full disk, the lock file deleted or replaced beside a second run, two nights at
+once; and bad settings.
 
 The short profile below runs in the default suite; ``python bench/chaos.py`` runs the long one.
 """
@@ -17,10 +25,10 @@ from __future__ import annotations
 import collections
 import copy
 import os
+import re
 import signal
 import time
 
-import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
@@ -42,15 +50,24 @@ HOSTILE = {
     "spaces and quotes": "a 'b' \"c\" $(d).bmp",
     "newline": "line\nbreak.png",
     "collision": None,  # a name spelt as a long image's result key (see hostile())
+    "braces": "holiday {1}.png",  # a Snakemake wildcard
+    "braces folder": "{a}/IMG_{2024}.png",
+    "angle brackets": "<logs> 100%7B.png",  # a Snakemake path variable, a percent-encoding
 }
+# Settings that stop a night at start-up: exit 2, one line, nothing written.
+BAD_SETTINGS = {"unknown method": {"methods": ["octree", "no_such_method"]}, "no methods": {"methods": []},
+                "k 0": {"k": 0}, "k 300": {"k": 300}, "unknown key": {"colour_count": 8},
+                "missing input_dir": {"input_dir": "no/such/folder"}}
+SHARE = 0.5  # min_image_share's default
+UNKNOWN = -1  # the image count of the last night that ended, after a run killed at its end
 
 
 # One change to the folder or the config: (kind, which image, seed). Several come before a night.
 CHANGE_KINDS = ("add", "add_bmp", "add_in_sub", "replace", "replace_keeping_size_and_mtime", "older_copy",
-                "touch", "rename", "delete", "empty_the_folder", "set_k", "set_weights", "set_kmeans_parameters",
-                "set_methods", *(f"hostile:{kind}" for kind in sorted(HOSTILE)))
-CHANGES = st.lists(st.tuples(st.sampled_from(CHANGE_KINDS), PICK, SEEDS), min_size=2, max_size=5)
-SOME_CHANGES = st.lists(st.tuples(st.sampled_from(CHANGE_KINDS), PICK, SEEDS), min_size=1, max_size=3)
+                "future_mtime", "touch", "rename", "delete", "empty_the_folder", "set_k", "set_weights",
+                "set_kmeans_parameters", "set_methods", *(f"hostile:{kind}" for kind in sorted(HOSTILE)))
+CHANGES = st.lists(st.tuples(st.sampled_from(CHANGE_KINDS), PICK, SEEDS), min_size=3, max_size=6)
+SOME_CHANGES = st.lists(st.tuples(st.sampled_from(CHANGE_KINDS), PICK, SEEDS), min_size=2, max_size=4)
 
 
 class NightMachine(RuleBasedStateMachine):
@@ -66,6 +83,7 @@ class NightMachine(RuleBasedStateMachine):
         super().__init__()
         self.ws = Workspace()
         self.count = 0
+        self.last: int | None = None  # images the last night that ended found (UNKNOWN: cannot tell)
         self.trail: list[str] = []  # the steps so far, printed with a violation
 
     def teardown(self):
@@ -89,8 +107,8 @@ class NightMachine(RuleBasedStateMachine):
     def change(self, kind: str, i: int, seed: int) -> None:
         """Apply one change; one that needs an image is skipped (not counted) without one."""
         ws, rel = self.ws, self.pick(i, ".bmp" if kind == "replace_keeping_size_and_mtime" else "")
-        if kind in ("replace", "replace_keeping_size_and_mtime", "older_copy", "touch", "rename", "delete",
-                    "empty_the_folder") and rel is None:
+        if kind in ("replace", "replace_keeping_size_and_mtime", "older_copy", "future_mtime", "touch", "rename",
+                    "delete", "empty_the_folder") and rel is None:
             return
         path = ws.images / rel if rel else None
         if kind.startswith("add"):
@@ -104,6 +122,9 @@ class NightMachine(RuleBasedStateMachine):
         elif kind == "older_copy":  # other content with an older mtime (cp -p of an old version)
             ws.write_image(rel, seed)
             os.utime(path, (1_000_000_000, 1_000_000_000))
+        elif kind == "future_mtime":  # new content, then touch -d 2031-01-01
+            ws.write_image(rel, seed)
+            os.utime(path, (1_924_992_000, 1_924_992_000))
         elif kind == "touch":
             os.utime(path, None)
         elif kind == "rename":
@@ -173,10 +194,49 @@ class NightMachine(RuleBasedStateMachine):
                 raise AssertionError(message)
             self.violations.append(message)
 
-    def calm_night(self) -> None:
-        before = self.ws.inputs()
-        rc, output = self.ws.night()
+    def refusal_due(self) -> bool | None:
+        """Whether the next night must refuse: fewer than half the images the last night that
+        ended found (none included); None when that count is unknown."""
+        if self.last == UNKNOWN:
+            return None
+        return bool(self.last) and len(self.ws.accepted()) < SHARE * self.last
+
+    def calm_night(self, accept_fewer: bool = False) -> None:
+        """A night with no fault; a refused one (an emptied folder) is checked, then accepted."""
+        due = False if accept_fewer else self.refusal_due()
+        before, products, created, lines = self.ws.inputs(), self.ws.products(), self.ws.created(), self.ws.history()
+        rc, output = self.ws.night(accept_fewer=accept_fewer)
+        if due or (due is None and rc == 2):
+            self.check_refused(rc, output, before, products, lines)
+            self.fault("night refused: far fewer images")
+            self.calm_night(accept_fewer=True)
+            return
         self.check(rc, output, before)
+        self.check_computed(output, created)
+        self.last = len(self.ws.accepted())
+
+    def check_refused(self, rc, output, before, products, lines) -> None:
+        """A refused night: exit 2, one line, nothing written (report, best/, history)."""
+        self.stats["nights"] += 1
+        found = [] if rc == 2 else [f"exit {rc} where far fewer images must refuse the night (2)"]
+        if output.count("\n") != 1 or "--accept-fewer" not in output:
+            found.append("the refusal is not one line naming --accept-fewer")
+        if self.ws.inputs() != before or self.ws.products() != products or self.ws.history() != lines:
+            found.append("a refused night changed the inputs, the report, best/ or the history")
+        self.report(found, output)
+
+    def check_computed(self, output: str, created: dict) -> None:
+        """The summary's "this run" counts the results computed: a touch computes nothing."""
+        said = re.search(r"this run: (\d+) ok, (\d+) failed", output)
+        after = self.ws.created()
+        computed = sum(1 for key, stamp in after.items() if created.get(key) != stamp)
+        if said and int(said[1]) + int(said[2]) != computed:
+            self.report([f"the summary says {said[0]!r}; this night computed {computed}"], output)
+
+    def settle(self) -> None:
+        """Before a faulty night: a night that would refuse runs first (checked), accepted."""
+        if self.refusal_due() is not False:
+            self.calm_night()
 
     # --- the rules --------------------------------------------------------------------------
 
@@ -196,16 +256,19 @@ class NightMachine(RuleBasedStateMachine):
     def kill_the_run(self, changes, at):
         """SIGKILL to the whole run at a random moment; the next night must mend everything."""
         self.apply(changes, "kill the run")
+        self.settle()
         before = self.ws.inputs()
         proc = self.ws.start()
         end = time.monotonic() + at
         while time.monotonic() < end and proc.poll() is None:
             time.sleep(0.02)
-        if proc.poll() is None:
+        killed = proc.poll() is None
+        if killed:
             self.fault("kill the run")
         self.ws.kill(proc)
         self.ws.finish(proc)
         self.stats["nights"] += 1
+        self.last = UNKNOWN if killed else len(self.ws.accepted())  # killed after its line, or before?
         self.report(["a killed night changed the inputs"] if self.ws.inputs() != before else [])
         self.calm_night()
 
@@ -213,6 +276,7 @@ class NightMachine(RuleBasedStateMachine):
     def kill_a_job(self, changes, seed):
         """A job killed as the OOM killer does: the report lists its result as missing."""
         self.apply(changes, "kill a job")
+        self.settle()  # first: a night refused for far fewer images runs, accepted
         self.one_job_at_least(seed)
         environ, hold = self.ws.held()
         before = self.ws.inputs()
@@ -223,10 +287,12 @@ class NightMachine(RuleBasedStateMachine):
         hold.unlink()
         rc, output = self.ws.finish(proc)
         self.check(rc, output, before, rcs=(0, 1), complete=False)
+        self.last = len(self.ws.accepted())
 
     @rule(changes=SOME_CHANGES, i=PICK, seed=SEEDS)
     def overwrite_during_the_night(self, changes, i, seed):
         self.apply(changes, "overwrite during the night")
+        self.settle()  # first: a night refused for far fewer images runs, accepted
         self.one_job_at_least(seed)
         rel = self.pick(i)
         environ, hold = self.ws.held()
@@ -238,11 +304,13 @@ class NightMachine(RuleBasedStateMachine):
         hold.unlink()
         rc, output = self.ws.finish(proc)
         self.check(rc, output, before, skip={rel})
+        self.last = len(self.ws.accepted())
 
     @precondition(lambda self: self.ws.tmpfs)
     @rule(changes=SOME_CHANGES, seed=SEEDS)
     def fill_the_disk(self, changes, seed):
         self.apply(changes, "fill the disk")
+        self.settle()  # first: a night refused for far fewer images runs, accepted
         self.one_job_at_least(seed)
         filler = self.ws.results / "filler"
         try:
@@ -257,6 +325,7 @@ class NightMachine(RuleBasedStateMachine):
         filler.unlink()
         self.fault("full disk")
         self.stats["nights"] += 1
+        self.last = UNKNOWN  # its line may be kept for the next night, or never begun
         found = [f"exit {rc} on a full disk"] if rc not in (0, 1) else []
         found += ["a traceback in the output"] if "Traceback" in output else []
         found += ["a full night changed the inputs"] if self.ws.inputs() != before else []
@@ -268,6 +337,7 @@ class NightMachine(RuleBasedStateMachine):
         """rm (or replace) results/.history/lock during a run: a second run is still refused,
         and the first ends with its own line, not marked interrupted."""
         self.apply(changes, "lose the lock file")
+        self.settle()  # first: a night refused for far fewer images runs, accepted
         self.one_job_at_least(seed)
         environ, hold = self.ws.held()
         before, lines = self.ws.inputs(), len(self.ws.history())
@@ -288,15 +358,15 @@ class NightMachine(RuleBasedStateMachine):
             found.append(f"history after the night: {[r['status'] for r in runs[lines:]]}")
         self.report(found, output)
         self.check(rc, output, before)
+        self.last = len(self.ws.accepted())
 
     @rule(changes=SOME_CHANGES, seed=SEEDS)
     def two_nights_at_once(self, changes, seed):
         self.apply(changes, "two nights at once")
+        self.settle()  # first: a night refused for far fewer images runs, accepted
         self.one_job_at_least(seed)
         before, lines = self.ws.inputs(), len(self.ws.history())
-        # One working directory (cron started twice); a run from another builds a report that
-        # names the images by their records' paths, made relative to another directory.
-        procs = [self.ws.start(), self.ws.start()]
+        procs = [self.ws.start(), self.ws.start(elsewhere=True)]
         (rc1, out1), (rc2, out2) = [self.ws.finish(p) for p in procs]
         self.fault("two nights at once")
         ran = [rc for rc in (rc1, rc2) if rc != EX_LOCKED]
@@ -306,6 +376,7 @@ class NightMachine(RuleBasedStateMachine):
             found.append(f"history after two nights at once: {[r['status'] for r in runs[lines:]]}")
         self.report(found, out1 + out2)
         self.check(ran[0] if ran else 0, out1 + out2, before)
+        self.last = len(self.ws.accepted())
 
 
 SHORT = settings(max_examples=2, stateful_step_count=4, deadline=None, derandomize=True, database=None,

@@ -53,7 +53,7 @@ def write_images(folder: Path, start: int, count: int, sources) -> None:
 
 def command(repo: Path, workdir: Path, via: str) -> list[str]:
     if via == "cq":
-        return [sys.executable, "-m", "cq.nightly", "--workflow", str(repo), "-d", str(workdir), "--cores", "2",
+        return [sys.executable, "-m", "cq.nightly", "-d", str(workdir), "--cores", "2",  # workflow: CQ_WORKFLOW
                 "--configfile", str(repo / "config/config.yaml"), str(workdir / "bench.yaml")]
     return [SNAKEMAKE, "-s", str(repo / "Snakefile"), "--directory", str(workdir),
             "--workflow-profile", str(repo / "profiles/nightly"), "--cores", "2",

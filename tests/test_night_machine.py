@@ -252,6 +252,28 @@ class NightMachine(RuleBasedStateMachine):
         self.apply(changes)
         self.calm_night()
 
+    @rule(kind=st.sampled_from(sorted(BAD_SETTINGS)))
+    def bad_settings(self, kind):
+        """A night with a bad setting stops at start-up (exit 2, one line), writing nothing."""
+        self.trail.append(f"bad settings: {kind}")
+        good = copy.deepcopy(self.ws.config)
+        self.ws.config.update(BAD_SETTINGS[kind])
+        self.ws.write_config()
+        before, products, lines = self.ws.inputs(), self.ws.products(), self.ws.history()
+        try:
+            rc, output = self.ws.night()
+        finally:
+            self.ws.config = good
+            self.ws.write_config()
+        self.fault(f"bad settings: {kind}")
+        self.stats["nights"] += 1
+        found = [] if rc == 2 else [f"exit {rc} on bad settings ({kind}), expected 2"]
+        if output.count("\n") != 1 or not output.startswith("cq: error: "):
+            found.append(f"bad settings ({kind}) not in one line")
+        if self.ws.inputs() != before or self.ws.products() != products or self.ws.history() != lines:
+            found.append(f"a night with bad settings ({kind}) wrote something")
+        self.report(found, output)
+
     @rule(changes=SOME_CHANGES, at=AT)
     def kill_the_run(self, changes, at):
         """SIGKILL to the whole run at a random moment; the next night must mend everything."""

@@ -6,8 +6,9 @@ new, then a night with a few new images (profiles/nightly, the real workflow).
 
 Runs `cq nightly` (this checkout's nightly command). With ``--compare``, a second workspace is
 run by the checkout at BASE_CHECKOUT (e.g. ``git worktree add /tmp/base e541aa1``) the way its
-README said (``snakemake --workflow-profile profiles/nightly``), and the idle nights of both
-alternate in one run, so the two costs are measured under the same load.
+README said (its `cq nightly`, or ``snakemake --workflow-profile profiles/nightly`` before
+there was one), and the idle nights of both alternate in one run, so the two costs are
+measured under the same load.
 
 Prints wall time and CPU time (this process's children: Snakemake and its jobs) of each run;
 wall time is load-sensitive on a shared machine, CPU time much less. The first run (every
@@ -52,7 +53,7 @@ def write_images(folder: Path, start: int, count: int, sources) -> None:
 
 def command(repo: Path, workdir: Path, via: str) -> list[str]:
     if via == "cq":
-        return [sys.executable, "-m", "cq.nightly", "--workflow", str(repo), "-d", str(workdir), "--cores", "2",
+        return [sys.executable, "-m", "cq.nightly", "-d", str(workdir), "--cores", "2",  # workflow: CQ_WORKFLOW
                 "--configfile", str(repo / "config/config.yaml"), str(workdir / "bench.yaml")]
     return [SNAKEMAKE, "-s", str(repo / "Snakefile"), "--directory", str(workdir),
             "--workflow-profile", str(repo / "profiles/nightly"), "--cores", "2",
@@ -60,7 +61,7 @@ def command(repo: Path, workdir: Path, via: str) -> list[str]:
 
 
 def run(workdir: Path, env: dict, label: str, repo: Path = REPO, via: str = "cq") -> dict:
-    env = {**env, "PYTHONPATH": str(repo)}
+    env = {**env, "PYTHONPATH": str(repo), "CQ_WORKFLOW": str(repo)}  # the workflow cq nightly runs
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(command(repo, workdir, via), capture_output=True, text=True, env=env)
@@ -87,7 +88,8 @@ def compare(args, env, sources) -> None:
     """Idle nights of this checkout (cq nightly) and of a base checkout (its snakemake line),
     alternating, in one run."""
     base = args.compare.resolve()
-    sides = {"this": (args.workdir / "this", REPO, "cq"), "base": (args.workdir / "base", base, "snakemake")}
+    base_via = "cq" if (base / "cq/nightly.py").exists() else "snakemake"
+    sides = {"this": (args.workdir / "this", REPO, "cq"), "base": (args.workdir / "base", base, base_via)}
     for name, (workdir, repo, via) in sides.items():
         workdir.mkdir(parents=True, exist_ok=True)
         prepare(workdir, args.images, args.methods, sources)

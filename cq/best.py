@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cq.discover import result_path
@@ -42,8 +43,9 @@ def _load_index(results_dir: str) -> dict:
 
 
 def _summarize(json_path: str, version: list) -> list:
-    """[version, status, score, error, valid] of one record, checked against the schema once
-    per version, so that the report need not check an unchanged record again."""
+    """[version, status, score, error, valid, created] of one record (created: seconds since
+    the epoch, or None), checked against the schema once per version, so that the report need
+    not check an unchanged record again."""
     from cq.record import RecordError, validate
 
     record = load_record(json_path) or {}
@@ -52,7 +54,16 @@ def _summarize(json_path: str, version: list) -> list:
     except RecordError:
         valid = False
     score = (record.get("scores") or {}).get("score")
-    return [version, record.get("status", "error"), score, record.get("error"), valid]
+    created = _epoch(record.get("created"))
+    return [version, record.get("status", "error"), score, record.get("error"), valid, created]
+
+
+def _epoch(stamp) -> float | None:
+    try:
+        t = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def refresh_index(results_dir: str, images, methods, old: dict | None = None) -> dict:
@@ -68,7 +79,8 @@ def refresh_index(results_dir: str, images, methods, old: dict | None = None) ->
             if version is None:
                 continue
             known = before.get(method)
-            entry[method] = known if known and known[0] == version else _summarize(json_path, version)
+            same = known and known[0] == version and len(known) > 5  # shorter: indexed before 'created'
+            entry[method] = known if same else _summarize(json_path, version)
         index[image] = entry
     return index
 

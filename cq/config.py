@@ -50,6 +50,7 @@ class Settings:
     shard_size: object = "auto"
     shard_max_runtime: int = 1440
     prune_deleted: bool = False
+    min_image_share: float = 0.5
 
 
 def load_schema(path: str | os.PathLike) -> dict:
@@ -83,7 +84,8 @@ def resolve(config: dict, schema: dict) -> Settings:
         benchmarks_dir=os.path.normpath(config.get("benchmarks_dir") or f"{results}/benchmarks"),
         methods=method_table(config, registry), extensions=tuple(config["extensions"]),
         shard_size=config.get("shard_size", "auto"), shard_max_runtime=config.get("shard_max_runtime", 1440),
-        prune_deleted=bool(config.get("prune_deleted", False)))
+        prune_deleted=bool(config.get("prune_deleted", False)),
+        min_image_share=float(config.get("min_image_share", 0.5)))
     check_folders(settings)
     return settings
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -155,6 +156,9 @@ def report_warnings(discovery: Discovery, stream=None) -> None:
 # under the 255 bytes most file systems allow.
 MAX_COMPONENT_BYTES = 200
 _HASH_CHARS = 12
+_MAX_EXT_BYTES = 16
+# The form of a shortened component: ``~``, the hash, then the extension kept (if any).
+_HASHED_FORM = re.compile(r"~[0-9a-f]{%d}(\.[^.]{0,%d})?\Z" % (_HASH_CHARS, _MAX_EXT_BYTES))
 
 
 # Snakemake reads "{name}" in a path as a wildcard and "<name>" as a path variable, with no
@@ -166,17 +170,23 @@ _ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", "<": "%3C", ">": "
 def result_key(image: str) -> str:
     """The name of an image's results: its relative path with ``%{}<>`` percent-encoded, and
     every component over :data:`MAX_COMPONENT_BYTES` cut to a stem plus ``~`` and a hash of
-    the whole component (extension kept), so that no result path is ever "File name too long"."""
+    the whole component (extension kept), so that no result path is ever "File name too long".
+
+    Collision-free by construction: the encoding is one to one, and a short component that
+    already has the shortened form (``...~0123456789ab.png``, say a file named as another
+    image's results are) is hashed too, so a component keeps its (encoded) name exactly when
+    it does not have that form, and two names share a key only if their hashes do.
+    """
     return "/".join(_short_component(part.translate(_ESCAPES)) for part in image.split("/"))
 
 
 def _short_component(part: str) -> str:
     raw = part.encode("utf-8")
-    if len(raw) <= MAX_COMPONENT_BYTES:
+    if len(raw) <= MAX_COMPONENT_BYTES and not ("~" in part and _HASHED_FORM.search(part)):
         return part
     digest = hashlib.sha256(raw).hexdigest()[:_HASH_CHARS]
     stem, dot, ext = part.rpartition(".")
-    tail = f".{ext}" if dot and stem and len(ext.encode()) <= 16 else ""
+    tail = f".{ext}" if dot and stem and len(ext.encode()) <= _MAX_EXT_BYTES else ""
     room = MAX_COMPONENT_BYTES - len(tail.encode()) - 1 - _HASH_CHARS
     head = raw[:room].decode("utf-8", "ignore")  # never half a character
     return f"{head}~{digest}{tail}"

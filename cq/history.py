@@ -20,7 +20,10 @@ cq.outcome). No Snakemake import here.
 - The next ``begin`` (under the lock, so the previous run is over) appends what it finds in
   ``current.json``: a run that ended but could not append its line, as it was; a run that
   was killed (SIGKILL, power cut), with status ``interrupted``; and removes the temporary
-  files of its interrupted writes (``.name.XXXX.tmp``; never read as results).
+  files of its interrupted writes (``.name.XXXX.tmp``; never read as results), as ``finish``
+  does too, ``.history/`` included.
+- Each run has an id (the token of its lock, cq/lock.py), kept in its line: ``cq nightly``
+  tells its own run from an earlier one by id (:func:`ended`), never by time.
 - Every run's line is written before its report is built, so the report (which shows
   finished runs only) already shows the run that built it.
 """
@@ -30,10 +33,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cq import lock
 from cq.discover import result_path
 from cq.fsutil import atomic_write_bytes
 
@@ -224,10 +229,11 @@ def _write_current(state: Path, run: dict) -> None:
 
 
 def _remove_temporaries(results_dir: str) -> int:
-    """Remove ``.name.XXXX.tmp`` files (cq.imageio.atomic_path's) left by a killed run."""
+    """Remove ``.name.XXXX.tmp`` files (cq.fsutil.atomic_path's) left by a killed run, in
+    ``.history/`` too (a kill while ``outcome.json`` or ``current.json`` was being written).
+    Called under the lock with no job running: no such file can belong to a live writer."""
     removed = 0
-    for folder, dirs, files in os.walk(results_dir):
-        dirs[:] = [d for d in dirs if d != STATE_DIR]
+    for folder, _, files in os.walk(results_dir):
         for name in files:
             if name.startswith(".") and name.endswith(".tmp"):
                 try:
@@ -256,11 +262,13 @@ def mark_start(results_dir: str) -> int:
 
 def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str], *,
           prune_deleted: bool = False, other_dirs=(), settings: dict | None = None,
-          skipped=()) -> dict:
+          skipped=(), run_id: str | None = None) -> dict:
     """Start a run: close an interrupted one, snapshot and compare the images, maybe prune.
 
     ``skipped``: what discovery left out (looping or escaping symlinks, odd names), one line
-    each, kept in the run's line so that the report can list it.
+    each, kept in the run's line so that the report can list it. ``run_id``: the run's id in
+    its line (default: the token of the lock it runs under, cq.lock.run_id), so that a caller
+    finds its own run by id (:func:`ended`), never by time.
     """
     state = state_dir(results_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -293,8 +301,8 @@ def begin(results_dir: str, input_dir: str, images: list[str], methods: list[str
             pruned = prune(deleted, results_dir, other_dirs, input_dir=input_dir)
         else:
             log.warning("cq: no image found, so nothing is pruned (is the input folder mounted?)")
-    run = {"start": _iso(_now()), "since_ns": mark_start(results_dir), "end": None, "status": "running",
-           "counts": counts,
+    run = {"id": run_id or lock.run_id() or secrets.token_hex(8), "start": _iso(_now()),
+           "since_ns": mark_start(results_dir), "end": None, "status": "running", "counts": counts,
            "methods": list(methods), "images": len(images), "pruned": pruned,
            "deleted_images": deleted[:100], "skipped": list(skipped)[:100], "settings": settings or {}}
     if pending:
@@ -323,6 +331,50 @@ def in_progress(results_dir: str) -> dict | None:
     """The run recorded in progress (``current.json``), or None."""
     run = _read_json(state_dir(results_dir) / CURRENT)
     return run if isinstance(run, dict) and run else None
+
+
+def last_images(results_dir: str) -> int | None:
+    """How many images the last run that ended found (its line waiting in ``current.json``,
+    else the last line of the history that is not ``interrupted``); None before any."""
+    run = in_progress(results_dir)
+    if run and run.get("end"):
+        return run.get("images")
+    try:
+        with open(Path(results_dir) / HISTORY_FILE, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - RESERVE))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        try:
+            run = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(run, dict) and run.get("status") != "interrupted" and isinstance(run.get("images"), int):
+            return run["images"]
+    return None
+
+
+class ShrunkError(RuntimeError):
+    """The input holds far fewer images than the last night found; the message is one line."""
+
+
+def check_shrink(results_dir: str, input_dir: str, found: int, share: float) -> None:
+    """Refuse a night over an input that holds fewer than ``share`` of the images the last
+    night that ended found (none at all included): an unmounted share or a folder emptied by
+    mistake, which would replace the report with a near-empty one. ``share`` 0: never."""
+    last = last_images(results_dir)
+    if share > 0 and last and found < share * last:
+        raise ShrunkError(f"cq: error: input_dir {input_dir!r} holds {found} images, the last night found "
+                          f"{last}: is it mounted? Nothing done; run with --accept-fewer (or config "
+                          f"min_image_share=0) if they are gone for good")
+
+
+def ended(results_dir: str, run_id: str | None) -> bool:
+    """True when the run ``run_id`` ended but its line waits in ``current.json`` (the disk
+    was full): matched by id, so a run never takes an earlier run's waiting line for its own."""
+    run = in_progress(results_dir)
+    return bool(run_id and run and run.get("id") == run_id and run.get("end"))
 
 
 def tally(records, methods=()) -> dict:

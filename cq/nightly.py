@@ -32,12 +32,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
-from cq import lock, outcome
+from cq import history, lock, outcome
 from cq.config import ConfigError, load
 from cq.run import Run
 
@@ -58,10 +57,14 @@ def parse_args(argv):
     p.add_argument("--configfile", nargs="+", default=[], help="config files (default: config/config.yaml)")
     p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--cores", default="all")
+    p.add_argument("--accept-fewer", action="store_true",
+                   help="run even when input_dir holds far fewer images than last night (min_image_share=0)")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: passed to Snakemake")
     args = p.parse_args(argv)
     if args.snakemake_args[:1] == ["--"]:
         args.snakemake_args = args.snakemake_args[1:]
+    if args.accept_fewer:
+        args.config.append("min_image_share=0")
     return args
 
 
@@ -114,7 +117,7 @@ def run_snakemake(cmd: list[str], held: lock.RunLock, workflow: Path | None = No
     """Run Snakemake holding ``held`` (its descriptor is inherited); forward SIGTERM/SIGINT.
     ``workflow`` goes first on its PYTHONPATH: Snakemake finds logger plugins by module name
     on its path only, never in an editable install (pip install -e)."""
-    env = {**os.environ, lock.TOKEN_ENV: held.owner["token"], outcome.REPORT_ENV: "cq"}
+    env = {**os.environ, outcome.REPORT_ENV: "cq"}
     if workflow is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workflow), env.get("PYTHONPATH")) if p)
     child = subprocess.Popen(cmd, env=env, pass_fds=(held.fd,))
@@ -139,15 +142,6 @@ def close(run: Run, since_ns: int, status: str, *, begun: bool) -> dict:
     return run.close(status, report_built=False)
 
 
-def _ended_since(run: dict, since: float) -> bool:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(str(run.get("end"))).timestamp() >= since - 1
-    except ValueError:
-        return False
-
-
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -163,26 +157,40 @@ def main(argv=None) -> int:
     except lock.LockedError as e:
         print(str(e), file=sys.stderr)
         return EX_LOCKED
+    except lock.LockError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     with held:
-        since = time.time()
-        from cq.history import mark_start
-        since_ns = mark_start(settings.results_dir)  # the records written from now on are this night's
+        os.environ.update(held.child_env())  # this run's id and lock, for this process and Snakemake
+        planned, dry = Run.plan(settings), bool(DRY_RUN.intersection(args.snakemake_args))
+        try:
+            if not dry:
+                history.check_shrink(settings.results_dir, settings.input_dir, len(planned.images),
+                                     settings.min_image_share)
+        except history.ShrunkError as e:
+            print(str(e), file=sys.stderr)
+            return 2
+        since_ns = history.mark_start(settings.results_dir)  # what is written from now on is this night's
         rc = run_snakemake(snakemake_command(args, files, workflow, workdir), held, workflow)
-        if DRY_RUN.intersection(args.snakemake_args):
-            return rc
-        from cq.history import in_progress
-        summary, run = outcome.read_outcome(settings.results_dir), in_progress(settings.results_dir)
-        if run and _ended_since(run, since):  # the hooks ran, but the disk was full: the line waits
-            print("cq: the run ended on a full disk: its history line is kept for the next run",
-                  file=sys.stderr)
+        return rc if dry else after_snakemake(planned, held.owner["token"], since_ns, rc)
+
+
+def after_snakemake(run: Run, token: str, since_ns: int, rc: int) -> int:
+    """The exit status once Snakemake is over, the run closed here when its hooks did not
+    close it (nothing to do, or Snakemake died). This run's history line, outcome and
+    progress are told from an earlier run's by its id (``token``), never by time."""
+    results = run.settings.results_dir
+    if history.ended(results, token):  # the hooks ran, but the disk was full: the line waits
+        print("cq: the run ended on a full disk: its history line is kept for the next run", file=sys.stderr)
+        return 1
+    summary, current = outcome.read_outcome(results), history.in_progress(results)
+    begun = current is not None and current.get("id") == token  # its onstart ran, its end did not
+    if summary is None or summary.get("run") != token:  # the hooks did not run
+        if rc > 0 and not begun:
+            print(f"cq: snakemake stopped before the run started (exit {rc}); nothing was done", file=sys.stderr)
             return 1
-        if summary is None or summary.get("end", 0) < since:  # the hooks did not run
-            if rc > 0 and (run is None or run.get("end")):
-                print(f"cq: snakemake stopped before the run started (exit {rc}); nothing was done",
-                      file=sys.stderr)
-                return 1
-            status = "ok" if rc == 0 else f"killed (signal {-rc})" if rc < 0 else f"error (exit {rc})"
-            summary = close(Run.plan(settings), since_ns, status, begun=run is not None and not run.get("end"))
+        status = "ok" if rc == 0 else f"killed (signal {-rc})" if rc < 0 else f"error (exit {rc})"
+        summary = close(run, since_ns, status, begun=begun)
     return outcome.exit_status(summary, rc)
 
 

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from cq import lock
 from cq.discover import result_path
 from cq.fsutil import atomic_write_bytes
 
@@ -67,6 +68,17 @@ def missing(results_dir: str, images, methods, log_of, since_ns: int) -> list[di
     return out
 
 
+def remove_orphan_pngs(results_dir: str, gone) -> None:
+    """Remove the PNG of each missing result: without its record (the commit point) it is
+    either half a job killed between its PNG and its record, or an old output whose record
+    the start check deleted; never a result. Its job runs again next night."""
+    for item in gone:
+        try:
+            os.unlink(result_path(results_dir, item["method"], item["image"], ".png"))
+        except FileNotFoundError:
+            pass
+
+
 def missing_stub(item: dict, input_dir: str) -> dict:
     """A missing result as the report lists an error (transient: retried next night)."""
     return {"status": "error", "error": f"missing: {item['reason']}", "method": item["method"],
@@ -85,16 +97,53 @@ def write_report(results_dir: str, input_dir: str, images, methods, *, gone=(), 
     from cq.record import load_or_stub
     from cq.report import build_report
 
-    index = index or {}
-    lost = {(m["image"], m["method"]) for m in gone}
-    records = [load_or_stub(path, image, method, input_dir, trusted=is_valid(index, image, method, path))
-               for method in methods for image in images if (image, method) not in lost
-               for path in [result_path(results_dir, method, image, ".json")]]
+    index, lost = index or {}, {(m["image"], m["method"]) for m in gone}
+
+    def load(image, method):
+        path = result_path(results_dir, method, image, ".json")
+        record = load_or_stub(path, image, method, input_dir, trusted=is_valid(index, image, method, path))
+        return named_as_found(record, input_dir, image)
+
+    records = [load(image, method) for method in methods for image in images if (image, method) not in lost]
     records += [missing_stub(item, input_dir) for item in gone]
     build_report(records, Path(results_dir), Path(input_dir), Path(csv_path or Path(results_dir) / "report.csv"),
                  Path(html_path or Path(results_dir) / "report.html"), history=load_history(results_dir),
-                 summary_path=summary_path, skipped=list(skipped), method_order=list(methods), best_dir=best_dir)
+                 summary_path=summary_path, skipped=[*skipped, *dropped(results_dir, methods)],
+                 method_order=list(methods), best_dir=best_dir)
     return len(records)
+
+
+def named_as_found(record: dict, input_dir: str, image: str) -> dict:
+    """``record`` with its image path as this run names the image: a record made by a run
+    from another working directory names it relative to that one, and the report would list
+    it as another image."""
+    path = f"{input_dir}/{image}"
+    found = record.get("image") if isinstance(record.get("image"), dict) else {}
+    return record if found.get("path") == path else {**record, "image": {**found, "path": path}}
+
+
+def dropped(results_dir: str, methods) -> list[str]:
+    """One line per method dropped from the config whose results are kept in the results
+    folder: a folder of records (each naming it as its method) that no configured method owns."""
+    from cq.config import RESERVED
+
+    out = []
+    try:
+        folders = sorted(e.name for e in os.scandir(results_dir) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return out
+    for name in folders:
+        if name in methods or name in RESERVED:
+            continue
+        records = list(Path(results_dir, name).rglob("*.json"))
+        try:
+            ours = bool(records) and json.loads(records[0].read_text(encoding="utf-8")).get("method") == name
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if ours:
+            out.append(f"{name}: dropped from the config; its {len(records)} results are kept in "
+                       f"{results_dir}/{name}/ (not in this report)")
+    return out
 
 
 def count_results(index: dict, methods, since_ns: int) -> dict:
@@ -108,9 +157,12 @@ def count_results(index: dict, methods, since_ns: int) -> dict:
             if method not in entry:
                 continue
             version, status, _, error = entry[method][:4]
+            created = entry[method][5] if len(entry[method]) > 5 else None
             ok = status == "ok"
             counts["ok" if ok else "failed"] += 1
-            if version[0] >= since_ns:
+            # Computed by this run: created since its start mark (a touched image's record is
+            # rewritten with its new stat, but keeps its creation time, in whole seconds).
+            if (created >= since_ns // 10**9) if created is not None else version[0] >= since_ns:
                 counts["ok_this_run" if ok else "failed_this_run"] += 1
             if not ok:
                 failures.append((method, image, error))
@@ -158,6 +210,7 @@ def conclude(results_dir: str, input_dir: str, images, methods, log_of, since_ns
     from cq.best import refresh_index, update_best
 
     gone, problems = missing(results_dir, images, methods, log_of, since_ns), []
+    remove_orphan_pngs(results_dir, gone)
     try:
         best_updated, index = update_best(results_dir, images, methods)
     except OSError as e:
@@ -178,7 +231,7 @@ def conclude(results_dir: str, input_dir: str, images, methods, log_of, since_ns
         except Exception as e:  # the previous report stays; say why
             log.error("cq: the report could not be rebuilt: %s", e)
             problems.append(f"report not rebuilt (the previous one stays): {e}")
-    summary.update(problems=problems, end=time.time())
+    summary.update(problems=problems, end=time.time(), run=lock.run_id())
     try:
         atomic_write_bytes(Path(results_dir) / OUTCOME, json.dumps(summary).encode())
     except OSError:

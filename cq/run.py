@@ -102,6 +102,8 @@ class Run:
                 print(f"cq: ... and {len(stale) - SHOWN} more not current", file=sys.stderr)
             return
         lock.ensure(self.settings.results_dir)
+        history.check_shrink(self.settings.results_dir, self.settings.input_dir, len(self.images),
+                             self.settings.min_image_share)
         # The report's inputs are then the same from the first run on (its history file).
         open(os.path.join(self.settings.results_dir, history.HISTORY_FILE), "a").close()
         for path in self.stale():

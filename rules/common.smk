@@ -10,7 +10,8 @@ from snakemake.exceptions import WorkflowError
 
 from cq.config import ConfigError, load, scaled
 from cq.discover import result_key, result_path
-from cq.lock import LockedError
+from cq.history import ShrunkError
+from cq.lock import LockedError, LockError
 from cq.methods.cnn_folder.folder import workflow_plan
 from cq.outcome import REPORT_ENV, all_failed
 from cq.run import Run, run_settings
@@ -41,7 +42,7 @@ def start_run():
     if workflow.is_main_process:
         try:
             RUN.start(execute=workflow.executor_plugin is not None and not (workflow.dryrun or workflow.touch))
-        except LockedError as e:
+        except (LockedError, LockError, ShrunkError) as e:
             raise WorkflowError(str(e)) from None
 
 

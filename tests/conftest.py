@@ -155,3 +155,39 @@ def cq_nightly(workdir: Path, *configs: Path, check: bool = True, **kwargs) -> s
     if check and done.returncode != 0:
         pytest.fail(f"cq nightly failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
+
+
+# Holds every job (in cq.pipeline.quantize_file) while the file $CQ_TEST_HOLD exists: a run
+# kept live for as long as a test needs, with no timing guess. Each held job appends its pid
+# to $CQ_TEST_HOLD.pids (see held_jobs).
+HOLD = """
+import os, time
+if os.environ.get("CQ_TEST_HOLD"):
+    import cq.pipeline as _p
+    _real = _p.quantize_file
+    def _held(*args, **kwargs):
+        with open(os.environ["CQ_TEST_HOLD"] + ".pids", "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        end = time.monotonic() + 120
+        while os.path.exists(os.environ["CQ_TEST_HOLD"]) and time.monotonic() < end:
+            time.sleep(0.05)
+        return _real(*args, **kwargs)
+    _p.quantize_file = _held
+"""
+
+
+def held_env(hold: Path) -> dict:
+    """An environment whose jobs wait while the file ``hold`` exists (created here; see HOLD)."""
+    site = hold.with_name(hold.name + "-site")
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(HOLD)
+    hold.write_text("")
+    return env(CQ_TEST_HOLD=str(hold), PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+
+
+def held_jobs(hold: Path) -> list[int]:
+    """The pids of the jobs held by ``hold`` so far (see HOLD)."""
+    try:
+        return [int(line) for line in Path(f"{hold}.pids").read_text().split()]
+    except FileNotFoundError:
+        return []

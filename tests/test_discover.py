@@ -125,3 +125,41 @@ def test_a_long_name_gets_a_short_key_that_fits_and_stays_unique(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text("{}")
     (path.parent / f".{path.name}.abcdefgh.tmp").write_text("")
+
+
+# --- issue 18, break 8: result names collision-free by construction -------------------------
+
+from hypothesis import example, given, settings, strategies as st  # noqa: E402
+
+_PIECES = st.sampled_from(["a", "é", "日本", "~", ".", "png", "0123456789ab", "f", " ", "-", "{1}"])
+_COMPONENT = st.lists(_PIECES, min_size=1, max_size=90).map("".join).filter(lambda c: c not in (".", ".."))
+_NAME = st.lists(_COMPONENT, min_size=1, max_size=2).map("/".join)
+
+
+def _fits_and_keeps(name: str, key: str) -> None:
+    for part, short in zip(name.split("/"), key.split("/"), strict=True):
+        assert len(short.encode()) <= MAX_COMPONENT_BYTES
+        if len(part.encode()) <= MAX_COMPONENT_BYTES and not set(part) & set("~%{}<>"):
+            assert short == part  # an ordinary name keeps itself
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@example(["é" * 130 + ".png"])  # its key, taken as a real name, was the key too (break 8)
+@example(["x" * 250])
+@given(st.lists(_NAME, min_size=1, max_size=4, unique=True))
+def test_no_two_names_share_a_result_key_not_even_a_name_spelt_as_a_key(names):
+    """A real file named exactly as another image's shortened key gets another key: the
+    names plus every key taken as a name of its own map one to one."""
+    everything = set(names) | {result_key(n) for n in names}
+    keys = {n: result_key(n) for n in everything}
+    assert len(set(keys.values())) == len(everything), keys
+    for name, key in keys.items():
+        _fits_and_keeps(name, key)
+        assert result_key(key) != key or key == name  # a key reads back as itself only if unshortened
+
+
+def test_a_file_named_as_a_long_images_key_has_its_own_result(tmp_path):
+    long = "é" * 120 + ".png"  # 244 bytes: a name the file system takes
+    touch(tmp_path, long, result_key(long))
+    found = discover(tmp_path, ["png"])
+    assert len(found.images) == 2 and len({result_key(i) for i in found.images}) == 2

@@ -22,7 +22,8 @@ import yaml
 from PIL import Image
 
 import cq.fsutil
-from conftest import cq_nightly, cq_nightly_command, env, jobs_of, nightly, tiny_photo, write_tiny_photos
+from conftest import (cq_nightly, cq_nightly_command, env, held_env, jobs_of, nightly, tiny_photo,
+                      write_tiny_photos)
 from cq.discover import result_key
 from cq.freshness import file_sha256
 from cq.history import in_progress, load_history
@@ -372,3 +373,172 @@ def test_a_night_whose_results_all_failed_exits_1_with_a_summary(tmp_path):
     assert "cq:   failed: 2 × not an image Pillow can read (octree): a.jpg, b.png" in done.stderr
     assert f"cq: report: results/report.html" in done.stderr
     assert load_history(tmp_path / "results")[-1]["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_deleting_or_replacing_the_lock_file_lets_no_second_run_in(tmp_path):
+    """Issue 18, break 3: `rm results/.history/lock` during a run let a second `cq nightly`
+    run beside the first and write the live first run into the history as interrupted."""
+    workdir, hold = tmp_path / "work", tmp_path / "hold"
+    results = workspace(workdir, methods=["octree"])
+    first = subprocess.Popen(cq_nightly_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=held_env(hold), start_new_session=True)
+    try:
+        wait_for(lambda: (results / "logs/octree").is_dir(), what="the first run's jobs to start")
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        (other / "abs.yaml").write_text(yaml.safe_dump(
+            {"input_dir": str(workdir / "images"), "results_dir": str(results), "methods": ["octree"]}))
+        (results / ".history/lock").unlink()
+        second = cq_nightly(other, other / "abs.yaml", check=False)
+        assert second.returncode == 75 and second.stderr.count("\n") == 1, second.stderr
+        (results / ".history/lock").write_text('{"pid": 1}')  # replaced by another file
+        assert cq_nightly(other, other / "abs.yaml", check=False).returncode == 75
+        assert load_history(results) == [] and in_progress(results)["status"] == "running"
+        hold.unlink()
+        assert first.wait(timeout=240) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    (run,) = load_history(results)
+    assert run["status"] == "ok" and run["counts"]["new"] == 4 and run["counts"]["missing"] == 0
+
+
+# --- issue 18: start-up failures in one line, runs told apart by id, a vanished input ---------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["dangling symlink", "lock is a folder", "read-only mount"])
+def test_a_results_folder_that_cannot_be_used_is_one_line_exit_2(tmp_path, case):
+    workspace(tmp_path, methods=["octree"])
+    results = tmp_path / "results"
+    if case == "dangling symlink":
+        os.symlink(tmp_path / "unmounted", results)
+    elif case == "lock is a folder":
+        (results / ".history/lock").mkdir(parents=True)
+    else:
+        results.mkdir()
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(results)],
+                                               capture_output=True).returncode != 0:
+            pytest.skip("needs root to mount a read-only file system")
+    try:
+        done = cq_nightly(tmp_path, check=False)
+    finally:
+        if case == "read-only mount":
+            subprocess.run(["umount", str(results)], check=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("cq: error: ") and "results" in done.stderr
+    assert not (tmp_path / "unmounted").exists()
+
+
+@pytest.mark.slow
+def test_a_night_just_after_a_full_disk_night_is_its_own(tmp_path, monkeypatch):
+    """Break 4: a night whose line waited in current.json (the disk was full) ended, in the
+    clock's eyes, when the next night began (a clock stepped back makes it certain); the next
+    night took that line for its own, said "the run ended on a full disk", exit 1, and wrote
+    no history, report or best/. Runs are told apart by id now."""
+    from cq import history
+
+    results = workspace(tmp_path, methods=["octree"])
+    cq_nightly(tmp_path)
+    images = sorted(str(p.relative_to(tmp_path / "images")) for p in (tmp_path / "images").rglob("*.*"))
+    monkeypatch.chdir(tmp_path)
+    history.begin("results", "images", images, ["octree"], run_id="the full-disk night")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    later = history._now() + __import__("datetime").timedelta(minutes=5)
+    with monkeypatch.context() as m:
+        m.setattr(history, "append_history", full)
+        m.setattr(history, "_now", lambda: later)
+        history.finish("results", images, ["octree"])
+    assert history.ended("results", "the full-disk night")
+    (results / "report.html").unlink()
+    done = cq_nightly(tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    runs = load_history(results)
+    assert [r.get("id") for r in runs[1:]][:1] == ["the full-disk night"] and "next run" in runs[1]["note"]
+    assert len(runs) == 3 and runs[2]["status"] == "ok" and runs[2]["id"] not in ("the full-disk night", runs[0]["id"])
+    assert (results / "report.html").exists() and in_progress(results) is None
+
+
+@pytest.mark.slow
+def test_an_emptied_or_unmounted_input_is_not_a_night(tmp_path):
+    """Item 2: a folder that had images now holds none, or fewer than half: the night refuses
+    in one line (exit 2), keeping the report, best/ and the history; --accept-fewer runs it."""
+    results = workspace(tmp_path, methods=["octree"])
+    cq_nightly(tmp_path)
+    kept = {p: p.read_bytes() for p in [results / "report.html", results / "report.csv", *(results / "best").rglob("*")]
+            if p.is_file()}
+    images = tmp_path / "images"
+    aside = tmp_path / "aside"
+    images.rename(aside)
+    images.mkdir()  # an empty mount point: the share is not mounted
+    for names in ([], ["chelsea.jpg"]):  # none, then 1 of 4
+        for name in names:
+            (aside / name).rename(images / name)
+        done = cq_nightly(tmp_path, check=False)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"holds {len(names)} images, the last night found 4" in done.stderr and "--accept-fewer" in done.stderr
+        assert {p: p.read_bytes() for p in kept} == kept and len(load_history(results)) == 1
+    (aside / "rocket.jpg").rename(images / "rocket.jpg")  # 2 of 4: half is not fewer than half
+    cq_nightly(tmp_path)
+    assert load_history(results)[-1]["images"] == 2
+    for name in ("rocket.jpg", "chelsea.jpg"):
+        (images / name).unlink()
+    accepted = subprocess.run(cq_nightly_command(tmp_path) + ["--accept-fewer"], capture_output=True, text=True,
+                              env=env(), timeout=300)
+    assert accepted.returncode == 0, accepted.stderr
+    assert load_history(results)[-1]["images"] == 0
+
+
+@pytest.mark.slow
+def test_a_dropped_method_is_listed_and_the_summary_counts_what_was_computed(tmp_path):
+    """Item 3: a method removed from the config is named in the report with its kept results;
+    with 1 image changed and 1 touched, the summary says 1 computed (it said 2)."""
+    results = workspace(tmp_path, methods=["median_cut", "octree"])
+    cq_nightly(tmp_path)
+    (tmp_path / "less.yaml").write_text("methods: [octree]\n")
+    images = tmp_path / "images"
+    Image.fromarray(tiny_photo("coffee", (10, 10))).save(images / "rocket.png")
+    os.utime(images / "chelsea.jpg", None)
+    done = cq_nightly(tmp_path, tmp_path / "test.yaml", tmp_path / "less.yaml")
+    assert "(this run: 1 ok, 0 failed)" in done.stderr, done.stderr
+    page = (results / "report.html").read_text()
+    assert "median_cut: dropped from the config; its 4 results are kept in results/median_cut/" in page
+    assert (results / "median_cut/rocket.png.json").exists()
+
+
+@pytest.mark.slow
+def test_no_png_outlives_its_record_when_a_job_dies(tmp_path):
+    """Found by the night machine: the start check deletes a stale record so that its job
+    runs; when that job then died, the old PNG stayed without a record. The end of the run
+    removes the PNG of every missing result."""
+    results = workspace(tmp_path, methods=["octree"])
+    cq_nightly(tmp_path)
+    Image.fromarray(tiny_photo("coffee", (10, 10))).save(tmp_path / "images/rocket.png")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(DIE)
+    dying = env(CQ_TEST_DIE="rocket.png", PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    assert cq_nightly(tmp_path, check=False, env=dying).returncode == 1
+    assert not (results / "octree/rocket.png.json").exists() and not (results / "octree/rocket.png.png").exists()
+    assert (results / "octree/rocket.jpg.png").exists()
+
+
+@pytest.mark.slow
+def test_a_night_from_another_working_directory_names_the_images_alike(tmp_path):
+    """Found by the night machine: records name their image relative to the working directory
+    of the run that made them, so a night started elsewhere (cron from /, absolute paths)
+    listed every image twice over, once under a name that is not in the folder."""
+    results = workspace(tmp_path, methods=["octree"])
+    cq_nightly(tmp_path)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "abs.yaml").write_text(yaml.safe_dump(
+        {"input_dir": str(tmp_path / "images"), "results_dir": str(results), "methods": ["octree"]}))
+    cq_nightly(other, other / "abs.yaml")
+    import csv
+    with open(results / "report.csv", newline="", encoding="utf-8") as f:
+        assert sorted(row["image"] for row in csv.DictReader(f)) == sorted(
+            str(p.relative_to(tmp_path / "images")) for p in (tmp_path / "images").rglob("*.*"))

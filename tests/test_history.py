@@ -103,3 +103,45 @@ def test_a_run_whose_job_fails_ends_its_history_line_with_error(tmp_path):
     assert "could not be written" in (tmp_path / "results/logs/shards/octree/0000.log").read_text() + done.stderr
     lines = (tmp_path / "results/history.jsonl").read_text().splitlines()
     assert [json.loads(line)["status"] for line in lines] == ["error"]
+
+
+# --- issue 18 -------------------------------------------------------------------------------
+
+def test_a_kill_while_writing_in_history_leaves_no_temporary_for_good(tmp_path):
+    """A kill while .history/outcome.json (or current.json) was being written leaves its
+    temporary; the end of the next run removes it, like every other one."""
+    images, results = tmp_path / "images", tmp_path / "results"
+    images.mkdir()
+    state = results / ".history"
+    state.mkdir(parents=True)
+    left = [state / ".outcome.json.k1ll3d.tmp", state / ".current.json.x.tmp", results / "octree/.a.png.png.y.tmp"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    history.begin(str(results), str(images), [], ["octree"])
+    history.finish(str(results), [], ["octree"])
+    assert [p for p in left if p.exists()] == []
+    assert (state / "current.json").exists() and (state / "snapshot.json").exists()
+
+
+def test_a_run_finds_its_waiting_line_by_id_not_by_time(tmp_path, monkeypatch):
+    """A full disk keeps a run's line in current.json; `ended` is true for that run's id
+    only, whatever the clock says (a line waiting from a run that ended a second ago, or
+    in the future after a clock step, is another run's)."""
+    import errno
+
+    images, results = tmp_path / "images", str(tmp_path / "results")
+    images.mkdir()
+    monkeypatch.setenv("CQ_LOCK_TOKEN", "night-1")
+    assert history.begin(results, str(images), [], ["octree"])["id"] == "night-1"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with monkeypatch.context() as m:
+        m.setattr(history, "append_history", full)
+        assert "No space left" in history.finish(results, [], ["octree"])["note"]
+    assert history.ended(results, "night-1")
+    assert not history.ended(results, "night-2") and not history.ended(results, None)
+    run = history.begin(results, str(images), [], ["octree"], run_id="night-2")
+    assert run["id"] == "night-2" and not history.ended(results, "night-2")
+    assert [r["id"] for r in history.load_history(results)] == ["night-1"]  # appended, by the next run

@@ -146,62 +146,68 @@ def _axes(draw: ImageDraw.ImageDraw, width: int, height: int, s: int) -> tuple[i
     return x0, y0, x1, y1
 
 
-def bar_chart(width: int, height: int, seed: int = 4) -> np.ndarray:
-    """Grouped bars in four flat colours on white, grid, axes and labels."""
-    out = _matplotlib_chart(width, height, "bar", seed)
+def _chart(width: int, height: int, kind: str, seed: int, paint) -> np.ndarray:
+    """The chart by matplotlib where installed, else ``paint(draw, rng)`` on a supersampled white
+    canvas, downsampled (antialiased edges)."""
+    out = _matplotlib_chart(width, height, kind, seed)
     if out is not None:
         return out
     rng = np.random.default_rng(seed)
     big, draw = _canvas(width, height, "white")
-    x0, y0, x1, y1 = _axes(draw, width, height, _SS)
-    groups, per = 6, 3
-    step = (x1 - x0) // groups
-    for g in range(groups):
-        for j in range(per):
-            h = int((y1 - y0) * rng.uniform(0.15, 0.95))
-            left = x0 + g * step + step // 8 + j * (step * 3 // 4) // per
-            draw.rectangle((left, y1 - h, left + (step * 3 // 4) // per - _SS, y1 - _SS), fill=CHART_COLOURS[j])
-        draw.text((x0 + g * step + step // 4, y1 + 8 * _SS), WORDS[g], fill=(60, 60, 60), font=_font(11 * _SS))
+    paint(draw, rng)
     return _downsample(big, width, height)
+
+
+def bar_chart(width: int, height: int, seed: int = 4) -> np.ndarray:
+    """Grouped bars in four flat colours on white, grid, axes and labels."""
+
+    def paint(draw, rng):
+        x0, y0, x1, y1 = _axes(draw, width, height, _SS)
+        groups, per = 6, 3
+        step = (x1 - x0) // groups
+        for g in range(groups):
+            for j in range(per):
+                h = int((y1 - y0) * rng.uniform(0.15, 0.95))
+                left = x0 + g * step + step // 8 + j * (step * 3 // 4) // per
+                draw.rectangle((left, y1 - h, left + (step * 3 // 4) // per - _SS, y1 - _SS), fill=CHART_COLOURS[j])
+            draw.text((x0 + g * step + step // 4, y1 + 8 * _SS), WORDS[g], fill=(60, 60, 60), font=_font(11 * _SS))
+
+    return _chart(width, height, "bar", seed, paint)
 
 
 def line_chart(width: int, height: int, seed: int = 5) -> np.ndarray:
     """Four antialiased random walks with a legend on white."""
-    out = _matplotlib_chart(width, height, "line", seed)
-    if out is not None:
-        return out
-    rng = np.random.default_rng(seed)
-    big, draw = _canvas(width, height, "white")
-    x0, y0, x1, y1 = _axes(draw, width, height, _SS)
-    xs = np.linspace(x0, x1, 60)
-    for j in range(4):
-        walk = np.cumsum(rng.normal(0, 1, 60))
-        ys = y1 - (walk - walk.min()) / (np.ptp(walk) + 1e-9) * (y1 - y0) * 0.9
-        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=CHART_COLOURS[j], width=2 * _SS, joint="curve")
-        key = (x1 - 90 * _SS, (30 + 16 * j) * _SS, x1 - 78 * _SS, (40 + 16 * j) * _SS)
-        draw.rectangle(key, fill=CHART_COLOURS[j])
-        draw.text((x1 - 72 * _SS, (28 + 16 * j) * _SS), f"series {j}", fill=(40, 40, 40), font=_font(11 * _SS))
-    return _downsample(big, width, height)
+
+    def paint(draw, rng):
+        x0, y0, x1, y1 = _axes(draw, width, height, _SS)
+        xs = np.linspace(x0, x1, 60)
+        for j in range(4):
+            walk = np.cumsum(rng.normal(0, 1, 60))
+            ys = y1 - (walk - walk.min()) / (np.ptp(walk) + 1e-9) * (y1 - y0) * 0.9
+            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=CHART_COLOURS[j], width=2 * _SS, joint="curve")
+            key = (x1 - 90 * _SS, (30 + 16 * j) * _SS, x1 - 78 * _SS, (40 + 16 * j) * _SS)
+            draw.rectangle(key, fill=CHART_COLOURS[j])
+            draw.text((x1 - 72 * _SS, (28 + 16 * j) * _SS), f"series {j}", fill=(40, 40, 40), font=_font(11 * _SS))
+
+    return _chart(width, height, "line", seed, paint)
 
 
 def pie_chart(width: int, height: int, seed: int = 6) -> np.ndarray:
     """Six antialiased slices with labels on white."""
-    out = _matplotlib_chart(width, height, "pie", seed)
-    if out is not None:
-        return out
-    rng = np.random.default_rng(seed)
-    big, draw = _canvas(width, height, "white")
-    shares = rng.uniform(1, 5, 6)
-    angles = np.concatenate([[0], np.cumsum(shares) / shares.sum() * 360])
-    r = min(width, height) * _SS * 2 // 5
-    cx, cy = width * _SS // 2, height * _SS // 2
-    for j in range(6):
-        draw.pieslice((cx - r, cy - r, cx + r, cy + r), angles[j], angles[j + 1], fill=CHART_COLOURS[j],
-                      outline="white", width=2 * _SS)
-        mid = np.radians((angles[j] + angles[j + 1]) / 2)
-        draw.text((cx + 1.1 * r * np.cos(mid), cy + 1.1 * r * np.sin(mid)), WORDS[j], fill=(40, 40, 40),
-                  font=_font(12 * _SS))
-    return _downsample(big, width, height)
+
+    def paint(draw, rng):
+        shares = rng.uniform(1, 5, 6)
+        angles = np.concatenate([[0], np.cumsum(shares) / shares.sum() * 360])
+        r = min(width, height) * _SS * 2 // 5
+        cx, cy = width * _SS // 2, height * _SS // 2
+        for j in range(6):
+            draw.pieslice((cx - r, cy - r, cx + r, cy + r), angles[j], angles[j + 1], fill=CHART_COLOURS[j],
+                          outline="white", width=2 * _SS)
+            mid = np.radians((angles[j] + angles[j + 1]) / 2)
+            draw.text((cx + 1.1 * r * np.cos(mid), cy + 1.1 * r * np.sin(mid)), WORDS[j], fill=(40, 40, 40),
+                      font=_font(12 * _SS))
+
+    return _chart(width, height, "pie", seed, paint)
 
 
 def flat_shapes(width: int, height: int, seed: int = 7) -> np.ndarray:

@@ -7,6 +7,7 @@ another test module.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -191,3 +192,18 @@ def held_jobs(hold: Path) -> list[int]:
         return [int(line) for line in Path(f"{hold}.pids").read_text().split()]
     except FileNotFoundError:
         return []
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str):
+    """Mount a tmpfs with ``options`` at ``mount`` (created) for the block: yields True, and
+    unmounts after; yields False where it cannot be mounted (not root, no CAP_SYS_ADMIN)."""
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

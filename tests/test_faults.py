@@ -23,7 +23,7 @@ from PIL import Image
 
 import cq.fsutil
 from conftest import (cq_nightly, cq_nightly_command, env, held_env, jobs_of, nightly, tiny_photo,
-                      write_tiny_photos)
+                      tmpfs, write_tiny_photos)
 from cq.discover import result_key
 from cq.freshness import file_sha256
 from cq.history import in_progress, load_history
@@ -83,8 +83,11 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
     current = results / ".history/current.json"
     started = lambda: in_progress(results) is not None  # noqa: E731
 
+    # Its jobs wait while `hold` exists: the first run is still live for the refusals below
+    # however fast or loaded the machine (it once ended before the third check under load).
+    hold = tmp_path / "hold"
     first = subprocess.Popen(cq_nightly_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, env=env(), start_new_session=True)
+                             text=True, env=held_env(hold), start_new_session=True)
     try:
         wait_for(started, what="the first run to start")
         owner = current.read_text()
@@ -100,6 +103,7 @@ def test_sigkill_mid_job_then_rerun_redoes_that_job_only_and_a_second_run_is_ref
         # Snakemake's --unlock (or any run ending) in the same working directory cannot free it.
         nightly(workdir, "--unlock")
         assert cq_nightly(other, other / "abs.yaml", check=False).returncode == 75
+        hold.unlink()
         # Power cut: the whole process group, the running jobs included, killed mid-job.
         slow_log = results / "logs/median_cut" / f"{SLOW}.log"
         wait_for(slow_log.exists, what="the slow job to start")
@@ -247,14 +251,8 @@ def test_a_full_disk_night_is_retried_and_its_history_line_kept(tmp_path):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 96 KiB tmpfs (root with CAP_SYS_ADMIN); else None and the tests inject ENOSPC."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)],
-                                            capture_output=True).returncode == 0:
-        yield mount
-        subprocess.run(["umount", str(mount)], check=True)
-    else:
-        yield None
+    with tmpfs(tmp_path / "disk", "size=96k") as mounted:
+        yield tmp_path / "disk" if mounted else None
 
 
 def _inject_enospc(monkeypatch):

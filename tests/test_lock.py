@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import tmpfs
 
 from cq import lock
 
@@ -136,15 +137,11 @@ def test_a_folder_swapped_between_open_and_flock_is_not_the_one_locked(tmp_path,
 
 @pytest.fixture
 def read_only(tmp_path):
-    """A read-only mount (root), else a folder whose writes fail with EROFS."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
-                                            capture_output=True).returncode == 0:
-        yield mount
-        subprocess.run(["umount", str(mount)], check=True)
-        return
-    pytest.skip("needs root to mount a read-only file system")
+    """A read-only mount (root); the test skips elsewhere."""
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as mounted:
+        if not mounted:
+            pytest.skip("needs root to mount a read-only file system")
+        yield tmp_path / "ro"
 
 
 @pytest.mark.parametrize("case", ["dangling symlink", "a file", "lock is a folder", "history is a file"])

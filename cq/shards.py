@@ -138,15 +138,6 @@ def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
         return {}
 
 
-def manifest_records(manifests) -> list[str]:
-    """The record paths that shard manifests name, in order (the report's inputs)."""
-    paths = []
-    for manifest in manifests:
-        with open(manifest, newline="", encoding="utf-8") as f:
-            paths.extend(row["record"] for row in csv.DictReader(f, dialect="excel-tab"))
-    return paths
-
-
 # --- the keep policy and one shard job ---------------------------------------------------------
 
 def _batched_proposals(images, results_dir, input_dir, job):

@@ -59,9 +59,52 @@ def _reseed(points: Points, cost: np.ndarray, cap: float, weights: Weights, coun
     """Ideal colours of the ``count`` points whose current cost exceeds their own optimum most
     (cycling through them when there are fewer points than ``count``: finalisation merges)."""
     ideal = ideal_colors(points.colors, cap, weights)
-    own = weights.pixel_mse * ((points.colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
-    worst = np.resize(np.argsort(-(cost - own) * points.weights), count)
+    worst = np.resize(np.argsort(-_loss(points, cost, ideal, weights)), count)
     return ideal[worst]
+
+
+def _loss(points: Points, cost: np.ndarray, ideal: np.ndarray, weights: Weights) -> np.ndarray:
+    """What each point's pixels lose against taking their own ``ideal`` colour, in total."""
+    own = weights.pixel_mse * ((points.colors - ideal) ** 2).sum(1) + weights.mean_cost * vertex_cost(ideal)
+    return (cost - own) * points.weights
+
+
+def round_within(palette: np.ndarray, cap: float) -> np.ndarray:
+    """uint8 colours: nearest, except that a colour which rounding would push past the cap is
+    rounded toward its vertex (never farther from it), so the max cost stays within the cap."""
+    near = np.clip(np.rint(palette), 0, 255)
+    vertex = palette > 127.5
+    inward = np.where(vertex, np.ceil(palette), np.floor(palette)).clip(0, 255)
+    over = vertex_cost(near) > max(cap, float(vertex_cost(palette).max(initial=0.0))) + 1e-9
+    return np.where(over[:, None], inward, near).astype(np.uint8)
+
+
+def reseed_unused(points: Points, palette: np.ndarray, weights: Weights) -> np.ndarray:
+    """The uint8 palette with every unused or repeated colour moved to a new place, where the
+    image loses most: :func:`lloyd`'s reseed on the lattice.
+
+    A new colour is a point's own ideal colour under the palette's max cost, rounded within it,
+    taken from the points that lose most against it, distinct from every colour kept. All in one
+    vectorised pass, so that finalisation (the one fill-to-k) seldom adds colours one at a time:
+    its careful search is slow on palettes with many unused colours. Returns the palette and
+    the points' labels.
+    """
+    labels, cost = assign(points, palette.astype(np.float64), weights)
+    k = len(palette)
+    keys = pack_rgb(palette)
+    dead = np.bincount(labels, minlength=k) == 0
+    dead[np.setdiff1d(np.arange(k), np.unique(keys, return_index=True)[1])] = True
+    if not dead.any() or dead.all():
+        return palette, labels
+    cap = float(vertex_cost(palette[~dead]).max())
+    ideal = round_within(ideal_colors(points.colors, cap, weights), cap)
+    order = np.argsort(-_loss(points, cost, ideal, weights), kind="stable")[: 64 * k]
+    candidates = pack_rgb(ideal[order])
+    first = np.sort(np.unique(candidates, return_index=True)[1])
+    fresh = first[~np.isin(candidates[first], keys[~dead])][: int(dead.sum())]
+    out = palette.copy()
+    out[np.flatnonzero(dead)[: len(fresh)]] = ideal[order[fresh]]
+    return out, assign(points, out.astype(np.float64), weights)[0]
 
 
 _WINDOW = np.stack(np.meshgrid(*[np.arange(-1, 3)] * 3, indexing="ij"), -1).reshape(-1, 3)

@@ -53,6 +53,7 @@ know the objective, ``capped`` 1.0059 and ``ideal`` 1.0055, leave the training a
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -62,11 +63,13 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from cq.descent import round_within
 from cq.histogram import coarsen
 from cq.methods import Problem, Proposal, register, register_batch
-from cq.methods.cnn.exact import exact_score, finish, round_within
+from cq.methods.cnn.exact import exact_score, finish
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
 from cq.palette_net import Optimiser, PaletteNets, backward, capped, cosine, thumbnails
+from cq.points import Points, exact_points
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +285,11 @@ class _Image:
     best: tuple = (math.inf, 0, None, None)  # (exact score, epoch, Quantization, float palette)
     stale: int = 0
     cache: dict = field(default_factory=dict)
+
+    @functools.cached_property
+    def exact_points(self) -> Points:
+        """The histogram's own colours, which exact scores assign."""
+        return exact_points(self.problem.hist)
 
     @property
     def active(self) -> bool:

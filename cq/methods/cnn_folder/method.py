@@ -28,10 +28,9 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cq.descent import exact_result, integer_lloyd, kmeans_plusplus, lattice_search, lloyd
+from cq.descent import exact_result, integer_lloyd, kmeans_plusplus, lattice_search, lloyd, round_within
 from cq.histogram import pack_rgb
 from cq.methods import Problem, Proposal, register, register_batch
-from cq.methods.cnn.exact import round_within
 from cq.methods.cnn_folder.features import features
 from cq.objective import best_cap, ideal_colors, vertex_cost
 from cq.points import binned_points, exact_points, fine_points

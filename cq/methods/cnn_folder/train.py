@@ -30,15 +30,18 @@ FORMAT = "cq.cnn_folder.network/1"
 class TrainConfig:
     """How the folder network is trained (see :func:`train`)."""
 
+    # the optimiser: passes over the sample, images per step, Adam's step size
     epochs: int = 60
     batch: int = 16
     lr: float = 3e-3
+    # the surrogate: its soft assignment's temperature, annealed, over colours binned to `bits`
     tau_start: float = 10.0
     tau_end: float = 1.0
     bits: int = 4
+    # the run
     seed: int = 0
     threads: int = 2
-    constant_input: bool = False
+    constant_input: bool = False  # the ablation: every image's input replaced by one constant
 
 
 @dataclass

@@ -51,6 +51,7 @@ class Settings:
     shard_max_runtime: int = 1440
     prune_deleted: bool = False
     min_image_share: float = 0.5
+    terminal: str = "brief"
 
 
 def load_schema(path: str | os.PathLike) -> dict:
@@ -85,7 +86,7 @@ def resolve(config: dict, schema: dict) -> Settings:
         methods=method_table(config, registry), extensions=tuple(config["extensions"]),
         shard_size=config.get("shard_size", "auto"), shard_max_runtime=config.get("shard_max_runtime", 1440),
         prune_deleted=bool(config.get("prune_deleted", False)),
-        min_image_share=float(config.get("min_image_share", 0.5)))
+        min_image_share=float(config.get("min_image_share", 0.5)), terminal=config.get("terminal", "brief"))
     check_folders(settings)
     return settings
 

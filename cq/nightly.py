@@ -42,7 +42,6 @@ from cq.run import Run
 
 WORKFLOW_ENV = "CQ_WORKFLOW"
 DRY_RUN = {"-n", "--dry-run", "--dryrun"}
-PLUGIN = "snakemake_logger_plugin_cq"  # the progress line's Snakemake logger plugin, in the workflow's folder
 EX_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; cron may simply try the next night
 
 
@@ -104,8 +103,6 @@ def snakemake_command(args, files, workflow: Path, workdir: Path) -> list[str]:
            # deletes a job's outputs before it runs, which took the page away for seconds
            # (for good, if the run was killed then), and skips the job when another one died.
            "--omit-from", "report"]
-    if (workflow / PLUGIN).is_dir():  # cq's progress line (cq/terminal.py), found on run_snakemake's path
-        cmd += ["--logger", "cq"]
     if files:
         cmd += ["--configfile", *files]
     if args.config:  # Snakemake's --config refuses one-letter keys: k is passed as colors
@@ -113,13 +110,9 @@ def snakemake_command(args, files, workflow: Path, workdir: Path) -> list[str]:
     return cmd + list(args.snakemake_args)
 
 
-def run_snakemake(cmd: list[str], held: lock.RunLock, workflow: Path | None = None) -> int:
-    """Run Snakemake holding ``held`` (its descriptor is inherited); forward SIGTERM/SIGINT.
-    ``workflow`` goes first on its PYTHONPATH: Snakemake finds logger plugins by module name
-    on its path only, never in an editable install (pip install -e)."""
+def run_snakemake(cmd: list[str], held: lock.RunLock) -> int:
+    """Run Snakemake holding ``held`` (its descriptor is inherited); forward SIGTERM/SIGINT."""
     env = {**os.environ, outcome.REPORT_ENV: "cq"}
-    if workflow is not None:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workflow), env.get("PYTHONPATH")) if p)
     child = subprocess.Popen(cmd, env=env, pass_fds=(held.fd,))
 
     def forward(signum, frame):
@@ -171,7 +164,7 @@ def main(argv=None) -> int:
             print(str(e), file=sys.stderr)
             return 2
         since_ns = history.mark_start(settings.results_dir)  # what is written from now on is this night's
-        rc = run_snakemake(snakemake_command(args, files, workflow, workdir), held, workflow)
+        rc = run_snakemake(snakemake_command(args, files, workflow, workdir), held)
         return rc if dry else after_snakemake(planned, held.owner["token"], since_ns, rc)
 
 

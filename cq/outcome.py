@@ -161,8 +161,13 @@ def count_results(index: dict, methods, since_ns: int) -> dict:
             ok = status == "ok"
             counts["ok" if ok else "failed"] += 1
             # Computed by this run: created since its start mark (a touched image's record is
-            # rewritten with its new stat, but keeps its creation time, in whole seconds).
-            if (created >= since_ns // 10**9) if created is not None else version[0] >= since_ns:
+            # rewritten with its new stat, but keeps its creation time; older records hold it
+            # in whole seconds, compared as such).
+            if created is None:
+                this_run = version[0] >= since_ns
+            else:
+                this_run = created >= (since_ns / 1e9 if created % 1 else since_ns // 10**9)
+            if this_run:
                 counts["ok_this_run" if ok else "failed_this_run"] += 1
             if not ok:
                 failures.append((method, image, error))

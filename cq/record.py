@@ -112,7 +112,8 @@ def versions() -> dict[str, str]:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """This moment in UTC, to the microsecond: which records a run computed is told by it."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def validate(record: dict, source: str = "record") -> dict:

@@ -10,11 +10,15 @@ written as a new line at every tenth of the run, and between them when there is 
 epochs make about 30 lines, not 7,000. Warnings and errors pass through as they come, one line each where
 they are one line; the grouped failures are cq's end-of-run summary (cq.outcome).
 
-No Snakemake import here: ``snakemake_logger_plugin_cq`` feeds it Snakemake's log events.
+:func:`brief` puts it between Snakemake and the terminal, from the workflow's ``onstart``: a
+standard ``logging`` filter on Snakemake's terminal handler, so any ``snakemake`` command gets
+it (no logger plugin, which Snakemake cannot find in an editable install) and the run's log
+file under ``.snakemake/log`` keeps every line. No Snakemake import here.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -24,6 +28,11 @@ from dataclasses import dataclass
 # A job log's line: "2026-01-02 03:04:05,678 INFO cq.methods.cnn: cnn coffee: epoch 12, ...".
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d+)? [A-Z]+ [\w.]+: (.*)$")
 WIDTH = 160  # the most a progress line takes (a terminal line; a log line stays readable)
+PEEK_S = 5.0  # how often the running jobs' logs are read for news (a cnn epoch)
+# Plain Snakemake messages (no event) that still say something to a person; the rest of its
+# INFO chatter (building the DAG, cores, "Select jobs to execute...") is left out.
+KEEP = ("Nothing to be done", "Complete log", "Will exit after finishing", "Exiting because",
+        "Shutting down", "Terminating")
 
 
 @dataclass
@@ -176,3 +185,71 @@ class Follow:
     def _clear(self) -> None:
         if self.tty and self.shown:
             self.write("\r\033[K")
+
+
+class Brief(logging.Filter):
+    """A filter on Snakemake's terminal handler: its job events feed a :class:`Follow` on the
+    handler's stream, warnings and errors and the messages in :data:`KEEP` become lines of
+    their own, the rest is dropped. The logger's other handlers (its log file) see everything."""
+
+    def __init__(self, handler: logging.StreamHandler):
+        super().__init__()
+        self.handler = handler
+        stream = handler.stream
+        self.follow = Follow(stream.write, tty=bool(getattr(stream, "isatty", lambda: False)()))
+        self.stopped = threading.Event()
+        threading.Thread(target=self._peek, name="cq-progress", daemon=True).start()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._brief(record)
+            self.handler.flush()
+        except Exception:  # noqa: BLE001 (a progress line must never stop a run: shown as is)
+            return True
+        return False
+
+    def _brief(self, record: logging.LogRecord) -> None:
+        event = getattr(getattr(record, "event", None), "value", None)  # a LogEvent's name
+        if event == "progress":
+            self.follow.progress(record.done, record.total)
+        elif event == "job_info":
+            self.follow.job_started(record.jobid, record.rule_name, record.wildcards, record.log)
+        elif event == "job_finished":
+            self.follow.job_finished(record.job_id)
+        elif event == "job_error":
+            self.follow.job_failed(record.jobid)
+        elif event is None and record.levelno >= logging.WARNING:
+            self.follow.message(self.handler.format(record))
+        elif event is None and str(record.msg or "").startswith(KEEP):
+            self.follow.message(record.getMessage())
+
+    def _peek(self) -> None:
+        while not self.stopped.wait(PEEK_S):
+            self.follow.tick()
+            self.handler.flush()
+
+    def close(self) -> None:
+        """End the progress line (before the run's summary) and stop reading job logs."""
+        self.stopped.set()
+        self.follow.close()
+        self.handler.flush()
+
+    def remove(self) -> None:
+        """Snakemake's own output from now on."""
+        self.stopped.set()
+        self.handler.removeFilter(self)
+
+
+def brief(logger: logging.Logger, mode: str) -> Brief | None:
+    """:class:`Brief` on ``logger``'s terminal handler (Snakemake's, ``snakemake.logging``),
+    unless Snakemake's full output is asked for: ``mode`` ``full`` (the ``terminal`` setting),
+    ``CQ_TERMINAL=full``, or ``--verbose``; or a logger plugin writes to the terminal instead."""
+    if mode == "full" or os.environ.get("CQ_TERMINAL") == "full" or logger.getEffectiveLevel() < logging.INFO:
+        return None
+    terminal = [h for h in logger.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    if len(terminal) != 1 or any(isinstance(f, Brief) for f in terminal[0].filters):
+        return None
+    shown = Brief(terminal[0])
+    terminal[0].addFilter(shown)
+    return shown

@@ -3,6 +3,7 @@ Parsed at start-up and, on a cluster, in every job: one config check, one direct
 No file name reaches Snakemake's parsers: results are named by their key (cq.discover.result_key,
 free of braces and angle brackets), and images are passed through params functions."""
 
+import logging
 import os
 import re
 
@@ -16,6 +17,7 @@ from cq.methods.cnn_folder.folder import workflow_plan
 from cq.outcome import REPORT_ENV, all_failed
 from cq.run import Run, run_settings
 from cq.shards import SHARDS_FOLDER, listing_path, manifest_path, shard_runtime, write_listing
+from cq.terminal import brief
 
 try:
     SETTINGS = load(config, os.path.join(workflow.basedir, "config/schema.yaml"))
@@ -27,6 +29,8 @@ INPUT_DIR, RESULTS, LOGS, BENCHMARKS = (SETTINGS.input_dir, SETTINGS.results_dir
                                         SETTINGS.benchmarks_dir)
 METHODS, IMAGES, SHARDS = SETTINGS.methods, RUN.images, RUN.shards
 IMAGE_OF_KEY = {result_key(image): image for image in IMAGES}
+# The terminal: cq's progress line instead of Snakemake's listing (`--config terminal=full`).
+TERMINAL = brief(logging.getLogger("snakemake.logging"), SETTINGS.terminal) if workflow.is_main_process else None
 
 
 wildcard_constraints:
@@ -40,8 +44,11 @@ def start_run():
     real run's main process, cq's lock, then the output of every result whose record is not
     current is deleted, so that its job runs (missing targets always do); else a count."""
     if workflow.is_main_process:
+        execute = workflow.executor_plugin is not None and not (workflow.dryrun or workflow.touch)
+        if TERMINAL and not execute:  # a dry run's answer is Snakemake's listing
+            TERMINAL.remove()
         try:
-            RUN.start(execute=workflow.executor_plugin is not None and not (workflow.dryrun or workflow.touch))
+            RUN.start(execute=execute)
         except (LockedError, LockError, ShrunkError) as e:
             raise WorkflowError(str(e)) from None
 

@@ -7,10 +7,8 @@ rule quantize:
     output:
         # The record is the commit point: written last and atomically, for a bad image too.
         record=f"{RESULTS}/{{method}}/{{key}}.json",
-    log:
-        f"{LOGS}/{{method}}/{{key}}.log",
-    benchmark:
-        f"{BENCHMARKS}/{{method}}/{{key}}.tsv"
+    log: f"{LOGS}/{{method}}/{{key}}.log",
+    benchmark: f"{BENCHMARKS}/{{method}}/{{key}}.tsv"
     params:
         image=lambda w: f"{INPUT_DIR}/{IMAGE_OF_KEY[w.key]}",
         png=f"{RESULTS}/{{method}}/{{key}}.png",
@@ -20,7 +18,5 @@ rule quantize:
         mem_mb=lambda w, attempt: scaled(METHODS[w.method]["mem_mb"], attempt),
         runtime=lambda w, attempt: scaled(METHODS[w.method]["runtime"], attempt),
         gpu=lambda w: int(METHODS[w.method]["gpu"]),
-    conda:
-        "../environment.yml"
-    script:
-        "../scripts/quantize.py"
+    conda: "../environment.yml"
+    script: "../scripts/quantize.py"

@@ -5,8 +5,7 @@ rule report:
         # is ancient: the run's own line is appended after the report.
         records=get_records,
         history=lambda w: ancient(f"{RESULTS}/history.jsonl") if os.path.exists(f"{RESULTS}/history.jsonl") else [],
-    message:
-        "cq: building the report of {params.n_results} results: {output.html}"
+    message: "cq: building the report of {params.n_results} results: {output.html}"
     output:
         csv=report(f"{RESULTS}/report.csv", caption="../report/results.rst", category="Results"),
         summary=report(f"{RESULTS}/summary.tsv", caption="../report/summary.rst", category="Summary"),
@@ -14,10 +13,8 @@ rule report:
         best=report(directory(f"{RESULTS}/report_best"), patterns=["{method,[^/]+}/{image}.png"],
                     caption="../report/best.rst", category="Best result per image",
                     labels={"image": "{image}", "method": "{method}"}),
-    log:
-        f"{LOGS}/report.log",
-    benchmark:
-        f"{BENCHMARKS}/report.tsv"
+    log: f"{LOGS}/report.log",
+    benchmark: f"{BENCHMARKS}/report.tsv"
     params:
         # Functions: their values (file names, discovery's warnings) are never parsed.
         n_results=len(METHODS) * len(IMAGES),
@@ -30,7 +27,5 @@ rule report:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../environment.yml"
-    script:
-        "../scripts/report.py"
+    conda: "../environment.yml"
+    script: "../scripts/report.py"

@@ -2,7 +2,10 @@
 
 
 def _close(status):
-    """Close the run; a run in which every result failed stops Snakemake with exit 1."""
+    """End the progress line, close the run; a run in which every result failed stops
+    Snakemake with exit 1."""
+    if TERMINAL:
+        TERMINAL.close()
     summary = RUN.close(status, report_built=status == "ok" and os.environ.get(REPORT_ENV) != "cq")
     if status == "ok" and all_failed(summary):
         raise WorkflowError("cq: every result of this run failed; see the report")

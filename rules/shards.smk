@@ -6,8 +6,7 @@ rule shard_listing:
     """The shard's images (cq.shards); redone when one joins or leaves (cq.run.Run.start)."""
     output:
         listing=f"{RESULTS}/{SHARDS_FOLDER}/_images/{{shard}}.tsv",
-    log:
-        f"{LOGS}/{SHARDS_FOLDER}/_images/{{shard}}.log",
+    log: f"{LOGS}/{SHARDS_FOLDER}/_images/{{shard}}.log",
     localrule: True
     run:
         write_listing(output.listing, SHARDS[wildcards.shard])
@@ -20,10 +19,8 @@ rule quantize_shard:
         network=CNN_FOLDER.input,
     output:
         manifest=f"{RESULTS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.tsv",
-    log:
-        f"{LOGS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.log",
-    benchmark:
-        f"{BENCHMARKS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.tsv"
+    log: f"{LOGS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.log",
+    benchmark: f"{BENCHMARKS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.tsv"
     params:
         spec=lambda w: METHODS[w.method]["spec"],
         image_runtime=lambda w: METHODS[w.method]["runtime"],
@@ -34,7 +31,5 @@ rule quantize_shard:
         mem_mb=lambda w, attempt: scaled(METHODS[w.method]["mem_mb"], attempt),
         runtime=get_shard_runtime,
         gpu=lambda w: int(METHODS[w.method]["gpu"]),
-    conda:
-        "../environment.yml"
-    script:
-        "../scripts/quantize_shard.py"
+    conda: "../environment.yml"
+    script: "../scripts/quantize_shard.py"

@@ -1,6 +1,6 @@
 """The terminal a person follows (cq.terminal): one progress line with N of M and the time
 left, news from inside running jobs, failures and warnings on their own lines, few lines in a
-log file, and the Snakemake logger plugin that feeds it."""
+log file, and the logging filter on Snakemake's terminal handler that feeds it."""
 
 from __future__ import annotations
 
@@ -116,41 +116,85 @@ def test_last_log_line_drops_the_timestamp_and_logger(tmp_path):
     assert last_log_line(str(tmp_path / "none.log")) is None and last_log_line(None) is None
 
 
-def test_snakemake_starts_with_the_plugin_installed_and_offers_the_full_output_flag():
-    """The plugin is found by its module name: a broken one would stop every Snakemake start."""
-    import subprocess
+def _snakemake_logger(stream, level=logging.INFO):
+    """A logger shaped as Snakemake's: a terminal handler and a log file handler."""
+    logger = logging.Logger("snakemake.logging.test", level)
+    logger.addHandler(logging.StreamHandler(stream))
+    logger.addHandler(logging.FileHandler(stream.log_path))
+    return logger
 
-    from conftest import REPO, SNAKEMAKE, env
 
-    done = subprocess.run([SNAKEMAKE, "--help"], capture_output=True, text=True, timeout=120,
-                          env=env(PYTHONPATH=str(REPO)))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "--logger-cq-full" in done.stdout
+class Terminal(io.StringIO):
+    def __init__(self, log_path):
+        super().__init__()
+        self.log_path = log_path
+
+
+def test_the_filter_turns_job_events_into_progress_and_keeps_the_log_file_whole(tmp_path):
+    from snakemake_interface_logger_plugins.common import LogEvent
+
+    from cq.terminal import brief
+
+    out = Terminal(tmp_path / "snakemake.log")
+    logger = _snakemake_logger(out)
+    shown = brief(logger, "brief")
+    assert shown is not None and brief(logger, "brief") is None  # once per handler
+    logger.info("Select jobs to execute...")
+    logger.info("job", extra={"event": LogEvent.JOB_INFO, "jobid": 3, "rule_name": "quantize",
+                              "wildcards": {"method": "octree", "key": "a.png"}, "log": []})
+    logger.info("2 of 3 steps", extra={"event": LogEvent.PROGRESS, "done": 2, "total": 3})
+    logger.warning("cq: something to see")
+    logger.info("Nothing to be done (all requested files are present and up to date).")
+    shown.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("cq: started · running: octree on a.png")
+    assert lines[1].startswith("cq: 2 of 3 jobs done")
+    assert lines[2:] == ["cq: something to see", "Nothing to be done (all requested files are present and up to date)."]
+    kept = (tmp_path / "snakemake.log").read_text()
+    assert "Select jobs to execute..." in kept and "2 of 3 steps" in kept
+    shown.remove()
+    logger.info("Select jobs to execute...")
+    assert out.getvalue().splitlines()[-1] == "Select jobs to execute..."
+
+
+@pytest.mark.parametrize("mode, env_value, level", [("full", None, logging.INFO), ("brief", "full", logging.INFO),
+                                                     ("brief", None, logging.DEBUG)])
+def test_the_full_output_is_one_setting_away(tmp_path, monkeypatch, mode, env_value, level):
+    from cq.terminal import brief
+
+    monkeypatch.delenv("CQ_TERMINAL", raising=False)
+    if env_value:
+        monkeypatch.setenv("CQ_TERMINAL", env_value)
+    assert brief(_snakemake_logger(Terminal(tmp_path / "s.log"), level), mode) is None
 
 
 @pytest.mark.slow
-def test_cq_nightly_prints_progress_lines_and_the_full_output_is_one_flag_away(tmp_path):
-    """cq nightly runs Snakemake with the plugin (the checkout first on its PYTHONPATH: an
-    editable install hides plugins from Snakemake): a few progress lines, no job listings, no
-    Reason: lines, every failing file named at the end; --logger-cq-full: Snakemake's listing."""
+def test_snakemake_and_cq_nightly_print_progress_lines_and_the_full_output_is_one_setting_away(tmp_path):
+    """Plain snakemake and cq nightly alike: a few progress lines, no job listings, no Reason:
+    lines, every failing file named at the end; --config terminal=full: Snakemake's listing."""
     import subprocess
 
-    from conftest import cq_nightly_command, env, write_tiny_photos
+    from conftest import command, cq_nightly_command, env, write_tiny_photos
 
     write_tiny_photos(tmp_path / "images")
     (tmp_path / "images/broken.png").write_bytes(b"not an image")
     (tmp_path / "test.yaml").write_text("input_dir: images\nresults_dir: results\nmethods: [median_cut, octree]\n")
-    brief = subprocess.run(cq_nightly_command(tmp_path), capture_output=True, text=True, timeout=300,
-                           env={k: v for k, v in env().items() if k != "CQ_TERMINAL"})
-    lines = (brief.stdout + brief.stderr).splitlines()
-    assert brief.returncode == 0, "\n".join(lines)
-    assert any(line.startswith("cq: 10 of 10 jobs done") for line in lines), lines  # 5 images x 2
+    brief_env = {k: v for k, v in env().items() if k != "CQ_TERMINAL"}
+    plain = subprocess.run(command(tmp_path), capture_output=True, text=True, timeout=300, env=brief_env)
+    lines = (plain.stdout + plain.stderr).splitlines()
+    assert plain.returncode == 0, "\n".join(lines)
+    assert any(line.startswith("cq: 12 of 12 jobs done") for line in lines), lines  # 5 images x 2, report, all
     assert "cq:   failed: 2 × not an image Pillow can read (2 methods): broken.png" in lines
     assert not [line for line in lines if "wildcards:" in line or line.strip().startswith("Reason:")]
     assert len(lines) <= 30, "\n".join(lines)
     (tmp_path / "images/new.png").write_bytes((tmp_path / "images/rocket.png").read_bytes())
-    full = subprocess.run([*cq_nightly_command(tmp_path), "--", "--logger-cq-full"], capture_output=True,
-                          text=True, timeout=300, env={k: v for k, v in env().items() if k != "CQ_TERMINAL"})
+    nightly = subprocess.run(cq_nightly_command(tmp_path), capture_output=True, text=True, timeout=300, env=brief_env)
+    lines = (nightly.stdout + nightly.stderr).splitlines()
+    assert nightly.returncode == 0 and any(line.startswith("cq: 2 of 2 jobs done") for line in lines), lines
+    assert len(lines) <= 20, "\n".join(lines)
+    (tmp_path / "images/newer.png").write_bytes((tmp_path / "images/rocket.png").read_bytes())
+    full = subprocess.run([*cq_nightly_command(tmp_path), "--config", "terminal=full"], capture_output=True,
+                          text=True, timeout=300, env=brief_env)
     assert full.returncode == 0 and "wildcards: method=" in full.stdout + full.stderr
 
 

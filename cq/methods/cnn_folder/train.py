@@ -30,18 +30,21 @@ FORMAT = "cq.cnn_folder.network/1"
 class TrainConfig:
     """How the folder network is trained (see :func:`train`)."""
 
-    # the optimiser: passes over the sample, images per step, Adam's step size
     epochs: int = 60
+    """Passes over the sample."""
     batch: int = 16
+    """Images per optimiser step."""
     lr: float = 3e-3
-    # the surrogate: its soft assignment's temperature, annealed, over colours binned to `bits`
+    """Adam's step size."""
     tau_start: float = 10.0
     tau_end: float = 1.0
+    """The surrogate's soft-assignment temperature, annealed from ``tau_start`` to ``tau_end``."""
     bits: int = 4
-    # the run
+    """The surrogate's colours: each image's histogram binned to this many bits per channel."""
     seed: int = 0
     threads: int = 2
-    constant_input: bool = False  # the ablation: every image's input replaced by one constant
+    constant_input: bool = False
+    """The ablation: every image's input replaced by one constant (the features must matter)."""
 
 
 @dataclass

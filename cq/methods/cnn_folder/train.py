@@ -36,9 +36,8 @@ class TrainConfig:
     """Images per optimiser step."""
     lr: float = 3e-3
     """Adam's step size."""
-    tau_start: float = 10.0
-    tau_end: float = 1.0
-    """The surrogate's soft-assignment temperature, annealed from ``tau_start`` to ``tau_end``."""
+    tau: tuple[float, float] = (10.0, 1.0)
+    """The surrogate's soft-assignment temperature, annealed from the first to the second."""
     bits: int = 4
     """The surrogate's colours: each image's histogram binned to this many bits per channel."""
     seed: int = 0
@@ -112,7 +111,7 @@ def train(samples, shape, weights: Weights = Weights(), config: TrainConfig = Tr
             losses = []
             for b in rng.permutation(len(batches)):
                 (inp, x, w), progress = batches[b], step / total
-                tau = config.tau_start * (config.tau_end / config.tau_start) ** progress
+                tau = config.tau[0] * (config.tau[1] / config.tau[0]) ** progress
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * 0.5 * (1 + np.cos(np.pi * progress))
                 palette, caps = net(*inp, blind=config.constant_input)

@@ -18,7 +18,6 @@ import math
 import os
 from dataclasses import dataclass
 
-import jsonschema
 import yaml
 
 from cq.methods import all_methods, get_method
@@ -61,6 +60,8 @@ def load_schema(path: str | os.PathLike) -> dict:
 
 def check_schema(config: dict, schema: dict) -> None:
     """Raise ConfigError naming the first key that the schema refuses (one line)."""
+    import jsonschema  # here: `cq quantize` checks no config
+
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         where = ".".join(str(part) for part in error.absolute_path) or "(top level)"

@@ -6,6 +6,7 @@ list every bad image next to the good ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -13,7 +14,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import jsonschema
 
 from cq.fsutil import atomic_write_bytes
 
@@ -77,13 +77,17 @@ RECORD_SCHEMA = {
 }
 
 
-# Built once: jsonschema.validate re-checks the schema on every call (10x slower over thousands).
-_VALIDATOR = jsonschema.Draft202012Validator(RECORD_SCHEMA)
-# The same schema with the palette's entries left to _palette_ok: jsonschema's walk over k
-# entries of 3 numbers was 85% of a record's check, and every record is checked three times
-# a run (written, reported, indexed for best/).
-_FAST = jsonschema.Draft202012Validator(
-    {**RECORD_SCHEMA, "properties": {**RECORD_SCHEMA["properties"], "palette": {"type": "array"}}})
+@functools.cache
+def _validators():
+    """(full, fast), built once and only when a record is checked (importing jsonschema is a
+    fifth of a `cq quantize` command that writes no record). jsonschema.validate re-checks the
+    schema on every call (10x slower over thousands). The fast one leaves the palette's entries
+    to _palette_ok: jsonschema's walk over k entries of 3 numbers was 85% of a record's check,
+    and every record is checked three times a run (written, reported, indexed for best/)."""
+    import jsonschema
+
+    fast = {**RECORD_SCHEMA, "properties": {**RECORD_SCHEMA["properties"], "palette": {"type": "array"}}}
+    return jsonschema.Draft202012Validator(RECORD_SCHEMA), jsonschema.Draft202012Validator(fast)
 
 
 def _palette_ok(palette) -> bool:
@@ -118,10 +122,13 @@ def now() -> str:
 
 def validate(record: dict, source: str = "record") -> dict:
     """Return ``record`` if it matches the schema, else raise RecordError naming ``source``."""
-    if _FAST.is_valid(record) and _palette_ok(record["palette"]):
+    import jsonschema
+
+    full, fast = _validators()
+    if fast.is_valid(record) and _palette_ok(record["palette"]):
         return record
     try:  # the full schema names the first problem
-        error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(record))
+        error = jsonschema.exceptions.best_match(full.iter_errors(record))
         if error is not None:
             raise error
     except jsonschema.ValidationError as e:

@@ -218,7 +218,7 @@ class Brief(logging.Filter):
             self.follow.job_finished(record.job_id)
         elif event == "job_error":
             self.follow.job_failed(record.jobid)
-        elif event is None and record.levelno >= logging.WARNING:
+        elif record.levelno >= logging.WARNING:  # a warning, or an error Snakemake stops on
             self.follow.message(self.handler.format(record))
         elif event is None and str(record.msg or "").startswith(KEEP):
             self.follow.message(record.getMessage())

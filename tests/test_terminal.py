@@ -144,12 +144,13 @@ def test_the_filter_turns_job_events_into_progress_and_keeps_the_log_file_whole(
                               "wildcards": {"method": "octree", "key": "a.png"}, "log": []})
     logger.info("2 of 3 steps", extra={"event": LogEvent.PROGRESS, "done": 2, "total": 3})
     logger.warning("cq: something to see")
+    logger.error("WorkflowError: cq: every result of this run failed", extra={"event": LogEvent.ERROR})
     logger.info("Nothing to be done (all requested files are present and up to date).")
     shown.close()
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("cq: started · running: octree on a.png")
     assert lines[1].startswith("cq: 2 of 3 jobs done")
-    assert lines[2:] == ["cq: something to see", "Nothing to be done (all requested files are present and up to date)."]
+    assert lines[2:] == ["cq: something to see", "WorkflowError: cq: every result of this run failed", "Nothing to be done (all requested files are present and up to date)."]
     kept = (tmp_path / "snakemake.log").read_text()
     assert "Select jobs to execute..." in kept and "2 of 3 steps" in kept
     shown.remove()

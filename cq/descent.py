@@ -20,7 +20,7 @@ from cq import lattice
 from cq.finalize import finalize
 from cq.histogram import pack_rgb
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
-from cq.points import Points, assign, cluster_moments, points_score
+from cq.points import Points, assign, assign_colors, cluster_moments, point_costs, points_score
 
 
 def _place(centroids: np.ndarray, cap: float, weights: Weights) -> np.ndarray:
@@ -79,7 +79,7 @@ def round_within(palette: np.ndarray, cap: float) -> np.ndarray:
     return np.where(over[:, None], inward, near).astype(np.uint8)
 
 
-def reseed_unused(points: Points, palette: np.ndarray, weights: Weights) -> np.ndarray:
+def reseed_unused(points: Points, palette: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
     """The uint8 palette with every unused or repeated colour moved to a new place, where the
     image loses most: :func:`lloyd`'s reseed on the lattice.
 
@@ -89,7 +89,7 @@ def reseed_unused(points: Points, palette: np.ndarray, weights: Weights) -> np.n
     its careful search is slow on palettes with many unused colours. Returns the palette and
     the points' labels.
     """
-    labels, cost = assign(points, palette.astype(np.float64), weights)
+    labels = assign_colors(points.colors32, palette, weights)  # the costs only when a colour moves
     k = len(palette)
     keys = pack_rgb(palette)
     dead = np.bincount(labels, minlength=k) == 0
@@ -98,13 +98,14 @@ def reseed_unused(points: Points, palette: np.ndarray, weights: Weights) -> np.n
         return palette, labels
     cap = float(vertex_cost(palette[~dead]).max())
     ideal = round_within(ideal_colors(points.colors, cap, weights), cap)
+    cost = point_costs(points, palette, labels, weights)
     order = np.argsort(-_loss(points, cost, ideal, weights), kind="stable")[: 64 * k]
     candidates = pack_rgb(ideal[order])
     first = np.sort(np.unique(candidates, return_index=True)[1])
     fresh = first[~np.isin(candidates[first], keys[~dead])][: int(dead.sum())]
     out = palette.copy()
     out[np.flatnonzero(dead)[: len(fresh)]] = ideal[order[fresh]]
-    return out, assign(points, out.astype(np.float64), weights)[0]
+    return out, assign_colors(points.colors32, out, weights)
 
 
 _WINDOW = np.stack(np.meshgrid(*[np.arange(-1, 3)] * 3, indexing="ij"), -1).reshape(-1, 3)

@@ -59,10 +59,16 @@ def assign(points: Points, palette: np.ndarray, weights: Weights) -> tuple[np.nd
     """:func:`assign_colors` of the points, and every point's exact float64 per-pixel cost."""
     pal = np.asarray(palette, dtype=np.float64)
     labels = assign_colors(points.colors32, pal, weights)
+    return labels, point_costs(points, pal, labels, weights)
+
+
+def point_costs(points: Points, palette: np.ndarray, labels: np.ndarray, weights: Weights) -> np.ndarray:
+    """Every point's exact float64 per-pixel cost of taking its labelled palette colour."""
+    pal = np.asarray(palette, dtype=np.float64)
     diff = points.colors - pal[labels]
     cost = weights.pixel_mse * np.einsum("ij,ij->i", diff, diff)
     cost += weights.mean_cost * vertex_cost(pal)[labels]
-    return labels, cost
+    return cost
 
 
 def cluster_moments(points: Points, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 # A job log's line: "2026-01-02 03:04:05,678 INFO cq.methods.cnn: cnn coffee: epoch 12, ...".
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d+)? [A-Z]+ [\w.]+: (.*)$")
@@ -45,8 +46,8 @@ class Job:
 
 def describe(rule: str, wildcards: dict) -> str:
     """A job as a person names it: "kmeans on photos/a.jpg", "octree, shard 0003", "the report"."""
-    if rule == "quantize" and "method" in wildcards:
-        return f"{wildcards['method']} on {wildcards.get('key', '?')}"
+    if rule == "quantize" and "method" in wildcards:  # the key decoded (cq.discover.result_key)
+        return f"{wildcards['method']} on {unquote(wildcards.get('key', '?'))}"
     if rule == "quantize_shard" and "method" in wildcards:
         return f"{wildcards['method']}, shard {wildcards.get('shard', '?')}"
     if rule == "report":

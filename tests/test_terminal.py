@@ -103,6 +103,7 @@ def test_the_line_stays_short_whatever_a_log_says(tmp_path):
 
 @pytest.mark.parametrize("rule, wildcards, text", [
     ("quantize", {"method": "kmeans", "key": "a/b.jpg"}, "kmeans on a/b.jpg"),
+    ("quantize", {"method": "kmeans", "key": "a%7Bword%7D 100%25.png"}, "kmeans on a{word} 100%.png"),
     ("quantize_shard", {"method": "octree", "shard": "0003"}, "octree, shard 0003"),
     ("report", {}, "the report"), ("all", {}, "all")])
 def test_jobs_are_named_as_a_person_would(rule, wildcards, text):

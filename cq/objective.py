@@ -157,24 +157,25 @@ def best_cap(dist: np.ndarray, mass: np.ndarray, weights: Weights = Weights(),
 
     ``d_j`` (``dist``) is a colour's or cluster's distance to its nearest vertex and
     ``g_j(r) = (w_mse/3)(d_j - r)^2 + w_mean*r`` its cost at radius ``r`` from the vertex. The
-    function is convex in ``T`` with a piecewise-linear, increasing derivative, so the root of
-    the derivative is found by bisection (60 halvings: exact to float precision). Shared by the
-    lower bound and by the methods that place colours under the cap.
+    function is convex in ``T``; its derivative ``w_max - (2 w_mse / n) * G(T)``, with
+    ``G(T) = sum_j mass_j * max(f_j - T, 0)`` and ``f_j = max(d_j - pull, 0)``, is piecewise
+    linear and increasing, so its root is solved on the one linear piece that holds it (colours
+    sorted by ``f``, cumulative sums): exact, in one sort. Shared by the lower bound and by the
+    methods that place colours under the cap.
     """
     n = float(mass.sum()) if n_pixels is None else n_pixels
-    free = np.maximum(dist - weights.vertex_pull, 0.0)
-
-    def slope(cap: float) -> float:
-        over = free > cap
-        return weights.max_cost - 2 * weights.pixel_mse * float(mass[over] @ (free[over] - cap)) / n
-
-    lo, hi = 0.0, float(free.max(initial=0.0))
-    if slope(lo) >= 0:
+    free = np.maximum(np.asarray(dist, dtype=np.float64) - weights.vertex_pull, 0.0)
+    if weights.pixel_mse <= 0 or free.size == 0:
         return 0.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
-    return hi
+    target = weights.max_cost * n / (2.0 * weights.pixel_mse)  # the root is where G(T) = target
+    order = np.argsort(-free, kind="stable")
+    f, m = free[order], np.asarray(mass, dtype=np.float64)[order]
+    heavy, moment = np.cumsum(m), np.cumsum(m * f)  # sums over the i + 1 largest f
+    if moment[-1] <= target:  # G(0) <= target: the derivative is >= 0 from T = 0
+        return 0.0
+    at_breaks = np.concatenate([[0.0], moment[:-1] - f[1:] * heavy[:-1]])  # G(f_i), nondecreasing
+    over = int(np.searchsorted(at_breaks, target, side="right"))  # colours above the root
+    return float(np.clip((moment[over - 1] - target) / heavy[over - 1], 0.0, f[0]))
 
 
 def ideal_colors(colors: np.ndarray, cap: float, weights: Weights = Weights()) -> np.ndarray:

@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 import skimage.data
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram
 from cq.methods import Problem, get_method
-from cq.objective import Weights, score, score_assignment, vertex_cost
+from cq.objective import Weights, best_cap, score, score_assignment, vertex_cost
 
 
 # --- the tutorial's functions, transcribed literally: the oracle -------------------------------
@@ -97,3 +99,31 @@ def test_large_image_uses_the_counting_histogram_path():
 def test_score_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="shapes differ"):
         score(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 3, 3), np.uint8))
+
+
+def _bisected_cap(dist, mass, weights):
+    """Independent oracle of best_cap: 200 halvings on the derivative's sign (float64)."""
+    free = np.maximum(dist - weights.vertex_pull, 0.0)
+
+    def slope(cap):
+        return weights.max_cost - 2 * weights.pixel_mse * float(mass @ np.maximum(free - cap, 0.0)) / mass.sum()
+
+    lo, hi = 0.0, float(free.max(initial=0.0))
+    if slope(lo) >= 0:
+        return 0.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    return hi
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 221 * 4), st.integers(0, 5000)), min_size=1, max_size=60)
+       .filter(lambda rows: sum(m for _, m in rows) > 0),
+       st.sampled_from([Weights(), Weights(mse=1, max_cost=0, mean_cost=0), Weights(mse=1, max_cost=500, mean_cost=3)]))
+def test_best_cap_is_the_root_of_the_derivative(rows, weights):
+    """The closed-form cap equals a bisection of the derivative's sign, on ties, zero masses and
+    quarter-unit distances alike."""
+    dist = np.array([d / 4 for d, _ in rows])
+    mass = np.array([m for _, m in rows], dtype=np.float64)
+    assert best_cap(dist, mass, weights) == pytest.approx(_bisected_cap(dist, mass, weights), abs=1e-9)

@@ -68,11 +68,11 @@ def _descent(hist, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine
     return integer_lloyd(fine, palette, weights, int_iter)[0], coarse
 
 
-@register("direct", version="5", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=20, int_iter=10,
+@register("direct", version="6", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=5, int_iter=10,
           fine_max_colors=400_000, lattice_cap=4.0, time_budget=None)
 @_one_blas_thread
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
-           fine_iter: int = 20, int_iter: int = 10, fine_max_colors: int = 400_000, lattice_cap: float = 4.0,
+           fine_iter: int = 5, int_iter: int = 10, fine_max_colors: int = 400_000, lattice_cap: float = 4.0,
            time_budget: float | None = None) -> Proposal:
     """Lloyd-style descent on the exact score, then on uint8 colours; see the module docstring.
 

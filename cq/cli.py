@@ -10,11 +10,17 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 
-from cq.config import MAX_K, ConfigError, check_params
-from cq.methods import UnknownMethodError, all_methods, get_method
-from cq.objective import DEFAULT_K, Weights
+# One OpenBLAS thread unless the caller chose otherwise, set before numpy loads: cq's matrix
+# products have an inner size of 3, where BLAS threads only spin (0.13 s of CPU at numpy's
+# import alone, a sixth of a photo's whole run). Snakemake sets the same for each job.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from cq.config import MAX_K, ConfigError, check_params  # noqa: E402 (after the BLAS setting)
+from cq.methods import UnknownMethodError, all_methods, get_method  # noqa: E402 (after the BLAS setting)
+from cq.objective import DEFAULT_K, Weights  # noqa: E402 (after the BLAS setting)
 
 USAGE, FAILURE = 2, 1
 # What `cq --help` prints: plain text (the module docstring is for readers of the code).

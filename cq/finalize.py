@@ -190,7 +190,7 @@ def _split_floor(hist, pal, labels, k, weights):
     cands = lattice.colors_within(_near_cap(k))
     cands = cands[~np.isin(pack_rgb(cands), pack_rgb(pal))]
     now = _objective_rows(hist.colors, pal[labels], weights)
-    extra = (pixel_costs(hist.colors, cands, weights, "objective") - now[:, None]).min(0)
+    extra = _cheapest_rows(hist.colors, now, cands, weights, 1)[0][:, 0]
     costs, missing, base = vertex_cost(cands), k - len(pal), float(vertex_cost(pal).max())
     best = (np.inf, lattice.kth_smallest_cost(k))
     for radius in lattice.radii(_near_cap(k)):
@@ -252,7 +252,6 @@ def _split_up(hist, pal, labels, k, weights, floor):
 _BATCH_CAP = 8.0  # the batch's largest max cost (k = 256 colours near one vertex need about 8)
 _BATCH_SOURCES = 16  # the cheapest source colours kept per candidate colour
 _BATCH_MAX_SOURCES = 1 << 14  # histogram colours that may give pixels (bounds the batch's time)
-_BATCH_BUDGET = 1 << 23  # histogram colours x candidates per block of the batch's table
 
 
 def _batch_split_up(hist, pal, labels, k, weights):
@@ -318,20 +317,40 @@ def _cheapest_sources(hist, taken, cands, weights, available):
     ``available`` source histogram colours, ascending, and those colours: ((m, s) float64, (m, s)
     int64; inf where there are fewer)."""
     rows = np.flatnonzero(available)
-    keep = _BATCH_SOURCES
-    delta = np.full((len(cands), keep), np.inf)
-    source = np.zeros((len(cands), keep), dtype=np.int64)
-    step = _BATCH_BUDGET // max(len(cands), 1) + 1
-    for s in range(0, len(rows), step):
-        part = rows[s:s + step]
-        now = _objective_rows(hist.colors[part], taken[part], weights)
-        block = (pixel_costs(hist.colors[part], cands, weights, "objective") - now[:, None]).T
-        delta = np.concatenate([delta, block], axis=1)
-        source = np.concatenate([source, np.broadcast_to(part, block.shape)], axis=1)
-        top = np.argpartition(delta, keep - 1, axis=1)[:, :keep]
-        delta, source = np.take_along_axis(delta, top, 1), np.take_along_axis(source, top, 1)
-    order = np.argsort(delta, axis=1, kind="stable")
-    return np.take_along_axis(delta, order, 1), np.take_along_axis(source, order, 1)
+    delta = np.full((len(cands), _BATCH_SOURCES), np.inf)
+    source = np.zeros((len(cands), _BATCH_SOURCES), dtype=np.int64)
+    if len(rows) and len(cands):
+        now = _objective_rows(hist.colors[rows], taken[rows], weights)
+        found, at = _cheapest_rows(hist.colors[rows], now, cands, weights, _BATCH_SOURCES)
+        delta[:, : found.shape[1]], source[:, : found.shape[1]] = found, rows[at]
+    return delta, source
+
+
+def _cheapest_rows(colors, now, cands, weights, keep):
+    """Per candidate colour, the ``keep`` rows of ``colors`` whose per-pixel objective changes
+    least by taking it instead of their current objective ``now``: the changes, ascending, and
+    the rows ((m, keep') float64 and int64, keep' = min(keep, rows)).
+
+    For a candidate ``c`` the change is ``w_mse/3 * (||p - c||^2 - a_p) + w_mean * cost(c)`` with
+    ``a_p = now_p / (w_mse/3)``, so its cheapest rows are the nearest neighbours of ``(c, 0)``
+    among the lifted rows ``(p, sqrt(max(a) - a_p))``: a k-d tree finds them exactly, in place
+    of the (rows x candidates) table of every change (seconds on a dark photo). The changes of
+    the rows found are then computed exactly.
+    """
+    from scipy.spatial import KDTree  # only images whose palette lacks colours come here
+
+    keep = min(keep, len(colors))
+    points = colors.astype(np.float64)
+    if weights.pixel_mse > 0:
+        lifted = now / weights.pixel_mse
+        lifted = np.sqrt(np.maximum(lifted.max() - lifted, 0.0))
+        queries = np.column_stack([cands, np.zeros(len(cands))]).astype(np.float64)
+        at = KDTree(np.column_stack([points, lifted])).query(queries, k=keep)[1].reshape(len(cands), keep)
+    else:  # no distance term: the rows that pay most now, for every candidate
+        at = np.broadcast_to(np.argsort(-now, kind="stable")[:keep], (len(cands), keep))
+    change = _objective_rows(points[at], cands[:, None, :], weights) - now[at]
+    order = np.argsort(change, axis=1, kind="stable")
+    return np.take_along_axis(change, order, 1), np.take_along_axis(at, order, 1)
 
 
 # Up to this max cost, a split may also send a pixel to any uint8 colour within it, at any vertex

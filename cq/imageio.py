@@ -96,7 +96,7 @@ def _to_rgb(im: Image.Image, path: Path, background) -> LoadedImage:
         notes.append(f"animated: first frame of {n_frames} used")
     mode = im.mode
     im.load()
-    im = ImageOps.exif_transpose(im)
+    ImageOps.exif_transpose(im, in_place=True)  # in place: otherwise a full copy, even unrotated
     if im.mode == "F":
         im = Image.fromarray(_float_to_uint8(np.asarray(im, dtype=np.float64)), "L")
         notes.append("float: scaled to 8 bits by its range")
@@ -142,10 +142,16 @@ def _float_to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255).astype(np.uint8)
 
 
-def read_back(path: str | os.PathLike) -> np.ndarray:
-    """The RGB pixels of a PNG this package wrote (no size limit: it is our own output)."""
+def read_back(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """The palette ((m, 3) uint8) and index image ((H, W) uint8) of an indexed PNG this package
+    wrote, as a decoder reads them (no size limit: it is our own output). Not rendered to RGB:
+    on a large image that would be a second full copy of it."""
     with _bomb_guard(None), Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        if im.mode != "P":
+            raise ValueError(f"{path}: written as mode {im.mode}, not an indexed (P) PNG")
+        index = np.asarray(im, dtype=np.uint8)
+        palette = np.asarray(im.getpalette("RGB"), dtype=np.uint8).reshape(-1, 3)
+    return palette, index
 
 
 def write_indexed_png(path: str | os.PathLike, palette: np.ndarray, index: np.ndarray) -> None:

@@ -121,6 +121,28 @@ def score(original: np.ndarray, quantized: np.ndarray, weights: Weights = Weight
     return score_parts(_mse(original, quantized), hist.colors, hist.counts, weights)
 
 
+def score_indexed(original: np.ndarray, palette: np.ndarray, index: np.ndarray,
+                  weights: Weights = Weights(), *, chunk: int = 1 << 19) -> Score:
+    """Score the image ``palette[index]`` ((m, 3) uint8, (H, W) indices) against its original
+    (H, W, 3) uint8, as :func:`score` would, without rendering it whole: squared errors and
+    per-entry pixel counts are summed in integers over blocks of about ``chunk`` pixels, so a
+    large image costs a block's memory, not two more full copies. Equal entries merge."""
+    if original.shape != (*index.shape, 3):
+        raise ValueError(f"shapes differ: original {original.shape}, index image {index.shape}")
+    pal = np.asarray(palette, dtype=np.int32)
+    rows = max(1, chunk // max(index.shape[1], 1))
+    total, counts = 0, np.zeros(len(pal), dtype=np.int64)
+    for top in range(0, index.shape[0], rows):
+        block = index[top : top + rows]
+        d = original[top : top + rows].astype(np.int32) - pal[block]
+        np.square(d, out=d)  # at most 255**2: no int32 overflow
+        total += int(d.sum(dtype=np.int64))
+        counts += np.bincount(block.reshape(-1), minlength=len(pal))
+    used = counts > 0
+    uniq, inv = np.unique(pack_rgb(palette[used]), return_inverse=True)
+    return score_parts(total / original.size, unpack_rgb(uniq), np.bincount(inv, weights=counts[used]), weights)
+
+
 def score_assignment(
     hist: ColorHistogram, palette: np.ndarray, labels: np.ndarray, weights: Weights = Weights()
 ) -> Score:

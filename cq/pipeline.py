@@ -27,7 +27,7 @@ from cq.imageio import DEFAULT_MAX_PIXELS, ImageError, load_image, read_back, wr
 from cq.config import job_spec
 from cq.methods import Problem, Proposal, UnknownMethodError, get_method
 from cq import bound
-from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, score
+from cq.objective import DEFAULT_K, SCORING_VERSION, Weights, score_indexed
 from cq.record import SCHEMA_ID, SCORE_KEYS, SCORE_PARTS, RecordError, now, read_record, versions, write_record
 
 log = logging.getLogger(__name__)
@@ -242,14 +242,18 @@ class InvariantError(AssertionError):
 def check_written(png_path, image: np.ndarray, claimed, bound: float, job: Job):
     """Re-score the PNG as written, independently of the method's figure, and check it.
 
-    The file is read back and scored pixel by pixel (exact integer MSE); that score must
-    agree with the method's own histogram figure to 1e-9, have exactly k colours, and not
-    be below the lower bound. Any violation raises InvariantError naming the check.
+    The file is read back as a decoder reads it (palette and index image) and scored pixel by
+    pixel (exact integer MSE); that score must agree with the method's own histogram figure to
+    1e-9, have exactly k colours, and not be below the lower bound. Any violation raises
+    InvariantError naming the check.
     """
-    written = read_back(png_path)
-    if written.shape != image.shape:
-        raise InvariantError(f"invariant: written image is {written.shape}, input {image.shape}")
-    s = score(image, written, job.weights)
+    try:
+        palette, index = read_back(png_path)
+    except ValueError as e:
+        raise InvariantError(f"invariant: {e}") from e
+    if index.shape != image.shape[:2]:
+        raise InvariantError(f"invariant: written image is {index.shape}, input {image.shape[:2]}")
+    s = score_indexed(image, palette, index, job.weights)
     if s.n_colors != job.k:
         raise InvariantError(f"invariant: written image has {s.n_colors} distinct colours, not k={job.k}")
     if not np.isclose(s.score, claimed.score, rtol=1e-9, atol=0.0):

@@ -46,6 +46,16 @@ def test_a_written_file_that_differs_is_an_error(tmp_path, photo, monkeypatch):
     assert not png.exists()
 
 
+def test_a_written_file_that_is_not_indexed_is_an_error(tmp_path, photo, monkeypatch):
+    def rendered(path, palette, index):  # the right pixels, but as an RGB PNG
+        Image.fromarray(np.asarray(palette)[index]).save(path, format="PNG")
+
+    monkeypatch.setattr(cq.pipeline, "write_indexed_png", rendered)
+    record, png = quantize(tmp_path, photo)
+    assert record["status"] == "error" and "not an indexed (P) PNG" in record["error"]
+    assert not png.exists()
+
+
 def test_a_wrong_method_figure_is_an_error(tmp_path, photo, monkeypatch):
     real = Quantization.score
     monkeypatch.setattr(Quantization, "score", lambda self, hist, w: real(self, hist, w).__class__(

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from cq.finalize import finalize
 from cq.histogram import ColorHistogram
 from cq.methods import Problem, get_method
-from cq.objective import Weights, best_cap, score, score_assignment, vertex_cost
+from cq.objective import Weights, best_cap, score, score_assignment, score_indexed, vertex_cost
 
 
 # --- the tutorial's functions, transcribed literally: the oracle -------------------------------
@@ -127,3 +127,16 @@ def test_best_cap_is_the_root_of_the_derivative(rows, weights):
     dist = np.array([d / 4 for d, _ in rows])
     mass = np.array([m for _, m in rows], dtype=np.float64)
     assert best_cap(dist, mass, weights) == pytest.approx(_bisected_cap(dist, mass, weights), abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 40), st.integers(1, 30), st.integers(1, 12), st.integers(0, 2**32 - 1), st.integers(1, 200))
+def test_score_indexed_equals_scoring_the_rendered_image(height, width, entries, seed, chunk):
+    """Blocks of rows, repeated and unused palette entries: the same Score as rendering
+    ``palette[index]`` and scoring it pixel by pixel."""
+    rng = np.random.default_rng(seed)
+    original = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    palette = rng.integers(0, 256, (entries, 3), dtype=np.uint8)
+    palette[rng.integers(entries, size=entries // 3)] = palette[0]  # some entries repeat
+    index = rng.integers(0, max(1, entries - 1), (height, width)).astype(np.uint8)  # the last may be unused
+    assert score_indexed(original, palette, index, chunk=chunk) == score(original, palette[index])

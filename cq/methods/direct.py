@@ -69,10 +69,10 @@ def _descent(hist, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine
 
 
 @register("direct", version="6", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=5, int_iter=10,
-          fine_max_colors=400_000, lattice_cap=4.0, time_budget=None)
+          fine_max_colors=30_000, lattice_cap=4.0, time_budget=None)
 @_one_blas_thread
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
-           fine_iter: int = 5, int_iter: int = 10, fine_max_colors: int = 400_000, lattice_cap: float = 4.0,
+           fine_iter: int = 5, int_iter: int = 10, fine_max_colors: int = 30_000, lattice_cap: float = 4.0,
            time_budget: float | None = None) -> Proposal:
     """Lloyd-style descent on the exact score, then on uint8 colours; see the module docstring.
 
@@ -86,7 +86,8 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     coarse_iter, fine_iter, int_iter : iteration limits of the starts, of the real-valued descent
         on the fine histogram and of the uint8 descent.
     fine_max_colors : histograms with more colours are binned (7, then 6 bits) for the fine
-        stages; the final assignment is always on the exact histogram.
+        stages; the final assignment is always on the exact histogram. On 32 photos, 30,000
+        (was 400,000) moved no score/bound ratio by more than 1e-4 and halved the method's time.
     lattice_cap : when the best max cost found is below this, palettes made of the uint8 colours
         within each cap up to it are searched too (k-median), since there the lattice decides.
     time_budget : seconds after which no further start begins (None: all starts run).

@@ -16,7 +16,7 @@ from cq.lock import LockedError, LockError
 from cq.methods.cnn_folder.folder import workflow_plan
 from cq.outcome import REPORT_ENV, all_failed
 from cq.run import Run, run_settings
-from cq.shards import SHARDS_FOLDER, listing_path, manifest_path, shard_runtime, write_listing
+from cq.shards import SHARDS_FOLDER, listing_path, manifest_path, shard_runtime
 from cq.terminal import brief
 
 try:

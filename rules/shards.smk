@@ -7,9 +7,10 @@ rule shard_listing:
     output:
         listing=f"{RESULTS}/{SHARDS_FOLDER}/_images/{{shard}}.tsv",
     log: f"{LOGS}/{SHARDS_FOLDER}/_images/{{shard}}.log",
+    params:
+        images=lambda w: SHARDS[w.shard],
     localrule: True
-    run:
-        write_listing(output.listing, SHARDS[wildcards.shard])
+    script: "../scripts/shard_listing.py"
 
 
 rule quantize_shard:

@@ -18,8 +18,6 @@ import math
 import os
 from dataclasses import dataclass
 
-import yaml
-
 from cq.methods import all_methods, get_method
 from cq.objective import SCORING_VERSION, Weights
 
@@ -54,6 +52,9 @@ class Settings:
 
 
 def load_schema(path: str | os.PathLike) -> dict:
+    """The workflow's config schema (YAML; imported here only: `cq quantize` never reads one)."""
+    import yaml
+
     with open(path, encoding="utf-8") as f:
         return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 

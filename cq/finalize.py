@@ -30,6 +30,17 @@ _BALL = np.array([(r, g, b) for r in range(-3, 4) for g in range(-3, 4) for b in
 _SPLIT_SOURCES = 64  # a split is sought among the entries of most pixels only
 
 
+def _reach(spread: int) -> np.ndarray:
+    """Where a split may send pixels once every colour of :data:`_BALL` around the large
+    entries is taken (k = 256 on a few-colour screenshot): those offsets plus a 7x7x7 grid out
+    to ``spread`` units per channel, so the candidates stay few however far they look."""
+    if spread <= 3:
+        return _BALL
+    axis = np.arange(-spread, spread + 1, -(-spread // 3))
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    return np.concatenate([_BALL, grid[np.abs(grid).max(1) > 3]])
+
+
 class TooFewPixelsError(ValueError):
     """The image has fewer pixels than the k distinct colours asked for."""
 
@@ -219,6 +230,7 @@ def _split_up(hist, pal, labels, k, weights, floor):
     count = hist.counts.astype(np.int64).copy()
     label = np.asarray(labels, dtype=np.int64).copy()
     table = splits = None
+    spread = 3  # how far a split looks (see _reach): doubled whenever every colour in reach is taken
     while len(pal) < k:
         size = np.bincount(label, weights=count, minlength=len(pal))
         if table is None:
@@ -227,10 +239,13 @@ def _split_up(hist, pal, labels, k, weights, floor):
             sources = np.flatnonzero(size[label] >= 2)
             sources = sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
             splits = _Moves(hist, pal, colour, count, label, sources, weights, floor, split=True,
-                            near_cap=_near_cap(k))
+                            near_cap=_near_cap(k), spread=spread)
         options = [m for m in (table.best(), splits.best()) if m is not None]
         if not options:
-            raise AssertionError("no colour can be added: every palette colour holds one pixel")
+            if spread >= 255 or not len(splits.entries):
+                raise AssertionError("no colour can be added: every palette colour holds one pixel")
+            spread, splits = min(2 * spread, 255), None
+            continue
         _, e, m, target = min(options, key=lambda option: option[0])
         source, raised = label[e], vertex_cost(target) > vertex_cost(pal).max()
         pal = np.vstack([pal, target.astype(np.uint8)])
@@ -367,11 +382,12 @@ def _near_cap(k: int) -> float:
 class _Moves:
     """The exact score change of every candidate move of pixels of ``entries`` to a new colour."""
 
-    def __init__(self, hist, pal, colour, count, label, entries, weights, floor, *, split=False, near_cap=_NEAR_CAP):
+    def __init__(self, hist, pal, colour, count, label, entries, weights, floor, *, split=False, near_cap=_NEAR_CAP,
+                 spread=3):
         self.entries = entries
         p = hist.colors[colour[entries]].astype(np.int64)
         q = pal[label[entries]].astype(np.int64)
-        offsets = _BALL if split else _STEPS
+        offsets = _reach(spread) if split else _STEPS
         cands = q[None] + offsets[:, None, :]
         floor = max(float(vertex_cost(pal).max()), floor)  # raising the max cost up to it is free
         if not split:

@@ -10,6 +10,7 @@ rule shard_listing:
     params:
         images=lambda w: SHARDS[w.shard],
     localrule: True
+    conda: "../environment.yml"
     script: "../scripts/shard_listing.py"
 
 

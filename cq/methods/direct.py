@@ -18,7 +18,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cq.descent import exact_result, integer_lloyd, kmeans_plusplus, lattice_search, lloyd
+from cq.descent import exact_result, integer_lloyd, kmeans_plusplus, lattice_search, lloyd, own_colours
 from cq.histogram import pack_rgb
 from cq.methods import Problem, Proposal, register
 from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
@@ -97,8 +97,7 @@ def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: i
     deadline = t0 + time_budget if time_budget is not None else np.inf
     full = exact_points(hist)
     if hist.n_colors <= k:  # every colour its own cluster; finalisation adds the missing colours
-        ideal = ideal_colors(full.colors, _bound_cap(full, weights), weights)
-        pal8, coarse, stage = integer_lloyd(full, ideal, weights, int_iter)[0], full, "own colours"
+        pal8, coarse, stage = own_colours(full, weights, int_iter), full, "own colours"
     else:
         starts = max(n_starts, 512 // k**2)
         pal8, coarse = _descent(hist, k, weights, seed=seed, n_starts=starts, coarse_bits=coarse_bits,

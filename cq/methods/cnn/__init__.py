@@ -151,7 +151,7 @@ def _signature() -> inspect.Signature:
 
 
 cnn.__signature__ = _signature()
-register("cnn", version="5", device="auto", **_defaults())(cnn)
+register("cnn", version="6", device="auto", **_defaults())(cnn)
 
 
 def make_config(**params) -> Config:

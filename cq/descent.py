@@ -178,12 +178,16 @@ def integer_lloyd(points: Points, palette: np.ndarray, weights: Weights, max_ite
     return best[1], best[2], best[0]
 
 
+def bound_cap(points: Points, weights: Weights) -> float:
+    """The cap ``T`` at which the lower bound of these points is reached (each point its own cluster)."""
+    return best_cap(vertex_cost(points.colors), points.weights, weights, points.n_pixels)
+
+
 def own_colours(full: Points, weights: Weights, max_iter: int) -> np.ndarray:
     """For an image of at most k colours: each colour at its own best output under the lower
     bound's cap (moved toward its vertex), then :func:`integer_lloyd` on the lattice. ``direct``
     starts there; ``cnn``'s finish tries it beside its network's palette."""
-    cap = best_cap(vertex_cost(full.colors), full.weights, weights, full.n_pixels)
-    return integer_lloyd(full, ideal_colors(full.colors, cap, weights), weights, max_iter)[0]
+    return integer_lloyd(full, ideal_colors(full.colors, bound_cap(full, weights), weights), weights, max_iter)[0]
 
 
 def kmedian(points: Points, cand: np.ndarray, k: int, weights: Weights) -> np.ndarray:

@@ -18,23 +18,19 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cq.descent import exact_result, integer_lloyd, kmeans_plusplus, lattice_search, lloyd, own_colours
+from cq.descent import (bound_cap, exact_result, integer_lloyd, kmeans_plusplus, lattice_search, lloyd,
+                        own_colours)
 from cq.histogram import pack_rgb
 from cq.methods import Problem, Proposal, register
-from cq.objective import Weights, best_cap, ideal_colors, vertex_cost
+from cq.objective import Weights, ideal_colors, vertex_cost
 from cq.points import Points, binned_points, exact_points, fine_points
-
-
-def _bound_cap(points: Points, weights: Weights) -> float:
-    """The cap ``T`` at which the lower bound of these points is reached (each point its own cluster)."""
-    return best_cap(vertex_cost(points.colors), points.weights, weights, points.n_pixels)
 
 
 def _best_start(points: Points, k: int, weights: Weights, rng: np.random.Generator, n_starts: int,
                 max_iter: int, deadline: float) -> np.ndarray:
     """Best real palette of ``n_starts`` Lloyd runs, each seeded by k-means++ on the ideal colours
     under the lower bound's cap; no new start begins after ``deadline`` (perf_counter seconds)."""
-    targets = ideal_colors(points.colors, _bound_cap(points, weights), weights)
+    targets = ideal_colors(points.colors, bound_cap(points, weights), weights)
     best = (np.inf, None)
     for start in range(n_starts):
         if start > 0 and time.perf_counter() > deadline:

@@ -67,12 +67,9 @@ def _folded(hist: ColorHistogram):
     merged into distinct rows: (offsets (m, 3) int64, counts (m,) float64, row of each colour)."""
     o = np.minimum(hist.colors, 255 - hist.colors.astype(np.int64)).astype(np.int64)
     o.sort(axis=1)
-    keys = (o[:, 0] << 14) | (o[:, 1] << 7) | o[:, 2]
-    mass = np.bincount(keys, weights=hist.counts.astype(np.float64), minlength=1 << 21)  # 7 bits per offset
-    uniq = np.flatnonzero(mass)
-    lut = np.zeros(1 << 21, dtype=np.int64)
-    lut[uniq] = np.arange(uniq.size)
-    counts, inv = mass[uniq], lut[keys]
+    keys = (o[:, 0] << 14) | (o[:, 1] << 7) | o[:, 2]  # 7 bits per offset
+    uniq, inv = np.unique(keys, return_inverse=True)  # a sort of the colours, not a 2M-bin table
+    counts = np.bincount(inv, weights=hist.counts.astype(np.float64), minlength=uniq.size)
     rows = np.stack([uniq >> 14, (uniq >> 7) & HALF, uniq & HALF], axis=1)
     return rows, counts, inv
 

@@ -12,7 +12,7 @@ import numpy as np
 from cq.descent import integer_lloyd, lattice_search, own_colours, reseed_unused
 from cq.finalize import finalize
 from cq.objective import Weights, vertex_cost
-from cq.points import Points, exact_points, fine_points
+from cq.points import Points, fine_points
 
 
 def exact_score(im, pal: np.ndarray, weights: Weights):
@@ -51,13 +51,12 @@ def finish(im, weights: Weights, steps: int, lattice_cap: float):
     points = Points(im.points, im.mass)
     candidates = []
     if hist.n_colors <= k:  # as direct: each colour at its own best output, or unmoved
-        full = exact_points(hist)
-        candidates += [(own_colours(full, weights, steps), "own colours"), (hist.colors, "unmoved")]
+        candidates += [(own_colours(im.exact_points, weights, steps), "own colours"), (hist.colors, "unmoved")]
     if len(im.points) >= k:  # direct's descent needs at least k points to reseed
         candidates.append((integer_lloyd(points, palette, weights, steps)[0], "lattice placement"))
     if any(vertex_cost(p).max() < lattice_cap for p in [quant.palette, *(c for c, _ in candidates)]):
-        full = fine_points(hist, k, 400_000)
-        candidates.append((lattice_search(points, hist, full, k, weights, lattice_cap)[1], "lattice search"))
+        fine = fine_points(hist, k, 400_000)
+        candidates.append((lattice_search(points, hist, fine, k, weights, lattice_cap)[1], "lattice search"))
     for pal, name in candidates:
         if pal is not None:
             finished, score = exact_score(im, pal, weights)

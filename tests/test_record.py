@@ -65,6 +65,19 @@ _ENTRIES = st.one_of(st.lists(_VALUES, min_size=2, max_size=4), _VALUES,
                      st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)).map(list))
 
 
+def _accepts(record) -> bool:
+    try:
+        validate(record)
+        return True
+    except RecordError:
+        return False
+
+
+def _oracle(record) -> bool:
+    """The full schema through jsonschema, an implementation independent of validate's."""
+    return jsonschema.Draft202012Validator(RECORD_SCHEMA).is_valid(record)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_ENTRIES, max_size=6))
 @example([[0, 255, 2.0]])
@@ -72,14 +85,38 @@ _ENTRIES = st.one_of(st.lists(_VALUES, min_size=2, max_size=4), _VALUES,
 @example([[0, 0, 255.5]])
 @example([[float("nan"), 0, 0]])
 @example([[float("inf"), 0, 0]])
-def test_fast_check_accepts_exactly_what_the_schema_accepts(palette):
-    # Oracle: the full schema through jsonschema; validate's fast path must agree with it.
+def test_palettes_are_checked_as_the_schema_says(palette):
     record = minimal(palette=palette)
-    expected = jsonschema.Draft202012Validator(RECORD_SCHEMA).is_valid(record)
-    try:
-        validate(record)
-        accepted = True
-    except RecordError as e:
-        accepted = False
-        assert "palette" in str(e)
-    assert accepted == expected
+    assert _accepts(record) == _oracle(record)
+
+
+_FIELDS = [(key,) for key in minimal()] + [("image", key) for key in minimal()["image"]] + \
+    [("weights", key) for key in minimal()["weights"]] + [("scores", key) for key in SCORE_KEYS]
+_ANY = st.one_of(_VALUES, st.lists(_VALUES, max_size=3), st.dictionaries(st.text(max_size=2), _VALUES, max_size=2),
+                 st.sampled_from(["ok", "error", SCHEMA_ID, "a" * 64, "a" * 64 + "\n", "A" * 64, 1e300, -0.0]))
+_DELETE = object()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_FIELDS), st.one_of(_ANY, st.just(_DELETE))), min_size=1, max_size=3))
+@example([(("image", "sha256"), "a" * 64 + "\n")])
+@example([(("k",), True)])
+@example([(("k",), 2.0)])
+@example([(("status",), "fine")])
+def test_validate_accepts_exactly_what_the_schema_accepts(changes):
+    """Any field set to any JSON value (or removed): validate agrees with the oracle, and a
+    refusal names the field."""
+    record = minimal(image=dict(minimal()["image"]), weights=dict(minimal()["weights"]),
+                     scores=dict(minimal()["scores"]))
+    for path, value in changes:
+        parent = record[path[0]] if len(path) == 2 else record
+        if isinstance(parent, dict):
+            if value is _DELETE:
+                parent.pop(path[-1], None)
+            else:
+                parent[path[-1]] = value
+    expected = _oracle(record)
+    assert _accepts(record) == expected
+    if not expected:
+        with pytest.raises(RecordError, match="invalid record at "):
+            validate(record, "r.json")

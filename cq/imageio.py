@@ -53,16 +53,22 @@ def composited_over(notes: str | None) -> tuple[int, int, int] | None:
 
 
 def load_image(path: str | os.PathLike, *, background: tuple[int, int, int] | None = (255, 255, 255),
-               max_pixels: int | None = DEFAULT_MAX_PIXELS, data: bytes | None = None) -> LoadedImage:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, data: bytes | None = None,
+               preview: int | None = None) -> LoadedImage:
     """Read ``path`` into RGB uint8 following the module's rules; raise ImageError on failure.
 
     ``data``: the file's bytes, already read (a job reads its image once and hashes those
-    very bytes); ``path`` then only names it in messages."""
+    very bytes); ``path`` then only names it in messages.
+    ``preview``: for pictures that will be shrunk (thumbnails), a JPEG is decoded at 1/2 to
+    1/8 scale where both sides stay at least this many pixels (libjpeg's DCT scaling: a
+    50 MP photo decodes ~15x faster). Never for a method: it gets every pixel."""
     path = Path(path)
     try:
         if (len(data) if data is not None else path.stat().st_size) == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
         with _bomb_guard(max_pixels), Image.open(io.BytesIO(data) if data is not None else path) as im:
+            if preview:
+                im.draft("RGB", (preview, preview))  # a no-op for formats other than JPEG
             return _to_rgb(im, path, background)
     except ImageError:
         raise

@@ -114,6 +114,23 @@ def test_exif_orientation_is_applied(tmp_path):
     assert red[0, 1] and red.sum() == 1, red
 
 
+def test_a_preview_decodes_a_jpeg_smaller_and_keeps_its_orientation(tmp_path):
+    """``preview`` (thumbnails only) lets libjpeg decode at a reduced scale, never below the
+    asked size, turned as EXIF says; other formats and method reads keep every pixel."""
+    photo = Image.fromarray(skimage.data.astronaut())  # 512 x 512
+    wide = photo.resize((2048, 1024))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    jpeg = save(tmp_path / "wide.jpg", wide, exif=exif, quality=95)
+    png = save(tmp_path / "wide.png", wide)
+    assert load_image(jpeg).pixels.shape == (2048, 1024, 3)
+    small = load_image(jpeg, preview=300).pixels
+    assert small.shape == (1024, 512, 3)  # 1/2: 1/4 would make the short side 256 < 300
+    assert load_image(png, preview=300).pixels.shape == (1024, 2048, 3)  # no EXIF: not turned
+    full = np.asarray(Image.fromarray(load_image(jpeg).pixels).resize((512, 1024), Image.Resampling.BOX), float)
+    assert np.abs(full - small).mean() < 3  # the same picture, not a crop or a turned one
+
+
 def test_decompression_bomb_is_refused(tmp_path):
     p = save(tmp_path / "bomb.png", Image.new("RGB", (200, 200)))
     with pytest.raises(ImageError, match="decompression bomb"):

@@ -34,6 +34,7 @@ from cq.fsutil import atomic_path
 log = logging.getLogger(__name__)
 
 THUMB_PX = 160
+PREVIEW_PX = 3 * THUMB_PX  # originals are decoded at least this large: thumbnail's reducing_gap 3
 ASSETS_DIR = "report_files"
 PALETTE_COLUMNS = 13
 
@@ -92,7 +93,7 @@ def thumbnail_original(source: Path, target: Path) -> bool:
     if fresh(target):
         return True
     try:
-        loaded = load_image(source)  # the bomb guard: a refused image gets no thumbnail
+        loaded = load_image(source, preview=PREVIEW_PX)  # the bomb guard: a refused image gets no thumbnail
     except ImageError:
         return False
     im = Image.fromarray(loaded.pixels, "RGB")
@@ -113,7 +114,7 @@ def thumbnail_composite(source: Path, target: Path, background: tuple[int, int, 
     if fresh(target):
         return True
     try:
-        loaded = load_image(source, background=background)
+        loaded = load_image(source, background=background, preview=PREVIEW_PX)
     except ImageError:
         return False
     im = Image.fromarray(loaded.pixels, "RGB")

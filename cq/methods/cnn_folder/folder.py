@@ -23,7 +23,7 @@ from cq.objective import Weights
 
 log = logging.getLogger(__name__)
 
-TRAIN_VERSION = "1"
+TRAIN_VERSION = "2"  # 2: JPEGs decoded at reduced scale (never below max_side)
 SETTINGS = {"train_dir": None, "sample": 200, "max_side": 512, "epochs": 30, "batch": 16, "lr": 3e-3,
             "seed": 0, "device": "auto", "gpu": False, "threads": 2, "mem_mb": 4000, "runtime": 120}
 JOB_SETTINGS = ("gpu", "threads", "mem_mb", "runtime", "device")  # where it runs, not what it learns
@@ -191,7 +191,7 @@ def train_files(paths, network: str, record_path: str, conf: dict, k: int, weigh
     images, used, skipped = [], [], []
     for path in paths:
         try:
-            loaded = load_image(path, **read)
+            loaded = load_image(path, **read, preview=conf["max_side"])  # shrunk below anyway
         except (ImageError, OSError) as e:
             skipped.append({"path": str(path), "error": str(e).splitlines()[0]})
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from cq.report.fmt import finite
 
@@ -198,12 +198,14 @@ def strip_chart(series: list[tuple], *, label: str, fmt, log: bool = False,
 
 
 def _dot(x: float, y: float, tip: tuple[str, str] | None, value: str) -> Markup:
-    """A chart's dot; with a tip, it names its image on hover and links to its row."""
+    """A chart's dot; with a tip, it names its image on hover and links to its row. Written
+    with f-strings over escaped text: Markup.format took 70 us a call, and a page of 1,000
+    results draws 8,000 dots."""
     if tip is None:
-        return Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3.5"/>').format(x, y)
+        return Markup(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5"/>')
     title, href = tip
-    dot = Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3.5"><title>{}: {}</title></circle>').format(x, y, title, value)
-    return Markup('<a href="{}">{}</a>').format(href, dot) if href else dot
+    dot = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5"><title>{escape(title)}: {escape(value)}</title></circle>'
+    return Markup(f'<a href="{escape(href)}">{dot}</a>' if href else dot)
 
 
 def _frame(x0, x1, y0, y1, xs: Axis, ys: Axis, fmt_x, fmt_y, x_ticks=None) -> list:
@@ -281,10 +283,10 @@ def parts_bar(parts: list[tuple[str, float]], *, fmt, width: int = 150, height: 
         return Markup("")
     out, x = [], 0.0
     for i, name, v in values:  # the class (p0, p1, p2) colours a part the same on every bar
-        w = v / total * width
-        out.append(Markup('<rect x="{:.1f}" y="0" width="{:.1f}" height="{}" class="p{}"/>').format(x, w, height, i))
+        w = v / total * width  # numbers only: an f-string (one bar per result, see _dot)
+        out.append(f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" class="p{i}"/>')
         x += w
     label = "score parts: " + ", ".join(f"{n} {fmt(v)}" for _, n, v in values)
     return (Markup('<svg class="parts" viewBox="0 0 {0} {1}" width="{0}" height="{1}" preserveAspectRatio="none" '
                    'role="img" aria-label="{2}">'
-                   ).format(width, height, label) + Markup("").join(out) + Markup("</svg>"))
+                   ).format(width, height, label) + Markup("".join(out)) + Markup("</svg>"))

@@ -144,7 +144,9 @@ def thumbnail_quantized(source: Path, target: Path) -> bool:
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
     with atomic_path(target, fsync=False) as tmp:
-        small.save(tmp, format="PNG")  # optimize=True: twice the time for 0.2% smaller
+        # zlib level 1: 0.4 ms, not 0.94 ms at the default 6, for 15% more bytes (6.2 KB, not
+        # 5.4); optimize=True: twice the time for 0.2% smaller
+        small.save(tmp, format="PNG", compress_level=1)
     return True
 
 

@@ -232,14 +232,12 @@ def _split_up(hist, pal, labels, k, weights, floor):
     table = splits = None
     spread = 3  # how far a split looks (see _reach): doubled whenever every colour in reach is taken
     while len(pal) < k:
-        size = np.bincount(label, weights=count, minlength=len(pal))
         if table is None:
+            size = np.bincount(label, weights=count, minlength=len(pal))
             table = _Moves(hist, pal, colour, count, label, np.flatnonzero(size[label] > count), weights, floor)
         if splits is None:
-            sources = np.flatnonzero(size[label] >= 2)
-            sources = sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
-            splits = _Moves(hist, pal, colour, count, label, sources, weights, floor, split=True,
-                            near_cap=_near_cap(k), spread=spread)
+            splits = _Moves(hist, pal, colour, count, label, _split_sources(count, label, len(pal)), weights, floor,
+                            split=True, near_cap=_near_cap(k), spread=spread)
         options = [m for m in (table.best(), splits.best()) if m is not None]
         if not options:
             if spread >= 255 or not len(splits.entries):
@@ -249,19 +247,34 @@ def _split_up(hist, pal, labels, k, weights, floor):
         _, e, m, target = min(options, key=lambda option: option[0])
         source, raised = label[e], vertex_cost(target) > vertex_cost(pal).max()
         pal = np.vstack([pal, target.astype(np.uint8)])
-        if m == count[e]:
+        whole = m == count[e]
+        if whole:
             label[e] = len(pal) - 1
             left = np.flatnonzero(label == source)
-            splits = None  # a source may have changed colour: built again
         else:
             colour, count, label = (np.append(colour, colour[e]), np.append(count, m),
                                     np.append(label, len(pal) - 1))
             count[e] -= m
             left = np.empty(0, dtype=np.int64)  # the source keeps entry e itself
         table = None if raised else table.patch(e, target, left)
-        # a single pixel split off leaves every source in place; a larger move makes a new source
-        splits = None if raised or splits is None or m > 1 else splits.recount(count, label, target)
+        # A raised max cost changes every candidate's cost, and a larger split makes a new
+        # source: built again. A single pixel split off leaves every source in place, and a
+        # whole entry moved changes its own column only (and may leave or let in a source).
+        if raised or splits is None or m > 1:
+            splits = None
+        elif whole:
+            splits = splits.reindex(_split_sources(count, label, len(pal)), e, hist, colour, pal, count, label)
+        else:
+            splits = splits.recount(count, label, target)
     return pal, *_main_and_splits(hist.n_colors, colour, count, label)
+
+
+def _split_sources(count, label, n_palette):
+    """The entries a split may take pixels from: those whose palette colour holds another
+    pixel, the :data:`_SPLIT_SOURCES` largest."""
+    size = np.bincount(label, weights=count, minlength=n_palette)
+    sources = np.flatnonzero(size[label] >= 2)
+    return sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
 
 
 _BATCH_CAP = 8.0  # the batch's largest max cost (k = 256 colours near one vertex need about 8)
@@ -384,28 +397,50 @@ class _Moves:
 
     def __init__(self, hist, pal, colour, count, label, entries, weights, floor, *, split=False, near_cap=_NEAR_CAP,
                  spread=3):
-        self.entries = entries
-        p = hist.colors[colour[entries]].astype(np.int64)
-        q = pal[label[entries]].astype(np.int64)
-        offsets = _reach(spread) if split else _STEPS
-        cands = q[None] + offsets[:, None, :]
-        floor = max(float(vertex_cost(pal).max()), floor)  # raising the max cost up to it is free
-        if not split:
-            cands = np.concatenate([p[None], cands])
-        else:  # also any colour within the max cost (see _NEAR_CAP)
-            near = lattice.colors_within(floor) if floor <= near_cap else np.empty((0, 3), dtype=np.int64)
-            cands = np.concatenate([cands, np.broadcast_to(near[:, None, :], (len(near), len(entries), 3))])
-        valid = np.all((cands >= 0) & (cands <= 255), axis=2)
-        self.cands, self.keys = cands, pack_rgb(np.clip(cands, 0, 255))
-        valid &= ~np.isin(self.keys, pack_rgb(pal))
-        per_pixel = _objective_rows(p[None], cands, weights) - _objective_rows(p, q, weights)[None]
-        self.per_pixel, self.valid, self.n_pixels = per_pixel, valid, hist.n_pixels
-        self.raise_cost = weights.max_cost * np.maximum(vertex_cost(cands) - floor, 0.0)
+        self.entries, self.split, self.weights, self.n_pixels = entries, split, weights, hist.n_pixels
+        self.floor = max(float(vertex_cost(pal).max()), floor)  # raising the max cost up to it is free
+        self.offsets = _reach(spread) if split else _STEPS
+        # splits also go to any colour within the max cost (see _NEAR_CAP)
+        self.near = lattice.colors_within(self.floor) if split and self.floor <= near_cap else np.empty((0, 3), int)
+        columns = self._columns(hist.colors[colour[entries]], pal[label[entries]], pal)
+        self.cands, self.keys, self.valid, self.per_pixel, self.raise_cost = columns
         if split:
             self.recount(count, label)
         else:
-            self.moved = np.broadcast_to(count[entries][None].astype(np.float64), per_pixel.shape)
+            self.moved = np.broadcast_to(count[entries][None].astype(np.float64), self.per_pixel.shape)
             self._score()
+
+    def _columns(self, p, q, pal):
+        """Candidates, their keys, validity, per-pixel score change and max-cost term for
+        entries of colours ``p`` now taking palette colours ``q`` (one column each)."""
+        p, q = p.astype(np.int64), q.astype(np.int64)
+        cands = q[None] + self.offsets[:, None, :]
+        if not self.split:
+            cands = np.concatenate([p[None], cands])
+        else:
+            cands = np.concatenate([cands, np.broadcast_to(self.near[:, None, :], (len(self.near), len(p), 3))])
+        valid = np.all((cands >= 0) & (cands <= 255), axis=2)
+        keys = pack_rgb(np.clip(cands, 0, 255))
+        valid &= ~np.isin(keys, pack_rgb(pal))
+        per_pixel = _objective_rows(p[None], cands, self.weights) - _objective_rows(p, q, self.weights)[None]
+        raise_cost = self.weights.max_cost * np.maximum(vertex_cost(cands) - self.floor, 0.0)
+        return cands, keys, valid, per_pixel, raise_cost
+
+    def reindex(self, entries, moved, hist, colour, pal, count, label):
+        """Splits over ``entries`` (the sources a new table would take) after entry ``moved``
+        went whole to the newest palette colour: the columns of the other entries kept (their
+        colours and palette colours are unchanged), the rest computed as a new table would."""
+        known = {int(e): i for i, e in enumerate(self.entries) if e != moved}
+        at = np.array([known.get(int(e), -1) for e in entries], dtype=np.int64)
+        kept, fresh = np.flatnonzero(at >= 0), np.flatnonzero(at < 0)
+        columns = self._columns(hist.colors[colour[entries[fresh]]], pal[label[entries[fresh]]], pal)
+        arrays = (self.cands, self.keys, self.valid, self.per_pixel, self.raise_cost)
+        for name, array, column in zip(("cands", "keys", "valid", "per_pixel", "raise_cost"), arrays, columns):
+            out = np.empty((array.shape[0], len(entries)) + array.shape[2:], dtype=array.dtype)
+            out[:, kept], out[:, fresh] = array[:, at[kept]], column
+            setattr(self, name, out)
+        self.entries = entries
+        return self.recount(count, label, pal[-1])
 
     def _score(self):
         self.delta = self.per_pixel * self.moved / self.n_pixels + self.raise_cost

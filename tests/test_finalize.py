@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import skimage.data
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from cq.finalize import TooFewPixelsError, assign, finalize
+from cq.finalize import TooFewPixelsError, _Moves, _split_sources, assign, finalize
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.objective import Weights, score, score_assignment, vertex_cost
 
@@ -131,3 +133,31 @@ def test_more_than_k_used_colours_are_merged_where_it_costs_least(hist):
     naive[dropped] = assign(ColorHistogram(hist.colors[dropped], hist.counts[dropped]), palette[keep],
                             rule="objective")
     assert q.score(hist).score <= score_assignment(hist, palette[keep], naive).score
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**16), st.integers(2, 12), st.integers(0, 10**6))
+def test_split_table_after_a_whole_move_equals_a_new_one(seed, n_palette, pick):
+    """The greedy keeps its split table across a move of a whole entry (``_Moves.reindex``);
+    the oracle is a table built from scratch on the state after the move."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (1, 3)) + rng.integers(-6, 7, (24, 30, 3)) * rng.integers(0, 2, (24, 30, 1))
+    hist = ColorHistogram.from_image(np.clip(image, 0, 255).astype(np.uint8))
+    pal = hist.colors[rng.choice(hist.n_colors, min(n_palette, hist.n_colors), replace=False)]
+    colour, count = np.arange(hist.n_colors), hist.counts.astype(np.int64)
+    label = assign(hist, pal, Weights()).astype(np.int64)
+    floor, near_cap = float(vertex_cost(pal).max()), 8.0
+    size = np.bincount(label, weights=count, minlength=len(pal))
+    movable = np.flatnonzero(size[label] > count)  # a whole move leaves its palette colour a pixel
+    targets = [c for c in hist.colors if vertex_cost(c) <= floor and not (pal == c).all(1).any()]
+    assume(len(movable) and targets)
+    splits = _Moves(hist, pal, colour, count, label, _split_sources(count, label, len(pal)), Weights(), floor,
+                    split=True, near_cap=near_cap)
+    e, target = int(movable[pick % len(movable)]), targets[pick % len(targets)]
+    pal, label = np.vstack([pal, target]), label.copy()
+    label[e] = len(pal) - 1
+    sources = _split_sources(count, label, len(pal))
+    kept = splits.reindex(sources, e, hist, colour, pal, count, label)
+    new = _Moves(hist, pal, colour, count, label, sources, Weights(), floor, split=True, near_cap=near_cap)
+    for name in ("entries", "cands", "keys", "valid", "per_pixel", "raise_cost", "moved", "delta"):
+        np.testing.assert_array_equal(getattr(kept, name), getattr(new, name), err_msg=name)

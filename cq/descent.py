@@ -207,15 +207,11 @@ def kmedian(points: Points, cand: np.ndarray, k: int, weights: Weights) -> np.nd
         chosen.append(int(np.argmin(totals)))
         current = np.minimum(current, value[:, chosen[-1]])
     chosen_arr = np.array(chosen)
+    lo, hi, label = _two_nearest(value[:, chosen_arr])
     improved = True
     while improved:
         improved = False
         for j in range(k):
-            sub = value[:, chosen_arr]
-            two = np.argpartition(sub, 1, axis=1)[:, :2]
-            first = np.take_along_axis(sub, two, 1)
-            lo, hi = first.min(1), first.max(1)
-            label = np.where(first[:, 0] <= first[:, 1], two[:, 0], two[:, 1])
             base = float(w @ lo)
             without = np.where(label == j, hi, lo)
             totals = w @ np.minimum(without[:, None], value)
@@ -224,7 +220,17 @@ def kmedian(points: Points, cand: np.ndarray, k: int, weights: Weights) -> np.nd
             if totals[a] < base * (1 - 1e-9):
                 chosen_arr[j] = a
                 improved = True
+                lo, hi, label = _two_nearest(value[:, chosen_arr])  # only a swap changes them
     return cand[chosen_arr].astype(np.uint8)
+
+
+def _two_nearest(sub: np.ndarray):
+    """Per row of ``sub`` (points x chosen colours): the smallest value, the second smallest,
+    and the column of the smallest."""
+    two = np.argpartition(sub, 1, axis=1)[:, :2]
+    first = np.take_along_axis(sub, two, 1)
+    label = np.where(first[:, 0] <= first[:, 1], two[:, 0], two[:, 1])
+    return first.min(1), first.max(1), label
 
 
 def lattice_search(coarse: Points, hist, full: Points, k: int, weights: Weights, limit: float):

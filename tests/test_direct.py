@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from skimage import data
 
 from cq import lattice
+from cq.descent import kmedian
 from cq.finalize import finalize, pixel_costs
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.methods import Problem, get_method
@@ -169,3 +172,29 @@ def test_graphics_within_tolerance_of_the_k_aware_bound(name):
     ours = score(image, rendered).score
     bound = k_lower_bound(hist, K)
     assert bound <= ours <= (1 + GRAPHICS_TOLERANCE) * bound
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**16), st.integers(2, 6))
+def test_kmedian_ends_where_no_single_swap_helps(seed, k):
+    """The lattice search's k-median local search stops at a swap-optimal choice: no chosen
+    colour, replaced by any other candidate, lowers the pixel terms (checked by brute force)."""
+    rng = np.random.default_rng(seed)
+    points = Points(rng.integers(0, 256, (30, 3)).astype(np.float64), rng.integers(1, 50, 30).astype(np.float64))
+    cand = rng.integers(0, 256, (14, 3))
+    weights = Weights()
+
+    def cost(palette):
+        d = ((points.colors[:, None, :] - palette[None].astype(np.float64)) ** 2).sum(2)
+        value = weights.pixel_mse * d + weights.mean_cost * vertex_cost(palette.astype(np.float64))[None]
+        return float(points.weights @ value.min(1))
+
+    chosen = kmedian(points, cand, k, weights)
+    assert len({tuple(c) for c in chosen}) == k
+    best = cost(chosen)
+    for j in range(k):
+        for c in cand:
+            if not (chosen == c).all(1).any():
+                swapped = chosen.copy()
+                swapped[j] = c
+                assert cost(swapped) >= best * (1 - 1e-7), (j, c)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from cq.report.charts import (Axis, curve_chart, line_chart, log_ticks, nice_ticks, outlier_cap, parts_bar, strip_chart,
-                             tick_labels)
+from cq.report.charts import (Axis, curve_chart, labels_apart, line_chart, log_ticks, nice_ticks, outlier_cap, parts_bar,
+                             strip_chart, tick_labels)
+from cq.report.fmt import fmt_time
 
 
 @pytest.mark.parametrize("lo, hi, expected", [
@@ -150,3 +152,19 @@ def test_dots_name_their_image_and_link_to_its_row():
     assert svg.count("<circle") == 3 and svg.count("<title>") == 3 + 1  # + the marker's
     assert '<a href="#r-1"><circle' in svg and "<title>&lt;b&gt;a&lt;/b&gt;.png: 0.1</title>" in svg
     assert '<a href="#r-2">' in svg and "<title>c.png: 0.3</title>" in svg and svg.count("<a ") == 2
+
+
+def test_log_ticks_take_the_densest_set_whose_labels_fit():
+    assert log_ticks(0.02, 5, fits=lambda ticks: len(ticks) < 8) == pytest.approx([0.03, 0.1, 0.3, 1, 3])
+    assert log_ticks(0.002, 5, fits=lambda ticks: False) == pytest.approx([0.01, 0.1, 1])  # decades at least
+
+
+@pytest.mark.parametrize("lo, hi", [(0.02, 5.0), (0.004, 0.9), (0.3, 40.0), (0.05, 0.6)])
+def test_time_axis_labels_never_touch(lo, hi):
+    """The report's time chart (log axis, labels like '100 ms'): neighbouring tick labels keep
+    a gap; at 1,400 px '50 ms 100 ms200 ms' touched."""
+    values = list(np.geomspace(lo, hi, 40))
+    svg = str(strip_chart([("direct", values, float(np.median(values)))], label="t", fmt=fmt_time, log=True))
+    ticks = [(float(x), text) for x, text in re.findall(r'<text x="([\d.]+)" y="[\d.]+" class="tick">([^<]*)<', svg)]
+    assert len(ticks) >= 3
+    assert labels_apart([x for x, _ in ticks], [t for _, t in ticks])

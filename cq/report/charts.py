@@ -46,10 +46,11 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks if len(ticks) >= 3 or i == 0 else within(steps[i - 1])
 
 
-def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
+def log_ticks(lo: float, hi: float, max_ticks: int = 8, fits=None) -> list[float]:
     """Ticks for a log axis over [lo, hi] (lo > 0): round linear steps within less than a
-    factor of 3; otherwise 1-2-5, 1-3 or 1 per decade, whichever gives at most ``max_ticks``
-    (and at least three; else the linear steps)."""
+    factor of 3; otherwise 1-2-5, 1-3 or 1 per decade, the densest that gives at most
+    ``max_ticks`` and whose labels ``fits`` (a test of a tick list) accepts (and at least
+    three; else the linear steps)."""
     if not (0 < lo < hi and math.isfinite(hi)):
         return []
     linear = [t for t in nice_ticks(lo, hi) if t > 0]
@@ -58,7 +59,7 @@ def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
     decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
     for mantissas in ((1, 2, 5), (1, 3), (1,)):  # the densest that keeps labels apart
         out = [m * 10.0 ** e for e in decades for m in mantissas if lo <= m * 10.0 ** e <= hi]
-        if len(out) <= max_ticks:
+        if len(out) <= max_ticks and (fits is None or fits(out) or mantissas == (1,)):
             return out if len(out) >= 3 else linear
     step = math.ceil(len(out) / max_ticks)  # many decades: every step-th power of ten
     return out[::step]
@@ -75,6 +76,15 @@ def tick_labels(ticks: list[float], fmt) -> list[str]:
     while len({f"{t:,.{digits}f}" for t in ticks}) < len(set(ticks)) and digits < 12:
         digits += 1
     return [f"{t:,.{digits}f}" for t in ticks]
+
+
+TICK_CHAR_PX = 8.0  # width of a tick label's character (13 px sans serif, digits), for spacing
+
+
+def labels_apart(positions, labels, gap: float = 8.0) -> bool:
+    """Whether labels centred at these x positions leave ``gap`` px between neighbours."""
+    placed = sorted(zip(positions, labels))
+    return all(x2 - x1 >= (len(a) + len(b)) * TICK_CHAR_PX / 2 + gap for (x1, a), (x2, b) in zip(placed, placed[1:]))
 
 
 def with_tick(ticks: list[float], value: float | None, axis, min_px: float = 36) -> list[float]:
@@ -128,8 +138,13 @@ class Axis:
     def clipped(self, value: float) -> bool:
         return self.cap is not None and value > self.hi
 
-    def ticks(self) -> list[float]:
-        return log_ticks(self.lo, self.hi) if self.log else nice_ticks(self.lo, self.hi)
+    def ticks(self, fmt=None) -> list[float]:
+        """Tick values; on a log axis given the labels' ``fmt``, the densest set whose labels
+        stay apart (100 ms and 200 ms touch where 1-2-5 per decade is too close)."""
+        if not self.log:
+            return nice_ticks(self.lo, self.hi)
+        fits = None if fmt is None else lambda ts: labels_apart([self(t) for t in ts], tick_labels(ts, fmt))
+        return log_ticks(self.lo, self.hi, fits=fits)
 
 
 # --------------------------------------------------------------------------- charts
@@ -158,7 +173,7 @@ def strip_chart(series: list[tuple], *, label: str, fmt, log: bool = False,
     axis = Axis(values, left, WIDTH - right, log, include=[reference] if reference else [], cap=cap)
     bottom = top + row_h * len(series)
     parts = []
-    ticks = with_tick(axis.ticks(), reference, axis)
+    ticks = with_tick(axis.ticks(fmt), reference, axis)
     for tick, text in zip(ticks, tick_labels(ticks, fmt)):
         x = axis(tick)
         parts.append(Markup('<line x1="{0:.1f}" x2="{0:.1f}" y1="{1}" y2="{2}" class="grid"/>'

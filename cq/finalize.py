@@ -395,6 +395,8 @@ def _near_cap(k: int) -> float:
 class _Moves:
     """The exact score change of every candidate move of pixels of ``entries`` to a new colour."""
 
+    COLUMNS = ("cands", "keys", "valid", "per_pixel", "raise_cost")  # one column per entry (_columns)
+
     def __init__(self, hist, pal, colour, count, label, entries, weights, floor, *, split=False, near_cap=_NEAR_CAP,
                  spread=3):
         self.entries, self.split, self.weights, self.n_pixels = entries, split, weights, hist.n_pixels
@@ -402,8 +404,8 @@ class _Moves:
         self.offsets = _reach(spread) if split else _STEPS
         # splits also go to any colour within the max cost (see _NEAR_CAP)
         self.near = lattice.colors_within(self.floor) if split and self.floor <= near_cap else np.empty((0, 3), int)
-        columns = self._columns(hist.colors[colour[entries]], pal[label[entries]], pal)
-        self.cands, self.keys, self.valid, self.per_pixel, self.raise_cost = columns
+        for name, array in zip(self.COLUMNS, self._columns(hist.colors[colour[entries]], pal[label[entries]], pal)):
+            setattr(self, name, array)
         if split:
             self.recount(count, label)
         else:
@@ -434,8 +436,8 @@ class _Moves:
         at = np.array([known.get(int(e), -1) for e in entries], dtype=np.int64)
         kept, fresh = np.flatnonzero(at >= 0), np.flatnonzero(at < 0)
         columns = self._columns(hist.colors[colour[entries[fresh]]], pal[label[entries[fresh]]], pal)
-        arrays = (self.cands, self.keys, self.valid, self.per_pixel, self.raise_cost)
-        for name, array, column in zip(("cands", "keys", "valid", "per_pixel", "raise_cost"), arrays, columns):
+        for name, column in zip(self.COLUMNS, columns):
+            array = getattr(self, name)
             out = np.empty((array.shape[0], len(entries)) + array.shape[2:], dtype=array.dtype)
             out[:, kept], out[:, fresh] = array[:, at[kept]], column
             setattr(self, name, out)

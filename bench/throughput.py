@@ -149,8 +149,8 @@ def main() -> None:
         n, ok, cpu = method_cpu(results, method)
         jobs, jcpu = jobs_cpu(results / "logs", method)
         total_method, total_jobs = total_method + cpu, total_jobs + jcpu
-        print(f"| {method} | {n} ({ok}) | {jobs} | {cpu:.1f} | {jcpu:.1f} | {(jcpu - cpu) / cpu:.1%} "
-              f"| {n / cpu:.2f} | {n / jcpu:.2f} |")
+        in_job, per_core = ((f"{(jcpu - cpu) / cpu:.1%}", f"{n / jcpu:.2f}") if jobs else ("-", "-"))
+        print(f"| {method} | {n} ({ok}) | {jobs} | {cpu:.1f} | {jcpu:.1f} | {in_job} | {n / cpu:.2f} | {per_core} |")
     report = report_cpu(results / "benchmarks")
     outside = run_cpu - total_jobs
     print(f"\nwhole run (snakemake process tree): {run_cpu:.1f} CPU s; methods {total_method:.1f}; "

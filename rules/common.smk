@@ -3,11 +3,15 @@ Parsed at start-up and, on a cluster, in every job: one config check, one direct
 No file name reaches Snakemake's parsers: results are named by their key (cq.discover.result_key,
 free of braces and angle brackets), and images are passed through params functions."""
 
+import json
 import logging
 import os
 import re
+import shlex
+import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
 from cq.config import ConfigError, load, scaled
 from cq.discover import result_key, result_path
@@ -31,6 +35,19 @@ METHODS, IMAGES, SHARDS = SETTINGS.methods, RUN.images, RUN.shards
 IMAGE_OF_KEY = {result_key(image): image for image in IMAGES}
 # The terminal: cq's progress line instead of Snakemake's listing (`--config terminal=full`).
 TERMINAL = brief(logging.getLogger("snakemake.logging"), SETTINGS.terminal) if workflow.is_main_process else None
+
+
+
+def jobs_command() -> str:
+    """How the quantize jobs run cq (cq.jobs): the Python running Snakemake, or the job
+    environment's under --sdm conda or apptainer, with this workflow's cq first on the search
+    path (a job environment need not install it). A params value, so never format-parsed."""
+    isolated = {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER} & set(workflow.deployment_settings.deployment_method)
+    python = "python" if isolated else sys.executable
+    return f"PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}} {shlex.quote(python)} -m cq.jobs"
+
+
+CQ_JOBS = jobs_command()
 
 
 wildcard_constraints:

@@ -15,7 +15,7 @@ rule shard_listing:
 
 
 rule quantize_shard:
-    """One method over a shard of images, each with its own PNG and record (cq.shards.run_shard)."""
+    """One method over a shard of images, each with its own PNG and record (cq.jobs.shard)."""
     input:
         listing=lambda w: listing_path(RESULTS, w.shard),
         network=CNN_FOLDER.input,
@@ -24,14 +24,18 @@ rule quantize_shard:
     log: f"{LOGS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.log",
     benchmark: f"{BENCHMARKS}/{SHARDS_FOLDER}/{{method}}/{{shard}}.tsv"
     params:
-        spec=lambda w: METHODS[w.method]["spec"],
+        spec=lambda w: json.dumps(METHODS[w.method]["spec"]),
         image_runtime=lambda w: METHODS[w.method]["runtime"],
         input_dir=lambda w: INPUT_DIR,
         results_dir=lambda w: RESULTS,
+        cq=lambda w: CQ_JOBS,  # a function: a string would be a wildcard pattern
     threads: lambda w: METHODS[w.method]["threads"]
     resources:
         mem_mb=lambda w, attempt: scaled(METHODS[w.method]["mem_mb"], attempt),
         runtime=get_shard_runtime,
         gpu=lambda w: int(METHODS[w.method]["gpu"]),
     conda: "../environment.yml"
-    script: "../scripts/quantize_shard.py"
+    shell:
+        "{params.cq} shard --listing={input.listing:q} --manifest={output.manifest:q}"
+        " --input-dir={params.input_dir:q} --results-dir={params.results_dir:q}"
+        " --spec={params.spec:q} --runtime={params.image_runtime} --log={log:q}"

@@ -27,8 +27,8 @@ def best_outputs(table: pd.DataFrame, methods: list[str]) -> dict[str, str]:
     rank = {m: i for i, m in enumerate(methods)}
     best = table[(table["status"] == "ok") & table["best"].astype(bool)]
     best = best.assign(_rank=best["method"].map(lambda m: rank.get(m, len(rank))))
-    return {image: rows.sort_values(["_rank", "method"])["method"].iloc[0]
-            for image, rows in best.groupby("image", sort=True)}
+    first = best.sort_values(["image", "_rank", "method"]).drop_duplicates("image")  # one sort, not one per image
+    return dict(zip(first["image"], first["method"]))
 
 
 def write_best_folder(table: pd.DataFrame, methods: list[str], results_dir: Path, folder: Path) -> int:

@@ -6,9 +6,8 @@ Run: python bench/dag.py [--sizes 1000,10000,100000] [--modes per-image,shard] [
 - Dry run: N empty ``*.png`` files (100 a folder) x 6 method columns, timed with
   ``/usr/bin/time -v`` (wall clock, CPU seconds (user + system) and peak RSS of
   ``snakemake --dry-run``), plus the time of discovery alone, in each mode: one job per
-  (image, method) (``shard_size: 0``) and shards (``shard_size: --shard-size``). The first
-  dry run of a folder in shard mode also writes the shards' listings; each is timed on its
-  own (a second dry run in shard mode shows the steady cost). Per-image mode is skipped above
+  (image, method) (``shard_size: 0``) and shards (``shard_size: --shard-size``). A dry run
+  writes nothing (a real run's start writes the shards' listings). Per-image mode is skipped above
   ``--per-image-max`` images (at 10,000 it already takes over a minute and a GB).
   The 6 columns are kmeans, median_cut, octree, libimagequant, direct, cnn; any of them not
   registered yet is replaced by a variant of a registered method. The machine is shared, so

@@ -9,7 +9,8 @@ two never drift:
   (cq.lock), then the record check (cq.freshness). The record decides, never mtimes: the
   declared output of every result whose record is not current (other image content, another
   job spec, a transient failure) is deleted, so Snakemake runs its job because its output is
-  missing. A dry run touches nothing and names them instead.
+  missing. In shard mode it then writes each shard's listing that changed (its manifests were
+  deleted with the stale outputs). A dry run touches nothing and names them instead.
 - :meth:`Run.begin` and :meth:`Run.close`: the history line, ``best/``, the report when no
   report job built it, ``.history/outcome.json`` and the summary (cq.outcome).
 """
@@ -24,7 +25,7 @@ from cq import freshness, history, lock, outcome
 from cq.config import Settings, unavailable
 from cq.discover import Discovery, discover, report_warnings, result_path
 from cq.shards import (SHARDS_FOLDER, assign_shards, listing_path, manifest_path, resolve_shard_size,
-                       shard_listing)
+                       shard_listing, write_listing)
 
 SHOWN = 50  # stale outputs a dry run names
 
@@ -81,11 +82,24 @@ class Run:
                     out.setdefault(manifest_path(s.results_dir, label, shard_of[image]), why)
                 elif why != "no record":
                     out[json_path] = why
-        for shard, images in self.shards.items():  # a listing that would be other now is redone
-            path = listing_path(s.results_dir, shard)
-            if _text(path) not in (None, shard_listing(images)):
-                out[path] = "its images changed"
+        for shard, text in self._listings().items():  # an image joined or left: its jobs run again
+            if text is not None:
+                for label in s.methods:
+                    out.setdefault(manifest_path(s.results_dir, label, shard), "its images changed")
         return out
+
+    def _listings(self) -> dict[str, str | None]:
+        """Shard -> the text of its listing, for each shard whose listing would be other now
+        (None: there is none yet)."""
+        texts = {shard: _text(listing_path(self.settings.results_dir, shard)) for shard in self.shards}
+        return {shard: text for shard, text in texts.items() if text != shard_listing(self.shards[shard])}
+
+    def _write_listings(self) -> None:
+        """Each shard's listing that is missing or other, written here rather than by a job of
+        rule shard_listing (a process, ~0.35 CPU s each): Snakemake finds them present, and runs
+        that rule only for a target asked for without this start check."""
+        for shard in self._listings():
+            write_listing(listing_path(self.settings.results_dir, shard), self.shards[shard])
 
     def start(self, *, execute: bool) -> None:
         """Once: when ``execute`` (a real run, not a dry run), take cq's lock (unless the parent
@@ -111,6 +125,7 @@ class Run:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+        self._write_listings()  # after the deletions: a crash between leaves them to redo
 
     def begin(self, run_settings: dict) -> None:
         s = self.settings

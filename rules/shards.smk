@@ -3,7 +3,9 @@
 
 
 rule shard_listing:
-    """The shard's images (cq.shards); redone when one joins or leaves (cq.run.Run.start)."""
+    """The shard's images (cq.shards). A real run's start check writes every listing that is
+    missing or other (cq.run.Run.start), so this job runs only in a dry run's plan or for a
+    target asked for without that check."""
     output:
         listing=f"{RESULTS}/{SHARDS_FOLDER}/_images/{{shard}}.tsv",
     log: f"{LOGS}/{SHARDS_FOLDER}/_images/{{shard}}.log",

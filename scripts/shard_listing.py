@@ -1,5 +1,6 @@
 """Snakemake adapter of rule shard_listing: the shard's images -> its listing
-(cq.shards.write_listing, which leaves a listing that already holds them untouched).
+(cq.shards.write_listing, which leaves a listing that already holds them untouched). A real
+run's start check (cq.run.Run.start) writes them first; this job is the rule's fallback.
 
 A script, not a ``run:`` block: Snakemake spawns a ``run:`` job as a second Snakemake process
 that parses the whole workflow again (about 2 s of CPU per shard)."""

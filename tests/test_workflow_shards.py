@@ -62,6 +62,7 @@ def runs(tmp_path_factory):
     sharded, per_image = make_workspace(root, "sharded", SHARD_SIZE), make_workspace(root, "per_image", 0)
     out = snakemake(sharded).stderr
     assert "rule quantize_shard" in out and "rule quantize:" not in out
+    assert "rule shard_listing" not in out  # the run's start wrote the listings (cq.run.Run.start)
     out = snakemake(per_image).stderr
     assert "rule quantize:" in out and "rule quantize_shard" not in out
     return sharded, per_image
@@ -129,7 +130,9 @@ def test_added_image_runs_one_shard_per_method_and_recomputes_only_it(runs):
     Image.open(sharded / "images/rocket.png").transpose(Image.FLIP_TOP_BOTTOM).save(sharded / "images" / added)
     shard = next(s for s, images in shards_of(sharded).items() if added in images)
     assert planned(sharded) == {(m, shard) for m in METHODS}
-    snakemake(sharded)
+    listing = (sharded / f"results/shards/_images/{shard}.tsv").read_text()
+    assert "rule shard_listing" not in snakemake(sharded).stderr
+    assert added in (sharded / f"results/shards/_images/{shard}.tsv").read_text() and added not in listing
     after = records(sharded)
     assert {p: after[p] for p in before} == before  # no other PNG or record rewritten
     assert {p: read_record(sharded / "results" / p)["created"] for p in created} == created

@@ -8,14 +8,16 @@ then on uint8 colours, and, where the max cost is small, the k-median lattice se
 by exact score after finalisation is kept. A start near a good optimum needs one run and few
 iterations where ``direct`` needs four from scratch.
 
-Measured (``bench/cnn_folder.py``: 200 crops of 95 training pictures, 25 held-out pictures of other
-sources; score / k-aware lower bound, geometric means; CPU seconds of the calls, direct in the same
-run, 2-core machine at load 8-10): the prediction alone 1.0106 (a constant input 1.32, a network
-trained on one 1.21); after the descent 1.0041 against direct's 1.0030 (ratio 1.0011, no worse on 2
-of 25); per image 0.12 CPU s median against direct's 0.27, 0.60x in total (one dark photo's
-lattice search, 2.2 s in both, is a third of it). With ``n_starts=4, fine_bits=8`` the result was
-direct's on all 25 photos at 1.00x its CPU: the prediction never started better than direct's best
-k-means++ start, so what it buys is a cheap single start, not a better one.
+Measured (``bench/cnn_folder.py`` on 271bafd: 200 crops of 95 training pictures, 25 held-out
+pictures of other sources; score / k-aware lower bound, geometric means; CPU seconds of the calls,
+direct in the same run, 2-core machine at load about 2): the prediction alone 1.0106 (a constant
+input 1.32, a network trained on one 1.21); after the descent 1.0039 against direct's 1.0029
+(ratio 1.0010, no worse on 2 of 25); per image 0.13 CPU s median against direct's 0.12, 1.01x in
+total (one dark photo's lattice search, 3.7 s against 3.9, is more than half of it). It was 0.60x
+before direct's own CPU was halved (direct version 6): a single start from the prediction no
+longer saves what four k-means++ starts cost. With ``n_starts=4, fine_bits=8`` (against direct
+version 5) the result was direct's on all 25 photos at 1.00x its CPU: the prediction never started
+better than direct's best k-means++ start, so what it buys is a cheap single start, not a better one.
 """
 
 from __future__ import annotations

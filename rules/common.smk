@@ -37,7 +37,6 @@ IMAGE_OF_KEY = {result_key(image): image for image in IMAGES}
 TERMINAL = brief(logging.getLogger("snakemake.logging"), SETTINGS.terminal) if workflow.is_main_process else None
 
 
-
 def jobs_command() -> str:
     """How the quantize jobs run cq (cq.jobs): the Python running Snakemake, or the job
     environment's under --sdm conda or apptainer, with this workflow's cq first on the search

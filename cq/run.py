@@ -68,9 +68,10 @@ class Run:
         shard = (shard_of or self.shard_of()).get(image)
         return f"{self.settings.logs_dir}/{SHARDS_FOLDER}/{method}/{shard}.log" if shard else None
 
-    def stale(self) -> dict[str, str]:
+    def stale(self, listings: dict | None = None) -> dict[str, str]:
         """Declared output -> why, for every result with a record that is not current (a
-        missing record needs no forcing: its job runs anyway, except in shard mode)."""
+        missing record needs no forcing: its job runs anyway, except in shard mode), and the
+        manifests of shards whose listing changed (``listings``: :meth:`_listings`, when known)."""
         s, shard_of, out = self.settings, self.shard_of(), {}
         for label, entry in s.methods.items():
             fp = freshness.spec_fingerprint(entry["spec"])
@@ -82,7 +83,7 @@ class Run:
                     out.setdefault(manifest_path(s.results_dir, label, shard_of[image]), why)
                 elif why != "no record":
                     out[json_path] = why
-        for shard, text in self._listings().items():  # an image joined or left: its jobs run again
+        for shard, text in (self._listings() if listings is None else listings).items():  # its jobs run again
             if text is not None:
                 for label in s.methods:
                     out.setdefault(manifest_path(s.results_dir, label, shard), "its images changed")
@@ -94,11 +95,11 @@ class Run:
         texts = {shard: _text(listing_path(self.settings.results_dir, shard)) for shard in self.shards}
         return {shard: text for shard, text in texts.items() if text != shard_listing(self.shards[shard])}
 
-    def _write_listings(self) -> None:
-        """Each shard's listing that is missing or other, written here rather than by a job of
-        rule shard_listing (a process, ~0.35 CPU s each): Snakemake finds them present, and runs
-        that rule only for a target asked for without this start check."""
-        for shard in self._listings():
+    def _write_listings(self, listings: dict) -> None:
+        """Each shard's listing that is missing or other (``listings``), written here rather than
+        by a job of rule shard_listing (a process, ~0.35 CPU s each): Snakemake finds them
+        present, and runs that rule only for a target asked for without this start check."""
+        for shard in listings:
             write_listing(listing_path(self.settings.results_dir, shard), self.shards[shard])
 
     def start(self, *, execute: bool) -> None:
@@ -120,12 +121,13 @@ class Run:
                              self.settings.min_image_share)
         # The report's inputs are then the same from the first run on (its history file).
         open(os.path.join(self.settings.results_dir, history.HISTORY_FILE), "a").close()
-        for path in self.stale():
+        listings = self._listings()  # read once: for the stale manifests, then to write
+        for path in self.stale(listings):
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-        self._write_listings()  # after the deletions: a crash between leaves them to redo
+        self._write_listings(listings)  # after the deletions: a crash between leaves them to redo
 
     def begin(self, run_settings: dict) -> None:
         s = self.settings

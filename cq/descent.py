@@ -198,30 +198,63 @@ def kmedian(points: Points, cand: np.ndarray, k: int, weights: Weights) -> np.nd
     """
     value = weights.pixel_mse * ((points.colors[:, None, :] - cand[None]) ** 2).sum(2)
     value += weights.mean_cost * vertex_cost(cand)
-    w = points.weights
-    chosen: list[int] = []
+    chosen = _swap_until_stable(value, points.weights, _greedy(value, points.weights, k))
+    return cand[chosen].astype(np.uint8)
+
+
+def _greedy(value: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """``k`` columns of ``value``, each the one that lowers ``w @ (row minimum over the chosen)``
+    most. Every column's total is updated from the rows whose minimum the last choice lowered
+    only (after the first few choices, few rows: k = 256 took 256 full passes before)."""
     current = np.full(len(w), np.inf)
+    totals = w @ value
+    chosen: list[int] = []
     for _ in range(k):
-        totals = w @ np.minimum(current[:, None], value)
         totals[chosen] = np.inf
-        chosen.append(int(np.argmin(totals)))
-        current = np.minimum(current, value[:, chosen[-1]])
-    chosen_arr = np.array(chosen)
-    lo, hi, label = _two_nearest(value[:, chosen_arr])
+        chosen.append(_first_least(totals))
+        lowered = np.flatnonzero(value[:, chosen[-1]] < current)
+        rows, old = value[lowered], current[lowered, None]
+        new = value[lowered, chosen[-1], None]
+        totals -= w[lowered] @ (np.minimum(old, rows) - np.minimum(new, rows))
+        current[lowered] = new[:, 0]
+    return np.array(chosen)
+
+
+def _swap_until_stable(value: np.ndarray, w: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Replace each chosen column in turn by the column that lowers the total most, until no
+    single swap helps.
+
+    Dropping chosen column ``j`` and adding ``a`` gives the total ``shared[a] + extra_j[a]``:
+    ``shared[a] = w @ min(lo, value[:, a])`` (every row keeps its best chosen value) and
+    ``extra_j`` corrects only the rows whose best was ``j`` (they fall back to their second
+    best), so a pass costs one scan of the matrix, not one per chosen column.
+    """
+    chosen = chosen.copy()
+    lo, hi, label = _two_nearest(value[:, chosen])
+    shared, base = w @ np.minimum(lo[:, None], value), float(w @ lo)
     improved = True
     while improved:
         improved = False
-        for j in range(k):
-            base = float(w @ lo)
-            without = np.where(label == j, hi, lo)
-            totals = w @ np.minimum(without[:, None], value)
-            totals[chosen_arr] = np.inf
-            a = int(np.argmin(totals))
+        for j in range(len(chosen)):
+            rows = np.flatnonzero(label == j)
+            sub = value[rows]
+            totals = shared + w[rows] @ (np.minimum(hi[rows, None], sub) - np.minimum(lo[rows, None], sub))
+            totals[chosen] = np.inf
+            a = _first_least(totals)
             if totals[a] < base * (1 - 1e-9):
-                chosen_arr[j] = a
+                chosen[j] = a
                 improved = True
-                lo, hi, label = _two_nearest(value[:, chosen_arr])  # only a swap changes them
-    return cand[chosen_arr].astype(np.uint8)
+                lo, hi, label = _two_nearest(value[:, chosen])  # only a swap changes them
+                shared, base = w @ np.minimum(lo[:, None], value), float(w @ lo)
+    return chosen
+
+
+def _first_least(totals: np.ndarray) -> int:
+    """Index of the least total, the first of those equal to it up to rounding: totals updated
+    step by step differ in the last bits where totals recomputed whole tie exactly (candidates
+    no pixel prefers), and a tie should go to the first, as ``argmin`` of exact totals does."""
+    least = totals.min()
+    return int(np.flatnonzero(totals <= least + 1e-10 * abs(least))[0])
 
 
 def _two_nearest(sub: np.ndarray):

@@ -6,7 +6,7 @@ import skimage.data
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from cq.finalize import TooFewPixelsError, _Moves, _split_sources, assign, finalize
+from cq.finalize import TooFewPixelsError, _CheapestRows, _Moves, _objective_rows, _split_sources, assign, finalize
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.objective import Weights, score, score_assignment, vertex_cost
 
@@ -161,3 +161,26 @@ def test_split_table_after_a_whole_move_equals_a_new_one(seed, n_palette, pick):
     new = _Moves(hist, pal, colour, count, label, sources, Weights(), floor, split=True, near_cap=near_cap)
     for name in ("entries", "cands", "keys", "valid", "per_pixel", "raise_cost", "moved", "delta"):
         np.testing.assert_array_equal(getattr(kept, name), getattr(new, name), err_msg=name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**16), st.integers(1, 20), st.floats(0.0, 1.0), st.sampled_from([Weights(), Weights(0.0, 21.0, 42.0)]))
+def test_cheapest_rows_among_usable_ones_match_every_change(seed, keep, share, weights):
+    """The batch split's source finder (one k-d tree, asked for more neighbours when rows are
+    spent) gives, per candidate, the ``keep`` least changes among the usable rows, as the whole
+    (rows x candidates) table of changes does."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    colors = rng.integers(0, 256, (n, 3))
+    if n > 2:
+        colors[: n // 3] = colors[0]  # equal rows: ties among the changes
+    now = _objective_rows(colors, rng.integers(0, 256, (n, 3)).astype(np.float64), weights)
+    cands = rng.integers(0, 256, (int(rng.integers(1, 12)), 3))
+    usable = rng.random(n) < share
+    found, rows = _CheapestRows(colors, now, weights).cheapest(cands, keep, usable)
+    table = _objective_rows(colors[None], cands[:, None, :], weights) - now[None]
+    expected = np.sort(np.where(usable[None], table, np.inf), axis=1)[:, : min(keep, n)]
+    np.testing.assert_allclose(found, expected, rtol=1e-9, atol=1e-6)
+    finite = np.isfinite(found)
+    assert usable[rows[finite]].all()
+    np.testing.assert_allclose(table[np.nonzero(finite)[0], rows[finite]], found[finite], rtol=1e-12, atol=1e-9)

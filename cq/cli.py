@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("input", help="the image to reduce")
     q.add_argument("output", help="indexed PNG to write")
     q.add_argument("--method", required=True, help="a method or variant name (cq methods lists them)")
-    q.add_argument("--k", type=_k, default=DEFAULT_K, help=f"colours, 1 to {MAX_K} (default {DEFAULT_K})")
+    q.add_argument("-k", "--k", "--colors", dest="k", type=_k, default=DEFAULT_K,
+                   help=f"colours, 1 to {MAX_K} (default {DEFAULT_K}); --colors as the workflow's setting")
     q.add_argument("--json", help="where to write the result record")
     q.add_argument("--weights", type=_weights, default=Weights(), help="MSE,MAX,MEAN (default 2,21,42)")
     q.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",

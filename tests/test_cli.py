@@ -35,6 +35,14 @@ def test_quantize_then_score(photo, tmp_path):
     assert float(printed["gap"]) == pytest.approx(record["scores"]["gap"], rel=1e-6)
 
 
+@pytest.mark.parametrize("flag", ["-k", "--k", "--colors"])
+def test_k_has_the_short_and_the_workflow_spelling(photo, tmp_path, flag):
+    out = tmp_path / "q.png"
+    r = cq("quantize", photo, out, "--method", "octree", flag, "5")
+    assert r.returncode == 0, r.stderr
+    assert len(Image.open(out).convert("RGB").getcolors()) == 5
+
+
 def test_methods_lists_availability():
     r = cq("methods")
     assert r.returncode == 0 and "kmeans" in r.stdout and "available" in r.stdout

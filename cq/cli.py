@@ -150,8 +150,10 @@ def _quantize(args, debug: bool) -> int:
         print(f"cq: error: {record['error']}", file=sys.stderr)
         return FAILURE
     s = record["scores"]
+    # A bound of 0 (weights without the cost terms, an image of at most k colours) has no gap.
+    gap = f"gap {s['gap']:.2%} to" if s["gap"] is not None else "no gap to"
     print(f"{args.output}: {record['n_colors']} colours, score {s['score']:.2f} "
-          f"(gap {s['gap']:.2%} to the lower bound {s['lower_bound']:.2f}), {record['wall_time_s']:.2f} s")
+          f"({gap} the lower bound {s['lower_bound']:.2f}), {record['wall_time_s']:.2f} s")
     return 0
 
 

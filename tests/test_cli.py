@@ -43,6 +43,14 @@ def test_k_has_the_short_and_the_workflow_spelling(photo, tmp_path, flag):
     assert len(Image.open(out).convert("RGB").getcolors()) == 5
 
 
+def test_weights_without_the_cost_terms_have_no_gap(photo, tmp_path):
+    """Pure MSE weights: the lower bound is 0, so there is no gap to print (it crashed after
+    writing the PNG)."""
+    r = cq("quantize", photo, tmp_path / "q.png", "--method", "octree", "--weights", "2,0,0")
+    assert r.returncode == 0, r.stderr
+    assert "no gap to the lower bound 0.00" in r.stdout
+
+
 def test_methods_lists_availability():
     r = cq("methods")
     assert r.returncode == 0 and "kmeans" in r.stdout and "available" in r.stdout

@@ -259,7 +259,9 @@ def _first_least(totals: np.ndarray) -> int:
 
 def _two_nearest(sub: np.ndarray):
     """Per row of ``sub`` (points x chosen colours): the smallest value, the second smallest,
-    and the column of the smallest."""
+    and the column of the smallest (the second is inf with one column: k = 1)."""
+    if sub.shape[1] == 1:
+        return sub[:, 0], np.full(len(sub), np.inf), np.zeros(len(sub), dtype=np.int64)
     two = np.argpartition(sub, 1, axis=1)[:, :2]
     first = np.take_along_axis(sub, two, 1)
     label = np.where(first[:, 0] <= first[:, 1], two[:, 0], two[:, 1])

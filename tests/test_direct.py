@@ -198,3 +198,18 @@ def test_kmedian_ends_where_no_single_swap_helps(seed, k):
                 swapped = chosen.copy()
                 swapped[j] = c
                 assert cost(swapped) >= best * (1 - 1e-7), (j, c)
+
+
+@pytest.mark.parametrize("corner", [0, 255])
+def test_one_colour_near_a_corner(corner):
+    """k = 1 on pixels near a cube corner, where the lattice search runs with one colour (held
+    out: its k-median's two-nearest step failed with one column). The one colour is the
+    corner's own or next to it, so the score is the bound's."""
+    rng = np.random.default_rng(3)
+    image = np.clip(corner + rng.integers(-5, 6, (20, 30, 3)), 0, 255).astype(np.uint8)
+    hist, _, q = run("direct", image, k=1)
+    rendered = q.render(hist)
+    assert len(np.unique(pack_rgb(rendered.reshape(-1, 3)))) == 1
+    from cq.bound import lower_bound
+
+    assert score(image, rendered).score <= 1.0001 * lower_bound(hist, 1)

@@ -129,12 +129,35 @@ def check_problem(k, weights: dict) -> None:
 
 
 def check_params(label: str, method, params) -> None:
-    """Refuse a parameter that ``method`` does not declare: a misspelt one would be ignored."""
-    for name in params:
+    """Refuse a parameter that ``method`` does not declare (a misspelt one would be ignored), or
+    a value of another type than its default's, not finite, below 0 or outside the method's
+    ``limits``: refused before any work, not by a failure on every image."""
+    for name, value in params.items():
         if name not in method.defaults:
             known = ", ".join(sorted(method.defaults)) or "no parameters"
             raise ConfigError(f"{label}: unknown parameter {name!r} of method {method.name!r}; "
                               f"it takes: {known}")
+        problem = _param_problem(value, method.defaults[name], method.limits.get(name))
+        if problem:
+            raise ConfigError(f"{label}: parameter {name!r} of method {method.name!r} must be {problem}, not {value!r}")
+
+
+def _param_problem(value, default, limits: tuple | None) -> str | None:
+    """What ``value`` must be, like ``default``, or None when it is acceptable."""
+    if isinstance(default, bool) or isinstance(default, (str, list)):
+        kind = type(default)
+        return None if isinstance(value, kind) else f"a {'boolean' if kind is bool else kind.__name__}"
+    integral = isinstance(default, int)
+    number = isinstance(value, int if integral else (int, float)) and not isinstance(value, bool)
+    if default is None and value is None:
+        return None
+    lo, hi = limits or (0, None)
+    wanted = f"{'an integer' if integral else 'a number'} " + (f"from {lo} to {hi}" if hi is not None else f">= {lo}")
+    if default is None:
+        wanted += " or null"
+    if not number or not math.isfinite(value) or value < lo or (hi is not None and value > hi):
+        return wanted
+    return None
 
 
 def _section(label: str, config: dict, registry: dict, variants: dict) -> tuple[str, dict]:

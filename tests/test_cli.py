@@ -82,6 +82,11 @@ def test_a_size_mismatch_exits_1_naming_the_file(photo, tmp_path):
     (["--weights", "2,nan,42"], "weights must be finite"),
     (["--weights", "2,-1,42"], "weights must be finite"),
     (["--param", "nosuch=1"], "unknown parameter 'nosuch'"),
+    # Held out: NaN gave no record and a stray PNG; 1e9 ran for ever; 0 starts failed per image.
+    (["--method", "direct", "--param", "lattice_cap=NaN"], "'lattice_cap' of method 'direct' must be a number from 0 to 8"),
+    (["--method", "direct", "--param", "lattice_cap=1e9"], "must be a number from 0 to 8, not 1000000000.0"),
+    (["--method", "direct", "--param", "n_starts=0"], "must be an integer from 1 to 1000, not 0"),
+    (["--method", "kmeans", "--param", "n_init=true"], "'n_init' of method 'kmeans' must be an integer"),
     (["--method", "nope"], "unknown method 'nope'"),
 ])
 def test_bad_settings_stop_at_once_in_one_line_with_exit_2(photo, tmp_path, args, named):

@@ -54,6 +54,10 @@ def test_colors_is_k_under_a_name_snakemake_accepts_and_wins_when_set():
 
 @pytest.mark.parametrize("over, message", [
     ({"kmeans": {"n_inits": 3}}, "unknown parameter 'n_inits' of method 'kmeans'"),
+    ({"direct": {"lattice_cap": float("nan")}}, "parameter 'lattice_cap' of method 'direct' must be a number from 0 to 8"),
+    ({"kmeans": {"seed": -1}}, "parameter 'seed' of method 'kmeans' must be an integer from 0 to"),
+    ({"cnn": {"start": 3}}, "parameter 'start' of method 'cnn' must be a str"),
+    ({"variants": {"v": {"method": "direct", "n_starts": 0}}, "methods": ["v"]}, "'n_starts' of method 'direct'"),
     # cnn's function takes **kwargs: its declared defaults are still the whole list.
     ({"cnn": {"learning_rate": 1.0}}, "unknown parameter 'learning_rate' of method 'cnn'"),
     ({"variants": {"v": {"method": "kmeans", "seeed": 1}}, "methods": ["v"]}, "unknown parameter 'seeed'"),

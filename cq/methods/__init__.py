@@ -58,6 +58,9 @@ class Method:
     # at once (cnn on a GPU); the shard mode uses it when it takes more than one image a call.
     batch: Callable[..., list[Proposal]] | None = None
     batch_size: Callable[..., int] | None = None
+    # Optional: parameter -> (least, greatest) value accepted (cq.config.check_params); every
+    # numeric parameter must be finite and >= 0 in any case.
+    limits: dict = field(default_factory=dict)
 
     def unavailable_reason(self) -> str | None:
         """None when the method can run here, else one line saying what is missing."""
@@ -78,14 +81,15 @@ class UnknownMethodError(KeyError):
         return str(self.args[0])
 
 
-def register(name: str, *, version: str, requires: tuple[str, ...] = (), **defaults):
-    """Decorator: register ``fn`` as method ``name`` with its code version and defaults.
+def register(name: str, *, version: str, requires: tuple[str, ...] = (), limits: dict | None = None, **defaults):
+    """Decorator: register ``fn`` as method ``name`` with its code version and defaults, and
+    the ``limits`` (least, greatest) of parameters whose range the type does not say.
 
     Bump ``version`` whenever the method's output changes, so that workflows recompute it.
     """
 
     def wrap(fn):
-        _REGISTRY[name] = Method(name, fn, version, defaults, requires)
+        _REGISTRY[name] = Method(name, fn, version, defaults, requires, limits=dict(limits or {}))
         return fn
 
     return wrap
@@ -98,7 +102,7 @@ def register_batch(name: str, *, size: Callable[..., int]):
     def wrap(fn):
         method = _REGISTRY[name]
         _REGISTRY[name] = Method(method.name, method.fn, method.version, method.defaults, method.requires,
-                                 batch=fn, batch_size=size)
+                                 batch=fn, batch_size=size, limits=method.limits)
         return fn
 
     return wrap

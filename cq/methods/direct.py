@@ -65,7 +65,9 @@ def _descent(hist, k, weights, *, seed, n_starts, coarse_bits, coarse_iter, fine
 
 
 @register("direct", version="6", seed=0, n_starts=4, coarse_bits=5, coarse_iter=60, fine_iter=5, int_iter=10,
-          fine_max_colors=30_000, lattice_cap=4.0, time_budget=None)
+          fine_max_colors=30_000, lattice_cap=4.0, time_budget=None, limits=dict(
+              n_starts=(1, 1000), coarse_bits=(1, 8), coarse_iter=(1, 10**5), fine_iter=(1, 10**5), int_iter=(1, 10**5),
+              fine_max_colors=(1, 2**24), lattice_cap=(0, 8)))
 @_one_blas_thread
 def direct(problem: Problem, *, seed: int = 0, n_starts: int = 4, coarse_bits: int = 5, coarse_iter: int = 60,
            fine_iter: int = 5, int_iter: int = 10, fine_max_colors: int = 30_000, lattice_cap: float = 4.0,

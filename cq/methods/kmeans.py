@@ -11,7 +11,8 @@ from __future__ import annotations
 from cq.methods import Problem, Proposal, register
 
 
-@register("kmeans", version="3", seed=0, n_init=4, max_iter=300)
+@register("kmeans", version="3", seed=0, n_init=4, max_iter=300,
+          limits=dict(seed=(0, 2**32 - 1), n_init=(1, 1000), max_iter=(1, 10**5)))
 def kmeans(problem: Problem, *, seed: int = 0, n_init: int = 4, max_iter: int = 300) -> Proposal:
     """Weighted K-means with ``k`` clusters; ``seed`` and ``n_init`` as in scikit-learn."""
     from sklearn.cluster import KMeans  # imported here: listing methods must stay cheap

@@ -151,7 +151,9 @@ def _signature() -> inspect.Signature:
 
 
 cnn.__signature__ = _signature()
-register("cnn", version="6", device="auto", **_defaults())(cnn)
+register("cnn", version="6", device="auto", **_defaults(), limits=dict(
+    steps_per_epoch=(1, 10**5), patience=(1, 10**5), input_size=(8, 512), hidden=(1, 4096), bits=(1, 8),
+    lattice_cap=(0, 8), threads=(1, 256)))(cnn)
 
 
 def make_config(**params) -> Config:

@@ -142,7 +142,9 @@ def _quantize(args, debug: bool) -> int:
 
     method = get_method(args.method)  # an unknown name or parameter stops here, before any work
     check_params("--param", method, dict(args.param))
-    if not args.quiet:
+    if args.quiet:  # not even a failure's log (Python's last-resort handler prints tracebacks)
+        logging.getLogger().addHandler(logging.NullHandler())
+    else:
         _log_to_stderr(debug)
     job = Job(method=args.method, params=dict(args.param), k=args.k, weights=args.weights)
     record = quantize_file(args.input, args.output, args.json, job)

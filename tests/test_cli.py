@@ -126,3 +126,23 @@ def test_every_argument_has_help():
                 parsers.extend(p for name, p in action.choices.items() if name != "nightly")
             elif action.help is None:
                 raise AssertionError(f"{parser.prog}: {action.option_strings or action.dest} has no help")
+
+
+@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
+def test_a_failing_method_is_one_line_quiet_or_not(photo, tmp_path, capsys, monkeypatch, quiet):
+    """Held out: with --quiet a method's failure printed its whole traceback (no log handler,
+    so Python's last-resort one)."""
+    import logging
+
+    from cq import cli
+    from cq.methods import _REGISTRY, Method
+
+    def boom(problem):
+        raise RuntimeError("the method broke")
+
+    monkeypatch.setitem(_REGISTRY, "boom", Method("boom", boom, "1", {}))
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    assert cli.main(["quantize", str(photo), str(tmp_path / "q.png"), "--method", "boom", *quiet]) == 1
+    err = capsys.readouterr().err
+    assert "the method broke" in err and "Traceback" not in err, err
+    assert not (tmp_path / "q.png").exists()

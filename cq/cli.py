@@ -142,6 +142,7 @@ def _quantize(args, debug: bool) -> int:
 
     method = get_method(args.method)  # an unknown name or parameter stops here, before any work
     check_params("--param", method, dict(args.param))
+    _check_record_path(args.json, args.input, args.output)
     if args.quiet:  # not even a failure's log (Python's last-resort handler prints tracebacks)
         logging.getLogger().addHandler(logging.NullHandler())
     else:
@@ -157,6 +158,13 @@ def _quantize(args, debug: bool) -> int:
     print(f"{args.output}: {record['n_colors']} colours, score {s['score']:.2f} "
           f"({gap} the lower bound {s['lower_bound']:.2f}), {record['wall_time_s']:.2f} s")
     return 0
+
+
+def _check_record_path(record: str | None, image: str, png: str) -> None:
+    """Refuse a --json naming the input or the output PNG: the record would overwrite it."""
+    for what, path in (("the input image", image), ("the output PNG", png)):
+        if record is not None and os.path.realpath(record) == os.path.realpath(path):
+            raise ConfigError(f"--json {record!r} is {what}; name another file for the record")
 
 
 def _score(args, debug: bool) -> int:

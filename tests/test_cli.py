@@ -88,13 +88,18 @@ def test_a_size_mismatch_exits_1_naming_the_file(photo, tmp_path):
     (["--method", "direct", "--param", "n_starts=0"], "must be an integer from 1 to 1000, not 0"),
     (["--method", "kmeans", "--param", "n_init=true"], "'n_init' of method 'kmeans' must be an integer"),
     (["--method", "nope"], "unknown method 'nope'"),
+    # Held out: the record was written over the input image, or over the PNG just written.
+    (["--json", "INPUT"], "is the input image"),
+    (["--json", "OUTPUT"], "is the output PNG"),
 ])
 def test_bad_settings_stop_at_once_in_one_line_with_exit_2(photo, tmp_path, args, named):
     options = {"--method": "octree", **dict(zip(args[::2], args[1::2]))}
+    options = {key: {"INPUT": photo, "OUTPUT": tmp_path / "q.png"}.get(value, value) for key, value in options.items()}
+    before = photo.read_bytes()
     r = cq("quantize", photo, tmp_path / "q.png", "--quiet", *[x for kv in options.items() for x in kv])
     assert r.returncode == 2, r.stderr
     assert named in r.stderr and r.stderr.count("\n") == 1, r.stderr
-    assert not (tmp_path / "q.png").exists()
+    assert not (tmp_path / "q.png").exists() and photo.read_bytes() == before
 
 
 def test_an_unexpected_error_is_one_line_unless_debug(photo, tmp_path):

@@ -2,8 +2,8 @@
 
 Reading rules (documented in the README):
 - EXIF orientation is applied.
-- Grayscale, palette, CMYK, 16-bit and other modes are converted to 8-bit RGB; 16-bit values
-  are scaled by 1/257; float samples (TIFF mode F) are scaled as their range says (0..1 by 255).
+- Grayscale, palette, CMYK, 16-bit and other modes are converted to 8-bit RGB; 16-bit grey
+  values are scaled by 1/257 (16-bit colour PNGs come from Pillow as their high bytes); float samples (TIFF mode F) are scaled as their range says (0..1 by 255).
 - Transparency (RGBA, LA, palette with transparency) is composited over a background colour
   (``background``, default white); ``background=None`` makes transparent input an error.
 - An animated file gives its first frame, and the result says so in its notes.

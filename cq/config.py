@@ -5,7 +5,7 @@ setting is refused the same way, in one line (:class:`ConfigError`), before any 
 - The schema (``config/schema.yaml`` of the workflow) checks types; every other key must name
   a registered method (its section of parameters).
 - ``colors`` is ``k`` under a name Snakemake's ``--config`` accepts (it refuses one-letter
-  keys); when set, it wins.
+  keys); when set, it wins. ``--config`` gives nested values as text: :func:`typed` reads them.
 - Results, logs and benchmarks may not overlap the input folder in either direction (inside
   it, outputs would be quantized as inputs next night; around it, a prune could reach photos).
 - ``best``, ``shards`` and the logs and benchmarks folders are folders of the results, so no
@@ -69,6 +69,67 @@ def check_schema(config: dict, schema: dict) -> None:
         raise ConfigError(f"config: {where}: {error.message}")
 
 
+def typed(value, schema: dict, root: dict):
+    """``value`` with each text scalar read as YAML where ``schema`` takes no text there:
+    Snakemake's ``--config`` reads nested values as text (``weights={mse: 1, ...}`` gives
+    ``'1'``), and ``null`` too. Text where text is allowed (a folder named ``123``) stays."""
+    schema = _deref(schema, root)
+    if isinstance(value, (dict, list)):  # the branch of a oneOf/anyOf that takes this kind
+        kind = "object" if isinstance(value, dict) else "array"
+        branches = [_deref(b, root) for b in schema.get("oneOf") or schema.get("anyOf") or []]
+        schema = next((b for b in branches if b.get("type") == kind), schema)
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {key: typed(item, props.get(key, extra if isinstance(extra, dict) else {}), root)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item, schema.get("items", {}), root) for item in value]
+    if isinstance(value, str) and not _takes_text(schema, root):
+        return _from_text(value)
+    if value in ("null", "~") and _takes(schema, root, "null"):
+        return None
+    return value
+
+
+def _deref(schema: dict, root: dict) -> dict:
+    """``schema`` with its local ``$ref`` merged in (properties from both)."""
+    while "$ref" in schema:
+        ref = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+        rest = {key: item for key, item in schema.items() if key != "$ref"}
+        schema = {**ref, **rest, "properties": {**ref.get("properties", {}), **rest.get("properties", {})}}
+    return schema
+
+
+def _takes_text(schema: dict, root: dict) -> bool:
+    """Whether ``schema`` (or a branch of its oneOf/anyOf) accepts a string, or says nothing."""
+    for branch in schema.get("oneOf") or schema.get("anyOf") or [schema]:
+        branch = _deref(branch, root)
+        if _takes(branch, root, "string") or any(isinstance(x, str) for x in [*branch.get("enum", []), branch.get("const")]):
+            return True
+        if "type" not in branch and "enum" not in branch and "const" not in branch:
+            return True
+    return False
+
+
+def _takes(schema: dict, root: dict, kind: str) -> bool:
+    """Whether ``schema`` or a branch of its oneOf/anyOf declares JSON type ``kind``."""
+    for branch in schema.get("oneOf") or schema.get("anyOf") or [schema]:
+        kinds = _deref(branch, root).get("type")
+        if kind in (kinds if isinstance(kinds, list) else [kinds]):
+            return True
+    return False
+
+
+def _from_text(text: str):
+    """``text`` read as a YAML scalar (``'2'`` -> 2, ``'null'`` -> None), or as it is."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def resolve(config: dict, schema: dict) -> Settings:
     """The settings of ``config`` checked against ``schema`` and the method registry."""
     registry = all_methods()
@@ -76,8 +137,8 @@ def resolve(config: dict, schema: dict) -> Settings:
         if key not in schema["properties"] and key not in registry:
             raise ConfigError(f"config: {key!r} is neither a setting nor a registered method "
                               f"({', '.join(registry)})")
+    config = typed(config, schema, schema)
     check_schema(config, schema)
-    config = dict(config)
     if config.get("colors") is not None:
         config["k"] = config["colors"]
     results = os.path.normpath(config["results_dir"])
@@ -186,6 +247,9 @@ def method_table(config: dict, registry: dict) -> dict[str, dict]:
     table = {}
     for label in config["methods"]:
         base, spec = _section(label, config, registry, config.get("variants") or {})
+        defaults = registry[base].defaults
+        spec = {name: _from_text(value) if isinstance(value, str) and not isinstance(defaults.get(name, ""), str)
+                else value for name, value in spec.items()}  # --config gives text (see typed)
         job = {key: spec.pop(key, default) for key, default in JOB_KEYS.items()}
         check_params(f"config: {label}", registry[base], spec)
         if "threads" in registry[base].defaults:  # one knob: the threads the job reserves and uses

@@ -4,6 +4,8 @@ import re
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import REPO
 from cq.config import ConfigError, load_schema, resolve, unavailable
@@ -93,3 +95,30 @@ def test_a_method_that_cannot_run_here_is_kept_and_reported(monkeypatch):
     assert list(table) == ["libimagequant", "octree"]
     assert unavailable(table) == ["method 'libimagequant' needs the Python package 'no_such_module_here', "
                                   "which is not installed"]
+
+
+def _flow(value) -> str:
+    """``value`` as a user types it after ``--config key=``: YAML flow style, one line."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+
+
+@settings(max_examples=30, deadline=None)
+@given(weights=st.fixed_dictionaries({key: st.one_of(st.integers(0, 100), st.floats(0, 100, allow_nan=False))
+                                      for key in ("mse", "max_cost", "mean_cost")}),
+       colors=st.one_of(st.none(), st.integers(1, 256)),
+       read=st.fixed_dictionaries({"background": st.one_of(st.none(), st.lists(st.integers(0, 255), min_size=3, max_size=3)),
+                                   "max_pixels": st.one_of(st.none(), st.integers(1, 10**9))}),
+       direct=st.fixed_dictionaries({}, optional={"n_starts": st.integers(1, 64), "lattice_cap": st.floats(0, 8),
+                                                  "time_budget": st.one_of(st.none(), st.floats(0, 60)),
+                                                  "runtime": st.integers(1, 600)}),
+       logs_dir=st.one_of(st.none(), st.sampled_from(["logs", "my logs"])))
+def test_settings_typed_after_config_mean_what_a_config_file_means(weights, colors, read, direct, logs_dir):
+    """Snakemake's ``--config`` reads nested values and ``null`` as text (held out:
+    ``weights={mse: 2, ...}`` was refused, "'2' is not of type 'number'"); resolved, they give
+    the settings the same values give in a config file."""
+    from snakemake.cli import parse_config
+
+    values = {"weights": weights, "colors": colors, "read": read, "direct": direct, "logs_dir": logs_dir,
+              "methods": ["direct", "octree"]}
+    typed_in = parse_config([f"{key}={_flow(value)}" for key, value in values.items()])
+    assert resolve(workflow_config(**typed_in), SCHEMA) == resolve(workflow_config(**values), SCHEMA)

@@ -72,8 +72,11 @@ def load_image(path: str | os.PathLike, *, background: tuple[int, int, int] | No
             return _to_rgb(im, path, background)
     except ImageError:
         raise
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: refused as a decompression bomb ({e})") from e
+    except Image.DecompressionBombError as e:  # Pillow's message names 2x the limit above 2x
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(pixels.group(1)):,} pixels, " if pixels else ""
+        raise ImageError(f"{path}: refused as a decompression bomb ({size}over the limit of "
+                         f"{max_pixels:,} pixels, read.max_pixels)") from e
     except Image.UnidentifiedImageError as e:
         raise ImageError(f"{path}: not an image Pillow can read") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return {"quantize": _quantize, "score": _score, "methods": _methods}[args.command](args, debug)
     except (UnknownMethodError, ConfigError) as e:
         _usage_error(str(e))
+    except BrokenPipeError:  # `cq score ... | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit too
+        return FAILURE
     except Exception as e:
         if debug:
             raise

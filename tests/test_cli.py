@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -151,3 +152,17 @@ def test_a_failing_method_is_one_line_quiet_or_not(photo, tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert "the method broke" in err and "Traceback" not in err, err
     assert not (tmp_path / "q.png").exists()
+
+
+def test_a_reader_that_leaves_early_gets_no_error_message(photo, tmp_path):
+    """`cq score a b | head -1`: the pipe closes before cq writes (held out: 'cq: error: [Errno
+    32] Broken pipe')."""
+    out = tmp_path / "q.png"
+    assert cq("quantize", photo, out, "--method", "octree").returncode == 0
+    read, write = os.pipe()
+    done = subprocess.Popen([sys.executable, "-m", "cq.cli", "score", str(photo), str(out)], stdout=write,
+                            stderr=subprocess.PIPE)
+    os.close(write)
+    os.close(read)  # before the process has even imported numpy
+    assert done.wait(timeout=120) == 1
+    assert done.stderr.read() == b""

@@ -103,13 +103,14 @@ _DELETE = object()
 @example([(("k",), True)])
 @example([(("k",), 2.0)])
 @example([(("status",), "fine")])
+@example([(("scores",), _DELETE), (("scores", "score"), float("nan"))])  # a field of a removed section
 def test_validate_accepts_exactly_what_the_schema_accepts(changes):
     """Any field set to any JSON value (or removed): validate agrees with the oracle, and a
     refusal names the field."""
     record = minimal(image=dict(minimal()["image"]), weights=dict(minimal()["weights"]),
                      scores=dict(minimal()["scores"]))
     for path, value in changes:
-        parent = record[path[0]] if len(path) == 2 else record
+        parent = record.get(path[0]) if len(path) == 2 else record
         if isinstance(parent, dict):
             if value is _DELETE:
                 parent.pop(path[-1], None)

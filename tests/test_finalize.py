@@ -6,6 +6,7 @@ import skimage.data
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import cq.finalize
 from cq.finalize import TooFewPixelsError, _CheapestRows, _Moves, _objective_rows, _split_sources, assign, finalize
 from cq.histogram import ColorHistogram, pack_rgb
 from cq.objective import Weights, score, score_assignment, vertex_cost
@@ -184,3 +185,23 @@ def test_cheapest_rows_among_usable_ones_match_every_change(seed, keep, share, w
     finite = np.isfinite(found)
     assert usable[rows[finite]].all()
     np.testing.assert_allclose(table[np.nonzero(finite)[0], rows[finite]], found[finite], rtol=1e-12, atol=1e-9)
+
+
+def test_finalising_the_same_proposal_again_gives_the_same_result_untouched_by_its_caller():
+    """The splits of the last call are kept (direct finalises its winner, then the pipeline
+    again): the second result equals the first even when the caller changed the first's arrays,
+    and another histogram with the same palette and labels gets its own."""
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (5, 3), dtype=np.uint8)[rng.integers(0, 5, (20, 30))]
+    h = ColorHistogram.from_image(image)
+    first = finalize(h, h.colors.astype(float), np.arange(h.n_colors), k=37)
+    expected = (first.palette.copy(), first.labels.copy(), first.splits)
+    first.palette[:] = 0
+    first.labels[:] = 0
+    again = finalize(h, h.colors.astype(float), np.arange(h.n_colors), k=37)
+    assert (again.palette == expected[0]).all() and (again.labels == expected[1]).all() and again.splits == expected[2]
+    other = ColorHistogram(h.colors, rng.integers(1, 200, h.n_colors))  # same colours, other counts
+    with_h_kept = finalize(other, other.colors.astype(float), np.arange(other.n_colors), k=37)
+    cq.finalize._last_split_up.clear()
+    fresh = finalize(other, other.colors.astype(float), np.arange(other.n_colors), k=37)
+    assert (with_h_kept.palette == fresh.palette).all() and with_h_kept.splits == fresh.splits

@@ -271,13 +271,15 @@ def _split_up(hist, pal, labels, k, weights, floor):
             count[e] -= m
             left = np.empty(0, dtype=np.int64)  # the source keeps entry e itself
         table = None if raised else table.patch(e, target, left)
-        # A raised max cost changes every candidate's cost, and a larger split makes a new
-        # source: built again. A single pixel split off leaves every source in place, and a
-        # whole entry moved changes its own column only (and may leave or let in a source).
-        if raised or splits is None or m > 1:
+        # A raised max cost changes every candidate's cost: built again. A single pixel split
+        # off leaves every source in place; a whole entry moved changes its own column only,
+        # and a larger split adds an entry (its pixels at the new colour), which may become a
+        # source, as sources may leave (their columns kept, new ones computed: reindex).
+        if raised or splits is None:
             splits = None
-        elif whole:
-            splits = splits.reindex(_split_sources(count, label, len(pal)), e, hist, colour, pal, count, label)
+        elif whole or m > 1:
+            splits = splits.reindex(_split_sources(count, label, len(pal)), e if whole else -1, hist, colour, pal,
+                                    count, label)
         else:
             splits = splits.recount(count, label, target)
     return pal, *_main_and_splits(hist.n_colors, colour, count, label)
@@ -467,8 +469,9 @@ class _Moves:
 
     def reindex(self, entries, moved, hist, colour, pal, count, label):
         """Splits over ``entries`` (the sources a new table would take) after entry ``moved``
-        went whole to the newest palette colour: the columns of the other entries kept (their
-        colours and palette colours are unchanged), the rest computed as a new table would."""
+        went whole to the newest palette colour (-1: none did, pixels were split off into a
+        new entry): the columns of the other entries kept (their colours and palette colours
+        are unchanged), the rest computed as a new table would."""
         known = {int(e): i for i, e in enumerate(self.entries) if e != moved}
         at = np.array([known.get(int(e), -1) for e in entries], dtype=np.int64)
         kept, fresh = np.flatnonzero(at >= 0), np.flatnonzero(at < 0)

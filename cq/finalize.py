@@ -476,8 +476,12 @@ class _Moves:
         at = np.array([known.get(int(e), -1) for e in entries], dtype=np.int64)
         kept, fresh = np.flatnonzero(at >= 0), np.flatnonzero(at < 0)
         columns = self._columns(hist.colors[colour[entries[fresh]]], pal[label[entries[fresh]]], pal)
+        in_place = len(entries) == len(self.entries) and (at[kept] == kept).all()  # the usual case
         for name, column in zip(self.COLUMNS, columns):
             array = getattr(self, name)
+            if in_place:
+                array[:, fresh] = column
+                continue
             out = np.empty((array.shape[0], len(entries)) + array.shape[2:], dtype=array.dtype)
             out[:, kept], out[:, fresh] = array[:, at[kept]], column
             setattr(self, name, out)
@@ -508,7 +512,7 @@ class _Moves:
         if not np.isfinite(self.delta[which, pos]):
             return None
         return (float(self.delta[which, pos]), int(self.entries[pos]), int(self.moved[which, pos]),
-                self.cands[which, pos])
+                self.cands[which, pos].copy())  # a copy: reindex may write the table in place
 
     def patch(self, moved_entry, new_colour, left_in_source):
         """After a whole-entry move: that entry, and the source's last entry, can no longer

@@ -194,7 +194,8 @@ def _score(args, debug: bool) -> int:
 def _methods(args, debug: bool) -> int:
     for name, method in all_methods().items():
         reason = method.unavailable_reason()
-        params = ", ".join(f"{k}={v!r}" for k, v in sorted(method.defaults.items())) or "no parameters"
+        params = ", ".join(f"{k}={v!r}" + (" ({}..{})".format(*method.limits[k]) if k in method.limits else "")
+                           for k, v in sorted(method.defaults.items())) or "no parameters"
         print(f"{name:14s} v{method.version}  " + ("available" if reason is None else f"unavailable: {reason}"))
         print(f"{'':14s} {params}")
     return 0

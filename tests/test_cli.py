@@ -55,6 +55,7 @@ def test_weights_without_the_cost_terms_have_no_gap(photo, tmp_path):
 def test_methods_lists_availability():
     r = cq("methods")
     assert r.returncode == 0 and "kmeans" in r.stdout and "available" in r.stdout
+    assert "lattice_cap=4.0 (0..8)" in r.stdout  # a parameter's accepted range beside its default
 
 
 def test_failure_is_one_line_naming_the_file(tmp_path):

@@ -201,10 +201,17 @@ def check_params(label: str, method, params) -> None:
         problem = _param_problem(value, method.defaults[name], method.limits.get(name))
         if problem:
             raise ConfigError(f"{label}: parameter {name!r} of method {method.name!r} must be {problem}, not {value!r}")
+    if method.check is not None:
+        try:
+            method.check({**method.defaults, **params})
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{label}: {e}") from None
 
 
 def _param_problem(value, default, limits: tuple | None) -> str | None:
     """What ``value`` must be, like ``default``, or None when it is acceptable."""
+    if limits and all(isinstance(x, str) for x in limits):
+        return None if value in limits else f"one of {', '.join(limits)}"
     if isinstance(default, bool) or isinstance(default, (str, list)):
         kind = type(default)
         return None if isinstance(value, kind) else f"a {'boolean' if kind is bool else kind.__name__}"

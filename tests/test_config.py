@@ -58,7 +58,13 @@ def test_colors_is_k_under_a_name_snakemake_accepts_and_wins_when_set():
     ({"kmeans": {"n_inits": 3}}, "unknown parameter 'n_inits' of method 'kmeans'"),
     ({"direct": {"lattice_cap": float("nan")}}, "parameter 'lattice_cap' of method 'direct' must be a number from 0 to 8"),
     ({"kmeans": {"seed": -1}}, "parameter 'seed' of method 'kmeans' must be an integer from 0 to"),
-    ({"cnn": {"start": 3}}, "parameter 'start' of method 'cnn' must be a str"),
+    ({"cnn": {"start": 3}}, "parameter 'start' of method 'cnn' must be one of colors, capped, ideal"),
+    # Held out: accepted at start-up, then failed on every image.
+    ({"cnn": {"start": "null"}}, "parameter 'start' of method 'cnn' must be one of colors, capped, ideal"),
+    ({"cnn": {"input_size": 33}}, "config: cnn: cnn: input_size 33 is not divisible by 2**3"),
+    ({"cnn": {"channels": [0, 0]}}, "cnn: channels must be one or more integers >= 1"),
+    ({"cnn": {"lr": 0}}, "cnn: lr must be > 0"),
+    ({"cnn_folder": {"device": "tpu"}, "methods": ["cnn_folder"]}, "parameter 'device' of method 'cnn_folder' must be one of auto, cpu, cuda"),
     ({"variants": {"v": {"method": "direct", "n_starts": 0}}, "methods": ["v"]}, "'n_starts' of method 'direct'"),
     # cnn's function takes **kwargs: its declared defaults are still the whole list.
     ({"cnn": {"learning_rate": 1.0}}, "unknown parameter 'learning_rate' of method 'cnn'"),

@@ -58,9 +58,12 @@ class Method:
     # at once (cnn on a GPU); the shard mode uses it when it takes more than one image a call.
     batch: Callable[..., list[Proposal]] | None = None
     batch_size: Callable[..., int] | None = None
-    # Optional: parameter -> (least, greatest) value accepted (cq.config.check_params); every
-    # numeric parameter must be finite and >= 0 in any case.
+    # Optional: parameter -> (least, greatest) value accepted, or the texts accepted
+    # (cq.config.check_params); every numeric parameter must be finite and >= 0 in any case.
     limits: dict = field(default_factory=dict)
+    # Optional: ``check(params)`` raises ValueError on values that only fail together (cnn's
+    # input size and channels), run with the limits before any work.
+    check: Callable[[dict], None] | None = None
 
     def unavailable_reason(self) -> str | None:
         """None when the method can run here, else one line saying what is missing."""
@@ -81,15 +84,16 @@ class UnknownMethodError(KeyError):
         return str(self.args[0])
 
 
-def register(name: str, *, version: str, requires: tuple[str, ...] = (), limits: dict | None = None, **defaults):
-    """Decorator: register ``fn`` as method ``name`` with its code version and defaults, and
-    the ``limits`` (least, greatest) of parameters whose range the type does not say.
+def register(name: str, *, version: str, requires: tuple[str, ...] = (), limits: dict | None = None,
+             check: Callable[[dict], None] | None = None, **defaults):
+    """Decorator: register ``fn`` as method ``name`` with its code version and defaults, the
+    ``limits`` of parameters whose range the type does not say, and a ``check`` of them all.
 
     Bump ``version`` whenever the method's output changes, so that workflows recompute it.
     """
 
     def wrap(fn):
-        _REGISTRY[name] = Method(name, fn, version, defaults, requires, limits=dict(limits or {}))
+        _REGISTRY[name] = Method(name, fn, version, defaults, requires, limits=dict(limits or {}), check=check)
         return fn
 
     return wrap
@@ -102,7 +106,7 @@ def register_batch(name: str, *, size: Callable[..., int]):
     def wrap(fn):
         method = _REGISTRY[name]
         _REGISTRY[name] = Method(method.name, method.fn, method.version, method.defaults, method.requires,
-                                 batch=fn, batch_size=size, limits=method.limits)
+                                 batch=fn, batch_size=size, limits=method.limits, check=method.check)
         return fn
 
     return wrap

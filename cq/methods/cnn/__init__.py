@@ -151,9 +151,15 @@ def _signature() -> inspect.Signature:
 
 
 cnn.__signature__ = _signature()
-register("cnn", version="6", device="auto", **_defaults(), limits=dict(
-    steps_per_epoch=(1, 10**5), patience=(1, 10**5), input_size=(8, 512), hidden=(1, 4096), bits=(1, 8),
-    lattice_cap=(0, 8), threads=(1, 256)))(cnn)
+def _check(params: dict) -> None:
+    """The parameters as :func:`make_config` takes them, and the device name (not whether it is
+    there: a cluster's GPU nodes are not the machine that checks)."""
+    make_config(**{name: value for name, value in params.items() if name != "device"})
+
+
+register("cnn", version="6", device="auto", **_defaults(), check=_check, limits=dict(
+    device=DEVICES, start=STARTS, seed=(0, 2**63 - 1), steps_per_epoch=(1, 10**5), patience=(1, 10**5),
+    input_size=(8, 512), hidden=(1, 4096), bits=(1, 8), lattice_cap=(0, 8), threads=(1, 256)))(cnn)
 
 
 def make_config(**params) -> Config:
@@ -162,6 +168,9 @@ def make_config(**params) -> Config:
     if unknown:
         raise TypeError(f"cnn: unknown parameter(s) {unknown}")
     if "channels" in params:
+        channels = params["channels"]
+        if not channels or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in channels):
+            raise ValueError(f"cnn: channels must be one or more integers >= 1, got {channels!r}")
         params["channels"] = tuple(int(v) for v in params["channels"])
     config = Config(**params)
     for name in ("epochs", "steps_per_epoch", "patience", "bits", "threads", "input_size", "hidden"):

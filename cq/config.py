@@ -88,6 +88,9 @@ def typed(value, schema: dict, root: dict):
         return _from_text(value)
     if value in ("null", "~") and _takes(schema, root, "null"):
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and not _takes(schema, root, "integer") \
+            and not _takes(schema, root, "number") and _takes(schema, root, "string"):
+        return str(value)  # a folder named 123, which Snakemake's --config made a number
     return value
 
 
@@ -121,13 +124,20 @@ def _takes(schema: dict, root: dict, kind: str) -> bool:
 
 
 def _from_text(text: str):
-    """``text`` read as a YAML scalar (``'2'`` -> 2, ``'null'`` -> None), or as it is."""
+    """``text`` read as a YAML scalar (``'2'`` -> 2, ``'null'`` -> None; ``'1e-3'``, which YAML
+    1.1 leaves as text, -> 0.001), or as it is."""
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def resolve(config: dict, schema: dict) -> Settings:
@@ -228,6 +238,14 @@ def _param_problem(value, default, limits: tuple | None) -> str | None:
     return None
 
 
+def _param_from_text(value, default):
+    """A method parameter given as text by ``--config`` (see :func:`typed`) read as its default
+    is typed: a number, null, or a list of numbers (cnn's ``channels: [4, 8]``)."""
+    if isinstance(value, list) and isinstance(default, list):
+        return [_param_from_text(item, default[0] if default else "") for item in value]
+    return _from_text(value) if isinstance(value, str) and not isinstance(default, str) else value
+
+
 def _section(label: str, config: dict, registry: dict, variants: dict) -> tuple[str, dict]:
     """(base method name, its section merged with the variant's overrides) for a column label."""
     if label in variants:
@@ -254,9 +272,8 @@ def method_table(config: dict, registry: dict) -> dict[str, dict]:
     table = {}
     for label in config["methods"]:
         base, spec = _section(label, config, registry, config.get("variants") or {})
-        defaults = registry[base].defaults
-        spec = {name: _from_text(value) if isinstance(value, str) and not isinstance(defaults.get(name, ""), str)
-                else value for name, value in spec.items()}  # --config gives text (see typed)
+        spec = {name: _param_from_text(value, registry[base].defaults.get(name, ""))
+                for name, value in spec.items()}
         job = {key: spec.pop(key, default) for key, default in JOB_KEYS.items()}
         check_params(f"config: {label}", registry[base], spec)
         if "threads" in registry[base].defaults:  # one knob: the threads the job reserves and uses

@@ -128,3 +128,16 @@ def test_settings_typed_after_config_mean_what_a_config_file_means(weights, colo
               "methods": ["direct", "octree"]}
     typed_in = parse_config([f"{key}={_flow(value)}" for key, value in values.items()])
     assert resolve(workflow_config(**typed_in), SCHEMA) == resolve(workflow_config(**values), SCHEMA)
+
+
+@pytest.mark.parametrize("typed_in, meant", [
+    # Held out: refused, or kept as text so that the job's fingerprint differed.
+    ("cnn={channels: [4, 8], lr: 1e-3}", {"cnn": {"channels": [4, 8], "lr": 0.001}}),
+    ("weights={mse: 1e3, max_cost: 0, mean_cost: 0}", {"weights": {"mse": 1000.0, "max_cost": 0, "mean_cost": 0}}),
+    ("results_dir=123", {"results_dir": "123"}),
+    ("logs_dir=null", {"logs_dir": None}),
+])
+def test_config_text_that_yaml_or_snakemake_reads_otherwise(typed_in, meant):
+    from snakemake.cli import parse_config
+
+    assert resolve(workflow_config(**parse_config([typed_in])), SCHEMA) == resolve(workflow_config(**meant), SCHEMA)

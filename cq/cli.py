@@ -145,7 +145,7 @@ def _quantize(args, debug: bool) -> int:
 
     method = get_method(args.method)  # an unknown name or parameter stops here, before any work
     check_params("--param", method, dict(args.param))
-    _check_record_path(args.json, args.input, args.output)
+    _check_paths(args.json, args.input, args.output)
     if args.quiet:  # not even a failure's log (Python's last-resort handler prints tracebacks)
         logging.getLogger().addHandler(logging.NullHandler())
     else:
@@ -163,8 +163,12 @@ def _quantize(args, debug: bool) -> int:
     return 0
 
 
-def _check_record_path(record: str | None, image: str, png: str) -> None:
-    """Refuse a --json naming the input or the output PNG: the record would overwrite it."""
+def _check_paths(record: str | None, image: str, png: str) -> None:
+    """Refuse, before any work, an output or --json that is a folder, and a --json naming the
+    input or the output PNG (the record would overwrite it)."""
+    for option, path in (("output", png), ("--json", record)):
+        if path is not None and os.path.isdir(path):
+            raise ConfigError(f"{option} {path!r} is a folder; name a file")
     for what, path in (("the input image", image), ("the output PNG", png)):
         if record is not None and os.path.realpath(record) == os.path.realpath(path):
             raise ConfigError(f"--json {record!r} is {what}; name another file for the record")

@@ -93,10 +93,12 @@ def test_a_size_mismatch_exits_1_naming_the_file(photo, tmp_path):
     # Held out: the record was written over the input image, or over the PNG just written.
     (["--json", "INPUT"], "is the input image"),
     (["--json", "OUTPUT"], "is the output PNG"),
+    (["--json", "FOLDER"], "is a folder; name a file"),
 ])
 def test_bad_settings_stop_at_once_in_one_line_with_exit_2(photo, tmp_path, args, named):
     options = {"--method": "octree", **dict(zip(args[::2], args[1::2]))}
-    options = {key: {"INPUT": photo, "OUTPUT": tmp_path / "q.png"}.get(value, value) for key, value in options.items()}
+    options = {key: {"INPUT": photo, "OUTPUT": tmp_path / "q.png", "FOLDER": tmp_path}.get(value, value)
+               for key, value in options.items()}
     before = photo.read_bytes()
     r = cq("quantize", photo, tmp_path / "q.png", "--quiet", *[x for kv in options.items() for x in kv])
     assert r.returncode == 2, r.stderr
@@ -105,9 +107,9 @@ def test_bad_settings_stop_at_once_in_one_line_with_exit_2(photo, tmp_path, args
 
 
 def test_an_unexpected_error_is_one_line_unless_debug(photo, tmp_path):
-    # A directory where the record goes: writing it fails with an error the CLI did not expect.
-    (tmp_path / "q.json").mkdir()
-    args = ("quantize", photo, tmp_path / "q.png", "--method", "octree", "--json", tmp_path / "q.json")
+    # A file where the record's folder goes: writing it fails with an error the CLI did not expect.
+    (tmp_path / "file").write_text("")
+    args = ("quantize", photo, tmp_path / "q.png", "--method", "octree", "--json", tmp_path / "file" / "q.json")
     r = cq(*args)
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
     r = cq(*args, "--debug")
@@ -167,3 +169,8 @@ def test_a_reader_that_leaves_early_gets_no_error_message(photo, tmp_path):
     os.close(read)  # before the process has even imported numpy
     assert done.wait(timeout=120) == 1
     assert done.stderr.read() == b""
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_work(photo, tmp_path):
+    r = cq("quantize", photo, tmp_path, "--method", "octree")
+    assert r.returncode == 2 and "is a folder; name a file" in r.stderr and r.stderr.count("\n") == 1, r.stderr

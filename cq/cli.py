@@ -18,7 +18,7 @@ import sys
 # import alone, a sixth of a photo's whole run). Snakemake sets the same for each job.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from cq.config import MAX_K, ConfigError, check_params  # noqa: E402 (after the BLAS setting)
+from cq.config import MAX_K, MAX_WEIGHT, ConfigError, check_params  # noqa: E402 (after the BLAS setting)
 from cq.methods import UnknownMethodError, all_methods, get_method  # noqa: E402 (after the BLAS setting)
 from cq.objective import DEFAULT_K, Weights  # noqa: E402 (after the BLAS setting)
 
@@ -62,8 +62,8 @@ def _weights(text: str) -> Weights:
         mse, max_cost, mean_cost = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three numbers MSE,MAX,MEAN, got {text!r}") from None
-    if not all(math.isfinite(w) and w >= 0 for w in (mse, max_cost, mean_cost)):
-        raise argparse.ArgumentTypeError(f"weights must be finite numbers >= 0, got {text!r}")
+    if not all(math.isfinite(w) and 0 <= w <= MAX_WEIGHT for w in (mse, max_cost, mean_cost)):
+        raise argparse.ArgumentTypeError(f"weights must be finite numbers from 0 to {MAX_WEIGHT:g}, got {text!r}")
     return Weights(mse, max_cost, mean_cost)
 
 

@@ -83,6 +83,7 @@ def test_a_size_mismatch_exits_1_naming_the_file(photo, tmp_path):
     (["--k", "300"], "k must be from 1 to 256"),
     (["--weights", "2,nan,42"], "weights must be finite"),
     (["--weights", "2,-1,42"], "weights must be finite"),
+    (["--weights", "1e300,1,1"], "weights must be finite numbers from 0 to 1e+09"),
     (["--param", "nosuch=1"], "unknown parameter 'nosuch'"),
     # Held out: NaN gave no record and a stray PNG; 1e9 ran for ever; 0 starts failed per image.
     (["--method", "direct", "--param", "lattice_cap=NaN"], "'lattice_cap' of method 'direct' must be a number from 0 to 8"),

@@ -156,7 +156,7 @@ def _quantize(args, debug: bool) -> int:
         print(f"cq: error: {record['error']}", file=sys.stderr)
         return FAILURE
     s = record["scores"]
-    # A bound of 0 (weights without the cost terms, an image of at most k colours) has no gap.
+    # A bound of 0 (weights without the cost terms, every pixel on a cube corner) has no gap.
     gap = f"gap {s['gap']:.2%} to" if s["gap"] is not None else "no gap to"
     print(f"{args.output}: {record['n_colors']} colours, score {s['score']:.2f} "
           f"({gap} the lower bound {s['lower_bound']:.2f}), {record['wall_time_s']:.2f} s")

@@ -12,6 +12,7 @@ fewer than ``k`` pixels cannot have ``k`` colours; it is refused.
 from __future__ import annotations
 
 import heapq
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,15 +184,17 @@ def _merge_down(hist, pal, labels, k, weights):
     return pal, labels
 
 
-_last_split_up: list = []  # [(hist, palette bytes, labels bytes, k, weights), result]: see below
+_last_split_up: list = []  # [(weakref to hist, palette bytes, labels bytes, k, weights), result]
 
 
 def _split_up_once(hist, pal, labels, k, weights):
     """:func:`_best_split_up`, kept for the last arguments: ``direct`` finalises each stage's
     palette to compare them, then the pipeline finalises the winner again (a second of a dark
-    photo's 18 MP run at k = 256). The histogram is held, so its identity cannot be reused."""
-    key = (hist, pal.tobytes(), labels.tobytes(), k, weights)
-    if not (_last_split_up and _last_split_up[0][0] is hist and _last_split_up[0][1:] == key[1:]):
+    photo's 18 MP run at k = 256). The histogram is referred to weakly: a shard job's next image
+    does not keep the last one's (its inverse alone is 72 MB at 18 MP), and a dead reference
+    never matches a new histogram."""
+    key = (weakref.ref(hist), pal.tobytes(), labels.tobytes(), k, weights)
+    if not (_last_split_up and _last_split_up[0][0]() is hist and _last_split_up[0][1:] == key[1:]):
         _last_split_up[:] = [key, _best_split_up(hist, pal, labels, k, weights)]
     pal, labels, splits = _last_split_up[1]
     return pal.copy(), labels.copy(), splits  # the kept arrays stay as computed

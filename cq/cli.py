@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--weights", type=_weights, default=Weights(), help="MSE,MAX,MEAN (default 2,21,42)")
     q.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
                    help="a method parameter (JSON value), repeatable; cq methods lists them")
-    q.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     s = sub.add_parser("score", help="score a quantized image against its original", parents=[debug])
     s.add_argument("original", help="the image before quantization")
     s.add_argument("quantized", help="the quantized image, of the same size")

@@ -138,7 +138,7 @@ def test_every_argument_has_help():
                 raise AssertionError(f"{parser.prog}: {action.option_strings or action.dest} has no help")
 
 
-@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
+@pytest.mark.parametrize("quiet", [[], ["--quiet"], ["-q"]])
 def test_a_failing_method_is_one_line_quiet_or_not(photo, tmp_path, capsys, monkeypatch, quiet):
     """Held out: with --quiet a method's failure printed its whole traceback (no log handler,
     so Python's last-resort one)."""

@@ -293,6 +293,9 @@ def _split_sources(count, label, n_palette):
     pixel, the :data:`_SPLIT_SOURCES` largest."""
     size = np.bincount(label, weights=count, minlength=n_palette)
     sources = np.flatnonzero(size[label] >= 2)
+    if len(sources) > _SPLIT_SOURCES:  # those of at least the 64th largest count, ties kept, then sorted
+        counts = count[sources]
+        sources = sources[counts >= np.partition(counts, len(counts) - _SPLIT_SOURCES)[len(counts) - _SPLIT_SOURCES]]
     return sources[np.argsort(-count[sources], kind="stable")[:_SPLIT_SOURCES]]
 
 

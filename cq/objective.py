@@ -21,7 +21,8 @@ DEFAULT_K = 37
 # so a change here (a fix of the arithmetic, a new bound) recomputes every result it affects.
 # 2: exact integer MSE (int32 wrapped above ~1 MP), exactly-k finalisation for few-colour
 #    images, a lower bound that knows k.
-SCORING_VERSION = "2"
+# 3: the lower bound knows that k < 8 colours have at most k nearest vertices (cq.bound, fact 4).
+SCORING_VERSION = "3"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ and never above the score of any quantization (random palettes and every cheap m
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from skimage import data
 
@@ -292,3 +294,73 @@ def test_single_colour_icons_reach_the_bound(rgb, shape):
     best = brute_force_single_colour(rgb, hist.n_pixels)
     assert kbound.lower_bound(hist, K) == pytest.approx(best, rel=1e-9)
     assert finalized_score(image, "direct") == pytest.approx(best, rel=1e-9)
+
+
+# Fact 4 (k < 8): at most k vertices are some output colour's nearest.
+
+
+def _best_single_colour(image: np.ndarray, weights: Weights) -> float:
+    """The exact optimum at k = 1, over every uint8 colour: the score of one colour ``q`` is
+    ``w_mse * (||q - mean||^2 + spread) / 3 + (w_max + w_mean) * cost(q)``."""
+    p = image.reshape(-1, 3).astype(np.float64)
+    mean, spread = p.mean(0), ((p - p.mean(0)) ** 2).sum(1).mean()
+    gb = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), -1).reshape(-1, 2)
+    best = np.inf
+    for r in range(256):
+        q = np.column_stack([np.full(len(gb), r), gb])
+        s = weights.mse * (((q - mean) ** 2).sum(1) + spread) / 3 + (weights.max_cost + weights.mean_cost) * vertex_cost(q)
+        best = min(best, float(s.min()))
+    return best
+
+
+@pytest.mark.parametrize("name", ["coffee", "astronaut", "chelsea"])
+def test_one_colour_bound_is_below_the_exact_optimum(name):
+    """k = 1, checked against every uint8 colour: the few-vertices bound stays valid, and it is
+    above the bound every k <= 8 shared before it (one vertex, not any)."""
+    image = small_photo(name, 48)
+    hist = ColorHistogram.from_image(image)
+    bound = kbound.lower_bound(hist, 1)
+    assert kbound.lower_bound(hist, 8) < bound <= _best_single_colour(image, Weights()) * (1 + 1e-12)
+
+
+def test_two_colours_on_a_photo_get_the_few_vertices_bound():
+    """At k = 2 the bound on a photo is well above the one every k >= 8 shares (it was equal:
+    fails without fact 4), and still below direct's score."""
+    image = small_photo("coffee", 96)
+    hist = ColorHistogram.from_image(image)
+    two, eight = kbound.lower_bound(hist, 2), kbound.lower_bound(hist, 8)
+    assert two > 1.2 * eight
+    method = get_method("direct")
+    proposal = method.fn(Problem(image, hist, 2), **method.defaults)
+    q = finalize(hist, proposal.palette, proposal.labels, k=2, rule=proposal.rule)
+    assert score(image, q.render(hist)).score >= two
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 7), st.sampled_from(["random", "vertices", "photo"]),
+       st.booleans())
+def test_few_vertices_bound_is_below_every_method_and_random_palettes(seed, k, kind, other_weights):
+    """k < 8, images drawn around several vertices, uniform or from a photo, default or random
+    weights: no exactly-k output of direct, kmeans or a random palette scores below the bound."""
+    rng = np.random.default_rng(seed)
+    weights = Weights(*rng.uniform(0.2, 50, 3)) if other_weights else Weights()
+    if kind == "random":
+        image = rng.integers(0, 256, (10, 12, 3))
+    elif kind == "vertices":
+        centres = rng.choice([0, 255], (int(rng.integers(1, 9)), 3))
+        image = centres[rng.integers(0, len(centres), (10, 12))] + rng.normal(0, rng.uniform(1, 60), (10, 12, 3))
+    else:
+        photo = small_photo(["coffee", "astronaut", "chelsea", "rocket"][seed % 4], 48)
+        y, x = rng.integers(0, photo.shape[0] - 10), rng.integers(0, photo.shape[1] - 12)
+        image = photo[y : y + 10, x : x + 12]
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    hist = ColorHistogram.from_image(image)
+    bound = kbound.lower_bound(hist, k, weights)
+    palettes = [get_method(name).fn(Problem(image, hist, k, weights), **get_method(name).defaults)
+                for name in ("direct", "kmeans")]
+    for proposal in palettes:
+        q = finalize(hist, proposal.palette, proposal.labels, k=k, weights=weights, rule=proposal.rule)
+        assert score(image, q.render(hist), weights).score >= bound * (1 - 1e-12)
+    for _ in range(5):
+        q = finalize(hist, rng.integers(0, 256, (k, 3)), None, k=k, weights=weights, rule="objective")
+        assert score(image, q.render(hist), weights).score >= bound * (1 - 1e-12)

@@ -4,8 +4,9 @@
 
 Issue 17's target: the command a user types costs no more CPU than ``pngquant --nofs --speed 1``
 on the same photograph. Each command runs as its own process, as a user runs it; CPU is that
-process's user + system time (``os.wait4``), threads included (pngquant runs OpenMP threads, whose
-waiting counts too: set ``OMP_NUM_THREADS=1`` to see its single-thread work). The rounds
+process's user + system time (``os.wait4``), threads included. pngquant runs OpenMP threads, whose
+waiting counts too and grows with the machine's load, so it is also run with ``OMP_NUM_THREADS=1``
+(its work alone, column "1 thread"), and the load average is printed. The rounds
 alternate the commands, so load changes hit all of them alike; each figure is a median.
 ``cq quantize --method octree`` is printed as cq's floor: start-up, read, histogram, bound, PNG
 written and checked, with a method that costs almost nothing.
@@ -64,9 +65,10 @@ def cpu_seconds(command: list[str], env: dict) -> float:
 
 
 def commands(cq: list[str], image: Path, out: Path, k: int) -> dict[str, list[str]]:
+    pngquant = ["pngquant", "--nofs", "--speed", "1", "--force", "--output", str(out / "pq.png"), str(k), str(image)]
     return {
-        "pngquant": ["pngquant", "--nofs", "--speed", "1", "--force", "--output", str(out / "pq.png"), str(k),
-                     str(image)],
+        "pngquant": pngquant,
+        "1 thread": ["env", "OMP_NUM_THREADS=1", *pngquant],
         "cq direct": [*cq, "quantize", str(image), str(out / "direct.png"), "--method", "direct", "-k", str(k), "-q"],
         "cq octree": [*cq, "quantize", str(image), str(out / "octree.png"), "--method", "octree", "-k", str(k), "-q"],
     }
@@ -84,13 +86,15 @@ def main() -> None:
     env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
     cq = shlex.split(args.cq)
     version = subprocess.run(["pngquant", "--version"], capture_output=True, text=True).stdout.strip()
-    print(f"cq: {args.cq}   pngquant {version}   k = {args.k}, {args.rounds} rounds, medians of CPU s")
+    print(f"cq: {args.cq}   pngquant {version}   k = {args.k}, {args.rounds} rounds, medians of CPU s; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         images = photos(tmp)
         cpu_seconds(commands(cq, images[0], tmp, args.k)["cq direct"], env)  # writes the bytecode
-        ratios = []
-        print(f"{'photo':28s} {'size':>9s} {'pngquant':>9s} {'cq direct':>9s} {'cq octree':>9s}  direct/pngquant")
+        ratios, single = [], []
+        print(f"{'photo':28s} {'size':>9s} {'pngquant':>9s} {'1 thread':>9s} {'cq direct':>9s} {'cq octree':>9s}  "
+              f"direct/pngquant  direct/1 thread")
         for image in images:
             runs = {name: [] for name in commands(cq, image, tmp, args.k)}
             for _ in range(args.rounds):
@@ -98,12 +102,14 @@ def main() -> None:
                     runs[name].append(cpu_seconds(command, env))
             med = {name: float(np.median(values)) for name, values in runs.items()}
             ratios.append(med["cq direct"] / med["pngquant"])
+            single.append(med["cq direct"] / med["1 thread"])
             size = "x".join(map(str, Image.open(image).size))
-            print(f"{image.stem[:28]:28s} {size:>9s} {med['pngquant']:9.3f} {med['cq direct']:9.3f} "
-                  f"{med['cq octree']:9.3f}  {ratios[-1]:.2f}", flush=True)
-    ratios = np.array(ratios)
-    print(f"direct / pngquant: geometric mean {np.exp(np.log(ratios).mean()):.2f}, worst {ratios.max():.2f}; "
-          f"cq direct <= pngquant on {(ratios <= 1).sum()} of {len(ratios)} photographs")
+            print(f"{image.stem[:28]:28s} {size:>9s} {med['pngquant']:9.3f} {med['1 thread']:9.3f} "
+                  f"{med['cq direct']:9.3f} {med['cq octree']:9.3f}  {ratios[-1]:15.2f}  {single[-1]:15.2f}", flush=True)
+    for name, r in (("pngquant", np.array(ratios)), ("pngquant on 1 thread", np.array(single))):
+        print(f"cq direct / {name}: geometric mean {np.exp(np.log(r).mean()):.2f}, worst {r.max():.2f}; "
+              f"cq direct <= it on {(r <= 1).sum()} of {len(r)} photographs")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

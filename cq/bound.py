@@ -53,10 +53,10 @@ radii where it is below the best value found. Sums are float64 over int64 counts
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from threadpoolctl import threadpool_limits
-
-import itertools
 
 from cq.histogram import ColorHistogram
 from cq.lattice import HALF, VERTICES, kth_smallest_cost, kth_smallest_sq, octant

@@ -151,6 +151,8 @@ def _signature() -> inspect.Signature:
 
 
 cnn.__signature__ = _signature()
+
+
 def _check(params: dict) -> None:
     """The parameters as :func:`make_config` takes them, and the device name (not whether it is
     there: a cluster's GPU nodes are not the machine that checks)."""

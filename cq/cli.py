@@ -195,10 +195,15 @@ def _score(args, debug: bool) -> int:
     return 0
 
 
+def _accepted(limits: tuple) -> str:
+    """A parameter's limits as ``cq methods`` shows them: the texts accepted, or the range."""
+    return "|".join(limits) if all(isinstance(x, str) for x in limits) else "{}..{}".format(*limits)
+
+
 def _methods(args, debug: bool) -> int:
     for name, method in all_methods().items():
         reason = method.unavailable_reason()
-        params = ", ".join(f"{k}={v!r}" + (" ({}..{})".format(*method.limits[k]) if k in method.limits else "")
+        params = ", ".join(f"{k}={v!r}" + (f" ({_accepted(method.limits[k])})" if k in method.limits else "")
                            for k, v in sorted(method.defaults.items())) or "no parameters"
         print(f"{name:14s} v{method.version}  " + ("available" if reason is None else f"unavailable: {reason}"))
         print(f"{'':14s} {params}")

@@ -56,6 +56,7 @@ def test_methods_lists_availability():
     r = cq("methods")
     assert r.returncode == 0 and "kmeans" in r.stdout and "available" in r.stdout
     assert "lattice_cap=4.0 (0..8)" in r.stdout  # a parameter's accepted range beside its default
+    assert "device='auto' (auto|cpu|cuda)" in r.stdout  # or its accepted texts (was "(auto..cpu)")
 
 
 def test_failure_is_one_line_naming_the_file(tmp_path):

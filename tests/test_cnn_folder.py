@@ -134,6 +134,14 @@ def test_bad_parameters_are_one_line_errors(network, params, message):
     assert "\n" not in str(info.value)
 
 
+def test_no_descent_passes_the_settings_check():
+    """coarse_iter 0 (the network alone) and fine_iter 0 are documented settings: the start check
+    refused them (limits from 1)."""
+    from cq.config import check_params
+
+    check_params("config: cnn_folder", get_method("cnn_folder"), {"coarse_iter": 0, "fine_iter": 0})
+
+
 def test_a_foreign_file_or_other_weights_are_refused(network, tmp_path):
     bad = tmp_path / "net.pt"
     bad.write_bytes(b"not a network")

@@ -43,7 +43,7 @@ GPU_BATCH = 64  # images per call in a shard job on a GPU; on the CPU one at a t
 
 @register("cnn_folder", version="2", network="", device="auto", n_starts=0, seed=0, coarse_bits=5, coarse_iter=60,
           fine_bits=6, fine_iter=20, int_iter=10, fine_max_colors=400_000, lattice_cap=4.0, threads=1, limits=dict(
-              n_starts=(0, 1000), coarse_bits=(1, 8), fine_bits=(1, 8), coarse_iter=(1, 10**5), fine_iter=(1, 10**5),
+              n_starts=(0, 1000), coarse_bits=(1, 8), fine_bits=(1, 8), coarse_iter=(0, 10**5), fine_iter=(0, 10**5),
               int_iter=(1, 10**5), fine_max_colors=(1, 2**24), lattice_cap=(0, 8), threads=(1, 256), device=DEVICES))
 def cnn_folder(problem: Problem, *, network: str = "", device: str = "auto", n_starts: int = 0, seed: int = 0,
                coarse_bits: int = 5, coarse_iter: int = 60, fine_bits: int = 6, fine_iter: int = 20,
